@@ -1,0 +1,248 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"strings"
+	"time"
+
+	"github.com/mamori/mamori/internal/errcode"
+)
+
+// Computer statuses.
+const (
+	StatusOnline  = "online"
+	StatusOffline = "offline"
+)
+
+// Computer is a managed endpoint.
+type Computer struct {
+	ID                  string
+	Name                string
+	Hostname            string
+	Instance            string
+	GroupID             string
+	Status              string
+	LastSeen            time.Time
+	ConnectedSince      time.Time
+	Platform            string
+	OSName              string
+	OSVersion           string
+	AgentVersion        string
+	HardwareFingerprint string
+	CloneSuspected      bool
+	CloneReason         string
+	EnrolledAt          time.Time
+	RevokedAt           time.Time
+}
+
+const computerColumns = `id, name, hostname, instance, group_id, status, last_seen, connected_since, platform, os_name, os_version,
+	agent_version, hardware_fingerprint, clone_suspected, clone_reason, enrolled_at, revoked_at`
+
+func scanComputer(row interface{ Scan(...any) error }) (*Computer, error) {
+	c := &Computer{}
+	var lastSeen, since, revoked sql.NullInt64
+	var enrolled int64
+	err := row.Scan(&c.ID, &c.Name, &c.Hostname, &c.Instance, &c.GroupID, &c.Status, &lastSeen, &since, &c.Platform,
+		&c.OSName, &c.OSVersion, &c.AgentVersion, &c.HardwareFingerprint, &c.CloneSuspected, &c.CloneReason, &enrolled, &revoked)
+	if err != nil {
+		return nil, err
+	}
+	c.LastSeen, c.ConnectedSince, c.RevokedAt, c.EnrolledAt = fromNullMS(lastSeen), fromNullMS(since), fromNullMS(revoked), fromMS(enrolled)
+	return c, nil
+}
+
+// ComputerByID returns not_found if there is no such computer.
+func (db *DB) ComputerByID(ctx context.Context, id string) (_ *Computer, err error) {
+	defer db.track("computer_by_id", time.Now(), &err)
+	c, err := scanComputer(db.ro.QueryRowContext(ctx, `SELECT `+computerColumns+` FROM computers WHERE id = ?`, id))
+	return c, notFound(err, "computer not found")
+}
+
+// ComputerFilter selects and orders computers. Zero values select all.
+type ComputerFilter struct {
+	Name           string   // case-insensitive substring of the name or host name
+	Status         string   // online, offline
+	GroupIDs       []string // member of any of these static groups
+	IncludeRevoked bool
+	// Sort is a field name, optionally prefixed with "-" for descending:
+	// name (default), last_seen, status, enrolled_at, os_name.
+	Sort   string
+	Limit  int // default 100, at most 1000
+	Offset int
+}
+
+var computerSorts = map[string]string{
+	"name":        "name",
+	"last_seen":   "COALESCE(last_seen, 0)",
+	"status":      "status",
+	"enrolled_at": "enrolled_at",
+	"os_name":     "os_name",
+}
+
+// ComputerSortFields lists the fields ListComputers sorts by.
+func ComputerSortFields() []string {
+	return []string{"name", "last_seen", "status", "enrolled_at", "os_name"}
+}
+
+// Pagination limits.
+const (
+	DefaultLimit = 100
+	MaxLimit     = 1000
+)
+
+// ListComputers returns a page of computers and the total that match f.
+// Returns invalid for an unknown sort field or status.
+func (db *DB) ListComputers(ctx context.Context, f ComputerFilter) (_ []*Computer, total int, err error) {
+	defer db.track("list_computers", time.Now(), &err)
+	var where []string
+	var args []any
+	if !f.IncludeRevoked {
+		where = append(where, "revoked_at IS NULL")
+	}
+	if f.Name != "" {
+		where = append(where, `(LOWER(name) LIKE ? ESCAPE '\' OR LOWER(hostname) LIKE ? ESCAPE '\')`)
+		pat := "%" + escapeLike(strings.ToLower(f.Name)) + "%"
+		args = append(args, pat, pat)
+	}
+	switch f.Status {
+	case "":
+	case StatusOnline, StatusOffline:
+		where = append(where, "status = ?")
+		args = append(args, f.Status)
+	default:
+		return nil, 0, errcode.New(errcode.Invalid, "status must be online or offline")
+	}
+	if f.GroupIDs != nil {
+		if len(f.GroupIDs) == 0 {
+			return nil, 0, nil
+		}
+		where = append(where, "group_id IN ("+placeholders(len(f.GroupIDs))+")")
+		for _, g := range f.GroupIDs {
+			args = append(args, g)
+		}
+	}
+	order, err := orderBy(f.Sort, computerSorts, "name")
+	if err != nil {
+		return nil, 0, err
+	}
+	cond := ""
+	if len(where) > 0 {
+		cond = " WHERE " + strings.Join(where, " AND ")
+	}
+	if err := db.ro.QueryRowContext(ctx, `SELECT COUNT(*) FROM computers`+cond, args...).Scan(&total); err != nil {
+		return nil, 0, err
+	}
+	limit, offset := pageBounds(f.Limit, f.Offset)
+	rows, err := db.ro.QueryContext(ctx, `SELECT `+computerColumns+` FROM computers`+cond+` ORDER BY `+order+`, id LIMIT ? OFFSET ?`,
+		append(args, limit, offset)...)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer rows.Close()
+	var out []*Computer
+	for rows.Next() {
+		c, err := scanComputer(rows)
+		if err != nil {
+			return nil, 0, err
+		}
+		out = append(out, c)
+	}
+	return out, total, rows.Err()
+}
+
+func pageBounds(limit, offset int) (int, int) {
+	if limit <= 0 {
+		limit = DefaultLimit
+	}
+	return min(limit, MaxLimit), max(offset, 0)
+}
+
+func orderBy(sort string, allowed map[string]string, def string) (string, error) {
+	if sort == "" {
+		sort = def
+	}
+	desc := strings.HasPrefix(sort, "-")
+	expr, ok := allowed[strings.TrimPrefix(sort, "-")]
+	if !ok {
+		return "", errcode.New(errcode.Invalid, "cannot sort by %q", strings.TrimPrefix(sort, "-"))
+	}
+	if desc {
+		return expr + " DESC", nil
+	}
+	return expr + " ASC", nil
+}
+
+func placeholders(n int) string {
+	return strings.TrimSuffix(strings.Repeat("?,", n), ",")
+}
+
+func escapeLike(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
+	return r.Replace(s)
+}
+
+// PresenceUpdate is one computer's connection state, written in batches.
+type PresenceUpdate struct {
+	ComputerID string
+	// Status is online or offline; "" updates only LastSeen.
+	Status         string
+	LastSeen       time.Time
+	ConnectedSince time.Time // with Status online
+}
+
+// ApplyPresence writes a batch of presence updates in one transaction.
+// last_seen never moves backwards.
+func (db *DB) ApplyPresence(ctx context.Context, ups []PresenceUpdate) (err error) {
+	if len(ups) == 0 {
+		return nil
+	}
+	defer db.track("apply_presence", time.Now(), &err)
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		seen, err := tx.PrepareContext(ctx, `UPDATE computers SET last_seen = ? WHERE id = ? AND (last_seen IS NULL OR last_seen < ?)`)
+		if err != nil {
+			return err
+		}
+		defer seen.Close()
+		status, err := tx.PrepareContext(ctx, `UPDATE computers SET status = ?, connected_since = ? WHERE id = ? AND revoked_at IS NULL`)
+		if err != nil {
+			return err
+		}
+		defer status.Close()
+		for _, u := range ups {
+			if !u.LastSeen.IsZero() {
+				if _, err := seen.ExecContext(ctx, ms(u.LastSeen), u.ComputerID, ms(u.LastSeen)); err != nil {
+					return err
+				}
+			}
+			switch u.Status {
+			case StatusOnline:
+				_, err = status.ExecContext(ctx, StatusOnline, nullMS(u.ConnectedSince), u.ComputerID)
+			case StatusOffline:
+				_, err = status.ExecContext(ctx, StatusOffline, nil, u.ComputerID)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// MarkAllOffline sets every computer offline; the server calls it at start
+// because no connection survives a restart.
+func (db *DB) MarkAllOffline(ctx context.Context) (n int64, err error) {
+	defer db.track("mark_all_offline", time.Now(), &err)
+	res, err := db.rw.ExecContext(ctx, `UPDATE computers SET status = 'offline', connected_since = NULL WHERE status <> 'offline'`)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+// MarkCloneSuspected flags a computer as a suspected clone with a reason.
+func (db *DB) MarkCloneSuspected(ctx context.Context, id, reason string) (err error) {
+	defer db.track("mark_clone", time.Now(), &err)
+	_, err = db.rw.ExecContext(ctx, `UPDATE computers SET clone_suspected = 1, clone_reason = ? WHERE id = ?`, reason, id)
+	return err
+}

@@ -1,0 +1,219 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"time"
+
+	"github.com/mamori/mamori/internal/errcode"
+)
+
+// EnrollmentToken lets agents enroll. Only a hash of its secret is kept.
+type EnrollmentToken struct {
+	ID          string
+	SecretHash  string
+	GroupID     string
+	Description string
+	ExpiresAt   time.Time
+	UsesAllowed int // 0: unlimited
+	Uses        int
+	CreatedBy   string
+	CreatedAt   time.Time
+	RevokedAt   time.Time
+}
+
+// CreateEnrollmentToken stores t.
+func (db *DB) CreateEnrollmentToken(ctx context.Context, t *EnrollmentToken) (err error) {
+	defer db.track("create_enrollment_token", time.Now(), &err)
+	_, err = db.rw.ExecContext(ctx, `INSERT INTO enrollment_tokens (id, secret_hash, group_id, description, expires_at, uses_allowed, uses, created_by, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)`,
+		t.ID, t.SecretHash, t.GroupID, t.Description, ms(t.ExpiresAt), t.UsesAllowed, t.CreatedBy, ms(t.CreatedAt))
+	if isUniqueViolation(err) {
+		return errcode.New(errcode.Conflict, "enrollment token already exists")
+	}
+	return err
+}
+
+const tokenColumns = `id, secret_hash, group_id, description, expires_at, uses_allowed, uses, created_by, created_at, revoked_at`
+
+func scanToken(row interface{ Scan(...any) error }) (*EnrollmentToken, error) {
+	t := &EnrollmentToken{}
+	var exp, created int64
+	var revoked sql.NullInt64
+	if err := row.Scan(&t.ID, &t.SecretHash, &t.GroupID, &t.Description, &exp, &t.UsesAllowed, &t.Uses, &t.CreatedBy, &created, &revoked); err != nil {
+		return nil, err
+	}
+	t.ExpiresAt, t.CreatedAt, t.RevokedAt = fromMS(exp), fromMS(created), fromNullMS(revoked)
+	return t, nil
+}
+
+// ListEnrollmentTokens returns all tokens, newest first.
+func (db *DB) ListEnrollmentTokens(ctx context.Context) (_ []*EnrollmentToken, err error) {
+	defer db.track("list_enrollment_tokens", time.Now(), &err)
+	rows, err := db.ro.QueryContext(ctx, `SELECT `+tokenColumns+` FROM enrollment_tokens ORDER BY created_at DESC, id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*EnrollmentToken
+	for rows.Next() {
+		t, err := scanToken(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// EnrollmentTokenByID returns not_found if there is no such token.
+func (db *DB) EnrollmentTokenByID(ctx context.Context, id string) (_ *EnrollmentToken, err error) {
+	defer db.track("enrollment_token_by_id", time.Now(), &err)
+	t, err := scanToken(db.ro.QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM enrollment_tokens WHERE id = ?`, id))
+	return t, notFound(err, "enrollment token not found")
+}
+
+// RevokeEnrollmentToken stops a token from enrolling more computers.
+func (db *DB) RevokeEnrollmentToken(ctx context.Context, id string, now time.Time) (err error) {
+	defer db.track("revoke_enrollment_token", time.Now(), &err)
+	res, err := db.rw.ExecContext(ctx, `UPDATE enrollment_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?`, ms(now), id)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return errcode.New(errcode.NotFound, "enrollment token not found")
+	}
+	return nil
+}
+
+// CheckEnrollmentToken returns the usable token with this secret hash, or
+// unauthorized saying why it cannot be used. It changes nothing; Enroll
+// checks again inside its transaction.
+func (db *DB) CheckEnrollmentToken(ctx context.Context, secretHash string, now time.Time) (_ *EnrollmentToken, err error) {
+	defer db.track("check_enrollment_token", time.Now(), &err)
+	t, err := scanToken(db.ro.QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM enrollment_tokens WHERE secret_hash = ?`, secretHash))
+	if err != nil {
+		return nil, tokenNotFound(err)
+	}
+	return t, usable(t, now)
+}
+
+func tokenNotFound(err error) error {
+	if err == sql.ErrNoRows {
+		return errcode.New(errcode.Unauthorized, "unknown enrollment token")
+	}
+	return err
+}
+
+func usable(t *EnrollmentToken, now time.Time) error {
+	switch {
+	case !t.RevokedAt.IsZero():
+		return errcode.New(errcode.Unauthorized, "enrollment token has been revoked")
+	case !now.Before(t.ExpiresAt):
+		return errcode.New(errcode.Unauthorized, "enrollment token expired at %s", t.ExpiresAt.UTC().Format(time.RFC3339))
+	case t.UsesAllowed > 0 && t.Uses >= t.UsesAllowed:
+		return errcode.New(errcode.Unauthorized, "enrollment token is used up (%d of %d uses)", t.Uses, t.UsesAllowed)
+	}
+	return nil
+}
+
+// AgentCertificate records a certificate issued to a computer.
+type AgentCertificate struct {
+	Serial     string
+	ComputerID string
+	IssuedAt   time.Time
+	NotAfter   time.Time
+	RevokedAt  time.Time
+}
+
+// EnrollComputer consumes one use of the token with secretHash and creates c
+// (in the token's group, which it sets on c) with its certificate, in one
+// transaction. If other enrolled computers present the same hardware
+// fingerprint, c and they are all marked clone_suspected: a clone is never
+// merged silently. Returns unauthorized when the token cannot be used.
+func (db *DB) EnrollComputer(ctx context.Context, secretHash string, now time.Time, c *Computer, cert *AgentCertificate) (err error) {
+	defer db.track("enroll_computer", time.Now(), &err)
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		t, err := scanToken(tx.QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM enrollment_tokens WHERE secret_hash = ?`, secretHash))
+		if err != nil {
+			return tokenNotFound(err)
+		}
+		if err := usable(t, now); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE enrollment_tokens SET uses = uses + 1 WHERE id = ?`, t.ID); err != nil {
+			return err
+		}
+		c.GroupID = t.GroupID
+		c.EnrolledAt = now
+		rows, err := tx.QueryContext(ctx, `SELECT id, name FROM computers WHERE hardware_fingerprint = ? AND revoked_at IS NULL`, c.HardwareFingerprint)
+		if err != nil {
+			return err
+		}
+		var twins []struct{ id, name string }
+		for rows.Next() {
+			var id, name string
+			if err := rows.Scan(&id, &name); err != nil {
+				rows.Close()
+				return err
+			}
+			twins = append(twins, struct{ id, name string }{id, name})
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if len(twins) > 0 {
+			c.CloneSuspected = true
+			c.CloneReason = "same hardware fingerprint as " + twins[0].name + " (" + twins[0].id + ")"
+			for _, tw := range twins {
+				if _, err := tx.ExecContext(ctx, `UPDATE computers SET clone_suspected = 1, clone_reason = ? WHERE id = ?`,
+					"same hardware fingerprint as "+c.Name+" ("+c.ID+"), enrolled later", tw.id); err != nil {
+					return err
+				}
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO computers (id, name, hostname, instance, group_id, status, platform, agent_version,
+			hardware_fingerprint, clone_suspected, clone_reason, enrolled_at, enrollment_token_id)
+			VALUES (?, ?, ?, ?, ?, 'offline', ?, ?, ?, ?, ?, ?, ?)`,
+			c.ID, c.Name, c.Hostname, c.Instance, c.GroupID, c.Platform, c.AgentVersion,
+			c.HardwareFingerprint, c.CloneSuspected, c.CloneReason, ms(now), t.ID); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO agent_certificates (serial, computer_id, issued_at, not_after) VALUES (?, ?, ?, ?)`,
+			cert.Serial, c.ID, ms(cert.IssuedAt), ms(cert.NotAfter))
+		return err
+	})
+}
+
+// AgentCertificateBySerial returns not_found for an unknown serial.
+func (db *DB) AgentCertificateBySerial(ctx context.Context, serial string) (_ *AgentCertificate, err error) {
+	defer db.track("agent_certificate", time.Now(), &err)
+	c := &AgentCertificate{}
+	var issued, notAfter int64
+	var revoked sql.NullInt64
+	err = db.ro.QueryRowContext(ctx, `SELECT serial, computer_id, issued_at, not_after, revoked_at FROM agent_certificates WHERE serial = ?`, serial).
+		Scan(&c.Serial, &c.ComputerID, &issued, &notAfter, &revoked)
+	if err != nil {
+		return nil, notFound(err, "certificate not known")
+	}
+	c.IssuedAt, c.NotAfter, c.RevokedAt = fromMS(issued), fromMS(notAfter), fromNullMS(revoked)
+	return c, nil
+}
+
+// RevokeComputer revokes every certificate of a computer and marks it
+// revoked; its agent can no longer connect. Returns not_found if unknown.
+func (db *DB) RevokeComputer(ctx context.Context, id string, now time.Time) (err error) {
+	defer db.track("revoke_computer", time.Now(), &err)
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE computers SET revoked_at = COALESCE(revoked_at, ?), status = 'offline' WHERE id = ?`, ms(now), id)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return errcode.New(errcode.NotFound, "computer not found")
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE agent_certificates SET revoked_at = COALESCE(revoked_at, ?) WHERE computer_id = ?`, ms(now), id)
+		return err
+	})
+}

@@ -1,0 +1,184 @@
+// Package store is the server's persistent state behind one SQL
+// implementation. OpenSQLite opens the embedded default (a single file in the
+// data directory, WAL mode); the SQL is kept to what PostgreSQL also speaks so
+// a PostgreSQL driver can be added behind the same methods, checked by the
+// same conformance tests (storetest).
+//
+// Consumers declare the few methods they need as small interfaces next to
+// their code; *DB implements them all. Errors carry errcode codes: not_found
+// for a missing row, conflict for a unique violation; anything else is
+// internal.
+//
+// Lifecycle: OpenSQLite (applies migrations) → use → Close.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/pressly/goose/v3"
+	_ "modernc.org/sqlite" // database/sql driver "sqlite"
+
+	"github.com/mamori/mamori/internal/errcode"
+)
+
+//go:embed migrations
+var migrations embed.FS
+
+// Observer receives the duration and outcome of every store operation (for
+// metrics). op is a short stable name such as "apply_check_in".
+type Observer func(op string, d time.Duration, err error)
+
+// DB is the store.
+type DB struct {
+	rw       *sql.DB // writer: one connection, so SQLite never sees competing writers from this process
+	ro       *sql.DB // readers
+	observe  Observer
+	version  int64
+	filename string
+}
+
+// Options tune OpenSQLite.
+type Options struct {
+	// Observer, if set, is called after every operation.
+	Observer Observer
+	// Synchronous is SQLite's synchronous pragma: "FULL" (default; a commit
+	// survives power loss, which the "write before acknowledge" rule needs)
+	// or "NORMAL" (survives process crashes only).
+	Synchronous string
+}
+
+// FileName is the database file inside a data directory.
+const FileName = "mamori.db"
+
+// OpenSQLite opens (creating if needed) the SQLite store in dir and applies
+// pending schema migrations.
+func OpenSQLite(ctx context.Context, dir string, opt Options) (*DB, error) {
+	sync := strings.ToUpper(opt.Synchronous)
+	if sync == "" {
+		sync = "FULL"
+	}
+	if sync != "FULL" && sync != "NORMAL" {
+		return nil, errcode.New(errcode.Invalid, "synchronous must be FULL or NORMAL")
+	}
+	path := filepath.Join(dir, FileName)
+	q := url.Values{}
+	for _, p := range []string{"journal_mode(WAL)", "busy_timeout(10000)", "foreign_keys(1)", "synchronous(" + sync + ")"} {
+		q.Add("_pragma", p)
+	}
+	q.Set("_txlock", "immediate")
+	rw, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, err
+	}
+	rw.SetMaxOpenConns(1)
+	rw.SetConnMaxIdleTime(0)
+	q.Set("_txlock", "deferred")
+	q.Add("_pragma", "query_only(1)")
+	ro, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		rw.Close()
+		return nil, err
+	}
+	ro.SetMaxOpenConns(max(4, runtime.NumCPU()*2))
+	db := &DB{rw: rw, ro: ro, observe: opt.Observer, filename: path}
+	if err := db.migrate(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("migrating %s: %w", path, err)
+	}
+	return db, nil
+}
+
+func (db *DB) migrate(ctx context.Context) error {
+	sub, err := fs.Sub(migrations, "migrations/sqlite")
+	if err != nil {
+		return err
+	}
+	p, err := goose.NewProvider(goose.DialectSQLite3, db.rw, sub)
+	if err != nil {
+		return err
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return err
+	}
+	db.version, err = p.GetDBVersion(ctx)
+	return err
+}
+
+// SchemaVersion is the schema version recorded in the database.
+func (db *DB) SchemaVersion() int64 { return db.version }
+
+// Ping checks that the database answers (for readiness).
+func (db *DB) Ping(ctx context.Context) error {
+	var one int
+	return db.ro.QueryRowContext(ctx, "SELECT 1").Scan(&one)
+}
+
+// Close closes the store.
+func (db *DB) Close() error {
+	return errors.Join(db.ro.Close(), db.rw.Close())
+}
+
+func (db *DB) track(op string, start time.Time, err *error) {
+	if db.observe != nil {
+		db.observe(op, time.Since(start), *err)
+	}
+}
+
+// tx runs fn in a write transaction and commits when it returns nil.
+func (db *DB) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := db.rw.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+func isUniqueViolation(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed")
+}
+
+func ms(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+func fromMS(v int64) time.Time {
+	if v == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(v).UTC()
+}
+
+func nullMS(t time.Time) sql.NullInt64 {
+	return sql.NullInt64{Int64: t.UnixMilli(), Valid: !t.IsZero()}
+}
+
+func fromNullMS(v sql.NullInt64) time.Time {
+	if !v.Valid {
+		return time.Time{}
+	}
+	return fromMS(v.Int64)
+}
+
+func notFound(err error, format string, args ...any) error {
+	if errors.Is(err, sql.ErrNoRows) {
+		return errcode.New(errcode.NotFound, format, args...)
+	}
+	return err
+}
