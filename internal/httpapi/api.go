@@ -1,0 +1,323 @@
+// Package httpapi is the REST API under /api/v1 plus the operational
+// endpoints (/healthz, /readyz, /metrics). Every route is declared once in
+// the route table (routes.go) with its audience; authentication happens in
+// one middleware, and errors leave in one shape:
+//
+//	{"error": {"code": "not_found", "message": "computer not found"}}
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"mime"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mamori/mamori/internal/auth"
+	"github.com/mamori/mamori/internal/enrollment"
+	"github.com/mamori/mamori/internal/errcode"
+	"github.com/mamori/mamori/internal/store"
+)
+
+// Store is what the API reads and writes directly.
+type Store interface {
+	Groups(ctx context.Context) (*store.GroupTree, error)
+	CreateGroup(ctx context.Context, parentID, name string) (*store.Group, error)
+	ListComputers(ctx context.Context, f store.ComputerFilter) ([]*store.Computer, int, error)
+	ComputerByID(ctx context.Context, id string) (*store.Computer, error)
+	InventorySections(ctx context.Context, computerID string) ([]store.InventorySection, error)
+	ComputerEvents(ctx context.Context, computerID string, f store.EventFilter) ([]store.Event, int, error)
+	RevokeComputer(ctx context.Context, id string, now time.Time) error
+	ListEnrollmentTokens(ctx context.Context) ([]*store.EnrollmentToken, error)
+	RevokeEnrollmentToken(ctx context.Context, id string, now time.Time) error
+	Ping(ctx context.Context) error
+}
+
+// Presence answers live connection questions.
+type Presence interface {
+	Live(computerID string) (online bool, lastSeen time.Time)
+	Wake(computerID, reason string) (string, error)
+	Disconnect(computerID string)
+}
+
+// Config wires the API.
+type Config struct {
+	Store         Store
+	Auth          *auth.Service
+	Enrollment    *enrollment.Service
+	Presence      Presence
+	CAFingerprint string
+	CAPEM         []byte
+	Metrics       http.Handler
+	Log           *slog.Logger
+	// Connection warning thresholds for computers not seen for a while.
+	OfflineWarning  time.Duration // default 48h
+	OfflineCritical time.Duration // default 14 days
+	Now             func() time.Time
+}
+
+// Limits.
+const (
+	MaxBodyBytes  = 64 << 10
+	SessionCookie = "mamori_session"
+)
+
+// API is the HTTP handler.
+type API struct {
+	cfg Config
+	mux *http.ServeMux
+}
+
+// New builds the API handler.
+func New(cfg Config) *API {
+	if cfg.OfflineWarning == 0 {
+		cfg.OfflineWarning = 48 * time.Hour
+	}
+	if cfg.OfflineCritical == 0 {
+		cfg.OfflineCritical = 14 * 24 * time.Hour
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	a := &API{cfg: cfg, mux: http.NewServeMux()}
+	for _, r := range a.routes() {
+		a.mux.Handle(r.Method+" "+r.Pattern, a.wrap(r))
+	}
+	return a
+}
+
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Cache-Control", "no-store")
+	h, pattern := a.mux.Handler(r)
+	if pattern == "" {
+		// The mux's own 404/405: keep its status and Allow header, answer in
+		// the API's error shape.
+		rec := &statusRecorder{header: http.Header{}}
+		h.ServeHTTP(rec, r)
+		if allow := rec.header.Get("Allow"); allow != "" {
+			w.Header().Set("Allow", allow)
+		}
+		if rec.status == http.StatusMethodNotAllowed {
+			writeError(w, errcode.New(errcode.Invalid, "method %s not allowed on %s", r.Method, r.URL.Path), http.StatusMethodNotAllowed)
+			return
+		}
+		writeError(w, errcode.New(errcode.NotFound, "no such endpoint: %s %s", r.Method, r.URL.Path), 0)
+		return
+	}
+	a.mux.ServeHTTP(w, r)
+}
+
+type statusRecorder struct {
+	header http.Header
+	status int
+}
+
+func (s *statusRecorder) Header() http.Header         { return s.header }
+func (s *statusRecorder) Write(b []byte) (int, error) { return len(b), nil }
+func (s *statusRecorder) WriteHeader(code int)        { s.status = code }
+
+type principalKey struct{}
+
+// principal returns the authenticated caller of a user route.
+func principal(r *http.Request) *auth.Principal {
+	p, _ := r.Context().Value(principalKey{}).(*auth.Principal)
+	return p
+}
+
+// wrap applies the route's audience: public routes pass, user routes need a
+// valid session cookie (or, later, a bearer token).
+func (a *API) wrap(rt route) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		defer func() {
+			if rt.Audience != public || sw.status >= 400 {
+				a.cfg.Log.Debug("api", "method", r.Method, "path", r.URL.Path, "status", sw.status, "ms", time.Since(start).Milliseconds())
+			}
+		}()
+		if rt.Audience == user {
+			p, err := a.authenticate(r)
+			if err != nil {
+				writeError(sw, err, 0)
+				return
+			}
+			r = r.WithContext(context.WithValue(r.Context(), principalKey{}, p))
+		}
+		if err := rt.Handler(sw, r); err != nil {
+			if errcode.Of(err) == errcode.Internal {
+				a.cfg.Log.Error("api handler failed", "method", r.Method, "path", r.URL.Path, "err", err)
+			}
+			writeError(sw, err, 0)
+		}
+	})
+}
+
+func (a *API) authenticate(r *http.Request) (*auth.Principal, error) {
+	c, err := r.Cookie(SessionCookie)
+	if err != nil || c.Value == "" {
+		return nil, errcode.New(errcode.Unauthorized, "authentication required")
+	}
+	return a.cfg.Auth.Authenticate(r.Context(), c.Value)
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+type errorBody struct {
+	Error struct {
+		Code    errcode.Code `json:"code"`
+		Message string       `json:"message"`
+	} `json:"error"`
+}
+
+// writeError writes err in the API's error shape; status 0 means "from the
+// error's code".
+func writeError(w http.ResponseWriter, err error, status int) {
+	var b errorBody
+	b.Error.Code = errcode.Of(err)
+	b.Error.Message = errcode.Message(err)
+	if status == 0 {
+		status = errcode.HTTPStatus(err)
+	}
+	if b.Error.Code == errcode.TooManyRequests {
+		w.Header().Set("Retry-After", "60")
+	}
+	writeJSON(w, status, b)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		http.Error(w, `{"error":{"code":"internal","message":"internal error"}}`, http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	w.Write(buf.Bytes())
+}
+
+// decode reads a JSON body strictly: application/json only, at most
+// MaxBodyBytes, no unknown fields, exactly one value.
+func decode(w http.ResponseWriter, r *http.Request, v any) error {
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		return errcode.New(errcode.Invalid, "Content-Type must be application/json")
+	}
+	body := http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		var syn *json.SyntaxError
+		var typ *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &tooBig):
+			return errcode.New(errcode.TooLarge, "request body larger than %d bytes", MaxBodyBytes)
+		case errors.Is(err, io.EOF):
+			return errcode.New(errcode.Invalid, "request body is empty")
+		case errors.As(err, &syn):
+			return errcode.New(errcode.Invalid, "malformed JSON at byte %d", syn.Offset)
+		case errors.As(err, &typ):
+			return errcode.New(errcode.Invalid, "field %q must be a %s", typ.Field, typ.Type)
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			return errcode.New(errcode.Invalid, "unknown field %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
+		}
+		return errcode.New(errcode.Invalid, "malformed JSON body")
+	}
+	if dec.More() {
+		return errcode.New(errcode.Invalid, "request body must hold one JSON value")
+	}
+	if _, err := io.Copy(io.Discard, body); err != nil {
+		return errcode.New(errcode.TooLarge, "request body larger than %d bytes", MaxBodyBytes)
+	}
+	return nil
+}
+
+// page reads limit and offset query parameters.
+func page(r *http.Request) (limit, offset int, err error) {
+	q := r.URL.Query()
+	if limit, err = intParam(q.Get("limit"), "limit", 1, store.MaxLimit, store.DefaultLimit); err != nil {
+		return
+	}
+	offset, err = intParam(q.Get("offset"), "offset", 0, 1<<31-1, 0)
+	return
+}
+
+func intParam(s, name string, lo, hi, def int) (int, error) {
+	if s == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < lo || n > hi {
+		return 0, errcode.New(errcode.Invalid, "%s must be an integer from %d to %d", name, lo, hi)
+	}
+	return n, nil
+}
+
+func remoteAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// timeJSON renders a time as RFC 3339 in UTC with milliseconds, or null.
+func timeJSON(t time.Time) *string {
+	if t.IsZero() {
+		return nil
+	}
+	s := t.UTC().Format("2006-01-02T15:04:05.000Z07:00")
+	return &s
+}
+
+type listResponse[T any] struct {
+	Items []T `json:"items"`
+	Total int `json:"total"`
+}
+
+func list[T any](items []T, total int) listResponse[T] {
+	if items == nil {
+		items = []T{}
+	}
+	return listResponse[T]{Items: items, Total: total}
+}
+
+func durationParam(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, errcode.New(errcode.Invalid, "ttl %q is not a duration like 24h or 90m", s)
+	}
+	return d, nil
+}

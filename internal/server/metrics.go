@@ -1,0 +1,143 @@
+package server
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/mamori/mamori/internal/errcode"
+)
+
+// metrics are the server's Prometheus metrics, on a registry of its own so
+// that several servers can live in one test process.
+type metrics struct {
+	reg            *prometheus.Registry
+	connected      prometheus.Gauge
+	checkIns       prometheus.Counter
+	events         *prometheus.CounterVec
+	sectionsStored prometheus.Counter
+	bytesIn        prometheus.CounterFunc
+	bytesOut       prometheus.CounterFunc
+	wakeupsSent    prometheus.Counter
+	wakeupLatency  prometheus.Histogram
+	presenceWrites prometheus.Counter
+	storeLatency   *prometheus.HistogramVec
+	enrollments    *prometheus.CounterVec
+	sessions       *prometheus.CounterVec
+
+	in, out atomic.Uint64
+}
+
+func newMetrics() *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	f := promFactory{m.reg}
+	m.connected = f.gauge("mamori_agents_connected", "Computers with an open agent connection on this server.")
+	m.checkIns = f.counter("mamori_agent_check_ins_total", "Check-ins received from agents.")
+	m.events = f.counterVec("mamori_agent_events_total", "Agent events by outcome (stored, duplicate, rejected).", "outcome")
+	m.sectionsStored = f.counter("mamori_inventory_sections_stored_total", "Changed inventory sections written.")
+	m.bytesIn = prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mamori_agent_bytes_received_total",
+		Help: "Bytes read from agent connections (TLS records included)."}, func() float64 { return float64(m.in.Load()) })
+	m.bytesOut = prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mamori_agent_bytes_sent_total",
+		Help: "Bytes written to agent connections (TLS records included)."}, func() float64 { return float64(m.out.Load()) })
+	m.reg.MustRegister(m.bytesIn, m.bytesOut)
+	m.wakeupsSent = f.counter("mamori_wakeups_sent_total", "Wake-ups pushed to agents.")
+	m.wakeupLatency = f.histogram("mamori_wakeup_latency_seconds", "Time from pushing a wake-up to the check-in that answers it.",
+		[]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5})
+	m.presenceWrites = f.counter("mamori_presence_updates_written_total", "Presence rows written in batches.")
+	m.storeLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "mamori_store_operation_seconds",
+		Help: "Store operation latency by operation and outcome.", Buckets: []float64{.0001, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1}},
+		[]string{"op", "code"})
+	m.reg.MustRegister(m.storeLatency)
+	m.enrollments = f.counterVec("mamori_enrollments_total", "Enrollment attempts by result code.", "code")
+	m.sessions = f.counterVec("mamori_agent_sessions_total", "Agent sessions by how they began (accepted, refused, retry_later).", "result")
+	return m
+}
+
+func (m *metrics) observeStore(op string, d time.Duration, err error) {
+	code := "ok"
+	if err != nil {
+		code = string(errcode.Of(err))
+	}
+	m.storeLatency.WithLabelValues(op, code).Observe(d.Seconds())
+}
+
+type promFactory struct{ reg *prometheus.Registry }
+
+func (f promFactory) gauge(name, help string) prometheus.Gauge {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+	f.reg.MustRegister(g)
+	return g
+}
+
+func (f promFactory) counter(name, help string) prometheus.Counter {
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+	f.reg.MustRegister(c)
+	return c
+}
+
+func (f promFactory) counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+	f.reg.MustRegister(c)
+	return c
+}
+
+func (f promFactory) histogram(name, help string, buckets []float64) prometheus.Histogram {
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets})
+	f.reg.MustRegister(h)
+	return h
+}
+
+// countingListener counts bytes on accepted connections and remembers
+// them by remote address, so that the hub can drop one (a grpc-go handler
+// blocked in Recv cannot otherwise be interrupted).
+type countingListener struct {
+	net.Listener
+	in, out *atomic.Uint64
+	conns   *sync.Map // remote address -> *countingConn
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	cc := &countingConn{Conn: c, in: l.in, out: l.out, conns: l.conns, key: c.RemoteAddr().String()}
+	l.conns.Store(cc.key, cc)
+	return cc, nil
+}
+
+type countingConn struct {
+	net.Conn
+	in, out *atomic.Uint64
+	conns   *sync.Map
+	key     string
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.in.Add(uint64(n))
+	return n, err
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.out.Add(uint64(n))
+	return n, err
+}
+
+func (c *countingConn) Close() error {
+	c.conns.CompareAndDelete(c.key, c)
+	return c.Conn.Close()
+}
+
+// closeConn drops the accepted connection from remote, if still open.
+func closeConn(conns *sync.Map, remote string) {
+	if c, ok := conns.Load(remote); ok {
+		c.(*countingConn).Close()
+	}
+}
