@@ -1,0 +1,368 @@
+// Package agent is the endpoint: it enrolls with a server, keeps one
+// persistent mTLS session, replicates inventory (only the sections that
+// changed) and the durable outbox's events, and answers wake-ups.
+//
+// Lifecycle: New (validates the configuration, loads the identity if the
+// state directory has one) → Run (enrolls if needed, then runs until its
+// context ends; on the way out it records agent.stopped and tries briefly
+// to deliver it) → Close.
+package agent
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/mamori/mamori/internal/agent/inventory"
+	"github.com/mamori/mamori/internal/agent/outbox"
+	"github.com/mamori/mamori/internal/agentproto"
+	"github.com/mamori/mamori/internal/enrollment"
+	"github.com/mamori/mamori/internal/errcode"
+	"github.com/mamori/mamori/internal/pki"
+)
+
+// Config configures an agent. Zero values take the documented defaults.
+type Config struct {
+	// StateDir holds the identity and the outbox. Required.
+	StateDir string
+	// Servers are "host:port" addresses tried in order (failover). Required
+	// to enroll; afterwards the enrolled list is used unless this is set.
+	Servers []string
+	// Token and CAFingerprint are needed only to enroll.
+	Token         string
+	CAFingerprint string
+	// Instance names one of several agents on one host (and the computer).
+	Instance string
+	// Proxy is an http:// CONNECT proxy URL; empty uses HTTPS_PROXY.
+	Proxy string
+	// Interval between check-ins; default 60s, jitter ±Jitter (default 10%).
+	Interval time.Duration
+	Jitter   float64
+	// Version is the agent version reported to the server.
+	Version string
+	// Collector gathers inventory; default the platform collector.
+	Collector Collector
+	// MaxOutboxEvents bounds the outbox; default outbox.DefaultMaxEvents.
+	MaxOutboxEvents int
+	// ResumeThreshold is the wall-clock jump that counts as a resume from
+	// suspend; default 10s, checked every ResumeTick (default 2s).
+	ResumeThreshold, ResumeTick time.Duration
+	// Clock is the resume detector's clock; default the system clock.
+	Clock Clock
+	// StopFlushTimeout is how long Run tries to deliver agent.stopped on the
+	// way out; default 3s.
+	StopFlushTimeout time.Duration
+	// Log is the logger; default slog.Default().
+	Log *slog.Logger
+}
+
+// Agent is the endpoint agent.
+type Agent struct {
+	cfg  Config
+	log  *slog.Logger
+	id   *Identity
+	auto *Auto
+	ob   *outbox.Outbox
+}
+
+// New validates cfg and loads the identity if present.
+func New(cfg Config) (*Agent, error) {
+	if cfg.StateDir == "" {
+		return nil, errcode.New(errcode.Invalid, "a state directory is required (--state)")
+	}
+	if cfg.Interval == 0 {
+		cfg.Interval = 60 * time.Second
+	}
+	if cfg.Interval < time.Second {
+		return nil, errcode.New(errcode.Invalid, "interval must be at least 1s")
+	}
+	if cfg.Jitter == 0 {
+		cfg.Jitter = 0.1
+	}
+	if cfg.Jitter < 0 || cfg.Jitter > 0.5 {
+		return nil, errcode.New(errcode.Invalid, "jitter must be between 0 and 0.5")
+	}
+	if cfg.ResumeThreshold == 0 {
+		cfg.ResumeThreshold = 10 * time.Second
+	}
+	if cfg.ResumeTick == 0 {
+		cfg.ResumeTick = 2 * time.Second
+	}
+	if cfg.StopFlushTimeout == 0 {
+		cfg.StopFlushTimeout = 3 * time.Second
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = newRealClock()
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.Version == "" {
+		cfg.Version = "dev"
+	}
+	if !enrollment.ValidInstance(cfg.Instance) {
+		return nil, errcode.New(errcode.Invalid, "instance must be at most 64 characters of letters, digits, '.', '_' and '-'")
+	}
+	for _, s := range cfg.Servers {
+		if err := validServer(s); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Proxy != "" {
+		if _, err := proxyFor(cfg.Proxy, "x:1"); err != nil {
+			return nil, errcode.New(errcode.Invalid, "%v", err)
+		}
+	}
+	a := &Agent{cfg: cfg, log: cfg.Log}
+	id, err := LoadIdentity(cfg.StateDir)
+	defer func() {
+		if a.id != nil {
+			a.cfg.Instance = a.id.Instance
+		}
+	}()
+	switch {
+	case err == nil:
+		a.id = id
+		if cfg.Token != "" {
+			a.log.Info("already enrolled; ignoring the enrollment token", "computer", id.ComputerID)
+		}
+		if cfg.Instance != "" && cfg.Instance != id.Instance {
+			return nil, errcode.New(errcode.Invalid, "this state directory belongs to instance %q, not %q", id.Instance, cfg.Instance)
+		}
+	case errors.Is(err, ErrNotEnrolled):
+		if len(cfg.Servers) == 0 || cfg.Token == "" || cfg.CAFingerprint == "" {
+			return nil, errcode.New(errcode.Invalid, "not enrolled yet: the first run needs --server, --token and --ca-fingerprint")
+		}
+		if _, err := pki.ParseFingerprint(cfg.CAFingerprint); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, err
+	}
+	if a.cfg.Collector == nil {
+		instance := cfg.Instance
+		if a.id != nil {
+			instance = a.id.Instance
+		}
+		c, err := inventory.NewCollector(inventory.Options{AgentVersion: cfg.Version, Instance: instance,
+			Fingerprint: HardwareFingerprint(instance), StartedUnix: time.Now().Unix()})
+		if err != nil {
+			return nil, errcode.New(errcode.Invalid, "%v", err)
+		}
+		a.cfg.Collector = c
+	}
+	return a, nil
+}
+
+func validServer(s string) error {
+	host, port, ok := strings.Cut(s, ":")
+	if i := strings.LastIndex(s, ":"); i > 0 {
+		host, port, ok = s[:i], s[i+1:], true
+	}
+	if !ok || host == "" || port == "" || strings.ContainsAny(s, "/ ") {
+		return errcode.New(errcode.Invalid, "server %q must be HOST:PORT", s)
+	}
+	return nil
+}
+
+// Enrolled reports whether the agent has an identity.
+func (a *Agent) Enrolled() bool { return a.id != nil }
+
+// Identity returns the identity (nil before enrollment).
+func (a *Agent) Identity() *Identity { return a.id }
+
+// Status returns the connection status (zero before Run).
+func (a *Agent) Status() Status {
+	if a.auto == nil {
+		return Status{}
+	}
+	return a.auto.Status()
+}
+
+// Enroll enrolls now if the state directory has no identity. Refusals
+// (unknown, expired or used-up token, untrusted server) are returned at
+// once; unreachable servers are retried with backoff until ctx ends.
+// Nothing is written to the state directory unless enrollment succeeds.
+func (a *Agent) Enroll(ctx context.Context) error {
+	if a.id != nil {
+		return nil
+	}
+	pin, _ := pki.ParseFingerprint(a.cfg.CAFingerprint)
+	key, err := pki.NewKey()
+	if err != nil {
+		return err
+	}
+	host, _ := os.Hostname()
+	csr, err := pki.NewCSR(key, host)
+	if err != nil {
+		return err
+	}
+	req := &agentproto.EnrollRequest{
+		CapabilityVersion:   agentproto.CapabilityVersion,
+		Token:               a.cfg.Token,
+		CsrDer:              csr,
+		Hostname:            host,
+		Instance:            a.cfg.Instance,
+		HardwareFingerprint: HardwareFingerprint(a.cfg.Instance),
+		AgentVersion:        a.cfg.Version,
+		Platform:            runtime.GOOS,
+	}
+	d := NewDirect(DirectOptions{Pin: pin, Proxy: a.cfg.Proxy})
+	defer d.Close()
+	for attempt := 0; ; attempt++ {
+		var lastErr error
+		for _, server := range a.cfg.Servers {
+			resp, err := d.Enroll(ctx, server, req)
+			if err == nil {
+				return a.saveEnrollment(resp, key, pin)
+			}
+			if errcode.Of(err) != errcode.Unavailable {
+				return err
+			}
+			lastErr = err
+		}
+		delay := backoff(attempt + 1)
+		a.log.Warn("enrollment: no server reachable; retrying", "err", errcode.Message(lastErr), "retry_in", delay.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("enrollment interrupted: %s", errcode.Message(lastErr))
+		case <-time.After(delay):
+		}
+	}
+}
+
+func (a *Agent) saveEnrollment(resp *agentproto.EnrollResponse, key crypto.Signer, pin string) error {
+	if pki.Fingerprint(resp.CaCertificateDer) != pin {
+		return errcode.New(errcode.Forbidden, "server returned a CA that does not match the pinned fingerprint")
+	}
+	keyPEM, err := pki.EncodeKey(key)
+	if err != nil {
+		return err
+	}
+	id := &Identity{
+		ComputerID:   resp.ComputerId,
+		ComputerName: resp.ComputerName,
+		GroupPath:    resp.GroupPath,
+		Servers:      a.cfg.Servers,
+		Proxy:        a.cfg.Proxy,
+		Instance:     a.cfg.Instance,
+		KeyPEM:       string(keyPEM),
+		CertPEM:      string(pki.EncodeCert(resp.CertificateDer)),
+		CAPEM:        string(pki.EncodeCert(resp.CaCertificateDer)),
+		EnrolledAt:   time.Now().UTC(),
+	}
+	cert, err := id.certificate() // also checks that the certificate is for our key
+	if err != nil {
+		return errcode.New(errcode.Invalid, "server returned an unusable certificate: %v", err)
+	}
+	ca, err := id.ca()
+	if err != nil {
+		return errcode.New(errcode.Invalid, "server returned an unusable CA certificate: %v", err)
+	}
+	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	if err != nil || leaf.CheckSignatureFrom(ca) != nil {
+		return errcode.New(errcode.Invalid, "server returned a certificate not signed by its CA")
+	}
+	if err := id.Save(a.cfg.StateDir); err != nil {
+		return err
+	}
+	a.id = id
+	a.log.Info("enrolled", "computer", id.ComputerID, "name", id.ComputerName, "group", id.GroupPath)
+	return nil
+}
+
+// Run enrolls if needed and runs until ctx ends. It returns an error when
+// enrollment is refused or the server refuses the agent for good.
+func (a *Agent) Run(ctx context.Context) error {
+	if err := a.Enroll(ctx); err != nil {
+		return err
+	}
+	id := a.id
+	cert, err := id.certificate()
+	if err != nil {
+		return err
+	}
+	ca, err := id.ca()
+	if err != nil {
+		return err
+	}
+	servers := id.Servers
+	if len(a.cfg.Servers) > 0 {
+		servers = a.cfg.Servers
+	}
+	proxy := id.Proxy
+	if a.cfg.Proxy != "" {
+		proxy = a.cfg.Proxy
+	}
+	if !slices.Equal(servers, id.Servers) || proxy != id.Proxy {
+		id.Servers, id.Proxy = servers, proxy
+		if err := id.Save(a.cfg.StateDir); err != nil {
+			return err
+		}
+	}
+	ob, err := outbox.Open(filepath.Join(a.cfg.StateDir, OutboxFile), a.cfg.MaxOutboxEvents)
+	if err != nil {
+		return err
+	}
+	a.ob = ob
+	fp := HardwareFingerprint(id.Instance)
+	collector := a.cfg.Collector
+	d := NewDirect(DirectOptions{Pin: pki.Fingerprint(ca.Raw), CA: ca, Cert: &cert, Proxy: proxy})
+	defer d.Close()
+	a.auto = &Auto{
+		d: d, servers: servers, hello: newHello(a.cfg.Version, fp, id.Instance), ob: ob, collector: collector,
+		log: a.log, interval: a.cfg.Interval, jitter: a.cfg.Jitter, resumed: make(chan time.Duration, 1), first: true,
+	}
+	if _, err := ob.Append("agent.started", map[string]any{"version": a.cfg.Version, "instance": id.Instance, "pid": os.Getpid()}); err != nil {
+		return err
+	}
+
+	autoCtx, stopAuto := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopAuto()
+	done := make(chan error, 1)
+	go func() { done <- a.auto.Run(autoCtx) }()
+	tick := time.NewTicker(a.cfg.ResumeTick)
+	defer tick.Stop()
+	go watchResume(autoCtx, a.cfg.Clock, tick.C, a.cfg.ResumeThreshold, func(gap time.Duration) {
+		if _, err := ob.Append("agent.resumed", map[string]any{"slept_seconds": int64(gap.Seconds())}); err != nil {
+			a.log.Error("recording resume", "err", err)
+		}
+		select {
+		case a.auto.resumed <- gap:
+		default:
+		}
+	})
+
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	if _, err := ob.Append("agent.stopped", map[string]any{"reason": "shutdown"}); err != nil {
+		a.log.Error("recording stop", "err", err)
+	}
+	deadline := time.Now().Add(a.cfg.StopFlushTimeout)
+	for ob.Len() > 0 && a.auto.Status().Connected && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	stopAuto()
+	<-done
+	return nil
+}
+
+// Close releases the outbox.
+func (a *Agent) Close() error {
+	if a.ob != nil {
+		return a.ob.Close()
+	}
+	return nil
+}

@@ -1,0 +1,334 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/mamori/mamori/internal/agent/inventory"
+	"github.com/mamori/mamori/internal/agent/outbox"
+	"github.com/mamori/mamori/internal/agentproto"
+	"github.com/mamori/mamori/internal/errcode"
+)
+
+// Collector gathers the inventory (inventory.Collector on real systems).
+type Collector interface {
+	Collect(ctx context.Context) (*inventory.Snapshot, error)
+}
+
+// Limits of the session loop.
+const (
+	maxEventsPerCheckIn = 500
+	ackTimeout          = 60 * time.Second
+	backoffBase         = time.Second
+	backoffMax          = 60 * time.Second
+	// A session that lasted this long was healthy: the next reconnect
+	// starts the backoff over.
+	healthySession = 30 * time.Second
+)
+
+// Status is a snapshot of the agent's connection, for status output and
+// tests.
+type Status struct {
+	Connected   bool
+	Server      string
+	LastCheckIn time.Time
+	CheckIns    uint64
+	Outbox      int
+}
+
+// Auto owns the loops on top of Direct: it keeps one session open with the
+// first server that answers (failing over along the list), checks in on an
+// interval with jitter and whenever the server wakes it, flushes the outbox,
+// reconnects with jittered exponential backoff, and reconnects at once after
+// a resume from suspend.
+type Auto struct {
+	d         *Direct
+	servers   []string
+	hello     *agentproto.Hello
+	ob        *outbox.Outbox
+	collector Collector
+	log       *slog.Logger
+	interval  time.Duration
+	jitter    float64
+	resumed   chan time.Duration
+
+	mu     sync.Mutex
+	status Status
+	first  bool // the next check-in is the first of this process
+}
+
+// errResumed ends a session after a resume so the agent reconnects at once.
+var errResumed = errors.New("resumed from suspend")
+
+func (a *Auto) setStatus(f func(*Status)) {
+	a.mu.Lock()
+	f(&a.status)
+	a.mu.Unlock()
+}
+
+// Status returns the current status.
+func (a *Auto) Status() Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s := a.status
+	s.Outbox = a.ob.Len()
+	return s
+}
+
+// Run keeps a session open until ctx ends. It returns nil when ctx ends and
+// an error when the server refuses this agent for good (revoked or unknown
+// certificate).
+func (a *Auto) Run(ctx context.Context) error {
+	attempt := 0
+	for i := 0; ; i = (i + 1) % len(a.servers) {
+		server := a.servers[i]
+		start := time.Now()
+		err := a.session(ctx, server)
+		a.setStatus(func(s *Status) { s.Connected = false })
+		if ctx.Err() != nil {
+			return nil
+		}
+		var delay time.Duration
+		var rl *RetryLaterError
+		switch code := errcode.Of(err); {
+		case errors.Is(err, errResumed):
+			a.log.Info("resumed from suspend; reconnecting now")
+			i-- // same server, no delay
+			attempt = 0
+			continue
+		case errors.As(err, &rl):
+			delay = rl.After + time.Duration(rand.Int64N(int64(rl.After/2)+1))
+			a.log.Info("server asked to retry later", "server", server, "reason", rl.Reason, "retry_in", delay.Round(time.Millisecond))
+		case code == errcode.Forbidden || code == errcode.Unauthorized:
+			return err
+		default:
+			if time.Since(start) > healthySession {
+				attempt = 0
+			}
+			delay = backoff(attempt)
+			attempt++
+			a.log.Warn("connection to server lost", "server", server, "err", errcode.Message(err), "retry_in", delay.Round(time.Millisecond))
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		case gap := <-a.resumed:
+			t.Stop()
+			a.log.Info("resumed from suspend while disconnected; reconnecting now", "slept", gap.Round(time.Second))
+			attempt = 0
+		}
+	}
+}
+
+// backoff is exponential with "equal jitter": half fixed, half random, so
+// a crowd of agents spreads out but none waits much less than planned.
+func backoff(attempt int) time.Duration {
+	d := backoffBase << min(attempt, 10)
+	if d > backoffMax || d <= 0 {
+		d = backoffMax
+	}
+	if attempt == 0 {
+		return time.Duration(rand.Int64N(int64(backoffBase))) // first retry: 0-1s
+	}
+	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+}
+
+func (a *Auto) jittered() time.Duration {
+	j := float64(a.interval) * a.jitter
+	return a.interval + time.Duration((rand.Float64()*2-1)*j)
+}
+
+// sessionState is one open session's bookkeeping.
+type sessionState struct {
+	s       *Session
+	server  string
+	hashes  map[agentproto.Section][]byte // what the server holds
+	seq     uint64
+	msgs    chan *agentproto.ServerMessage
+	recvErr chan error
+	wakes   []string // wake-ups that arrived while waiting for an ack
+}
+
+func (a *Auto) session(ctx context.Context, server string) error {
+	s, welcome, err := a.d.OpenSession(ctx, server, a.hello)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	st := &sessionState{s: s, server: server, hashes: map[agentproto.Section][]byte{},
+		msgs: make(chan *agentproto.ServerMessage, 16), recvErr: make(chan error, 1)}
+	for _, h := range welcome.SectionHashes {
+		st.hashes[h.Section] = h.Hash
+	}
+	interval := a.interval
+	if welcome.CheckInIntervalSeconds > 0 {
+		interval = time.Duration(welcome.CheckInIntervalSeconds) * time.Second
+		a.interval = interval
+	}
+	a.setStatus(func(x *Status) { x.Connected, x.Server = true, server })
+	a.log.Info("connected", "server", server, "computer", welcome.ComputerId, "interval", interval)
+	go func() {
+		for {
+			m, err := s.Recv()
+			if err != nil {
+				st.recvErr <- err
+				return
+			}
+			select {
+			case st.msgs <- m:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
+	reason := agentproto.CheckInReason_CHECK_IN_REASON_INTERVAL
+	a.mu.Lock()
+	if a.first {
+		reason, a.first = agentproto.CheckInReason_CHECK_IN_REASON_STARTUP, false
+	}
+	a.mu.Unlock()
+	if err := a.checkIn(ctx, st, reason, ""); err != nil {
+		return err
+	}
+	timer := time.NewTimer(a.jittered())
+	defer timer.Stop()
+	for {
+		for len(st.wakes) > 0 {
+			id := st.wakes[0]
+			st.wakes = st.wakes[1:]
+			if err := a.checkIn(ctx, st, agentproto.CheckInReason_CHECK_IN_REASON_WAKE_UP, id); err != nil {
+				return err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case gap := <-a.resumed:
+			a.log.Info("resume detected", "slept", gap.Round(time.Second))
+			return errResumed
+		case err := <-st.recvErr:
+			return err
+		case m := <-st.msgs:
+			if w := m.GetWakeUp(); w != nil {
+				st.wakes = append(st.wakes, w.Id)
+			}
+		case <-a.ob.Notify():
+			if a.ob.Len() > 0 {
+				if err := a.checkIn(ctx, st, agentproto.CheckInReason_CHECK_IN_REASON_EVENTS, ""); err != nil {
+					return err
+				}
+			}
+		case <-timer.C:
+			if err := a.checkIn(ctx, st, agentproto.CheckInReason_CHECK_IN_REASON_INTERVAL, ""); err != nil {
+				return err
+			}
+			timer.Reset(a.jittered())
+		}
+	}
+}
+
+// checkIn sends changed sections and pending events and waits for the
+// acknowledgement; events leave the outbox only then. It repeats while the
+// outbox holds more than one check-in's worth.
+func (a *Auto) checkIn(ctx context.Context, st *sessionState, reason agentproto.CheckInReason, wakeID string) error {
+	var sections []*agentproto.InventorySection
+	if reason != agentproto.CheckInReason_CHECK_IN_REASON_EVENTS {
+		snap, err := a.collector.Collect(ctx)
+		if err != nil {
+			a.log.Warn("collecting inventory", "err", err)
+		} else {
+			for _, sec := range snap.Sections {
+				if string(st.hashes[sec.Section]) != string(sec.Hash) {
+					sections = append(sections, sec)
+				}
+			}
+		}
+	}
+	for {
+		evs, err := a.ob.Pending(maxEventsPerCheckIn)
+		if err != nil {
+			return err
+		}
+		st.seq++
+		ci := &agentproto.CheckIn{Seq: st.seq, Reason: reason, Sections: sections, WakeId: wakeID}
+		for _, e := range evs {
+			ci.Events = append(ci.Events, &agentproto.Event{Id: e.ID, Type: e.Type, TimeUnixMs: e.Time.UnixMilli(), DataJson: e.Data})
+		}
+		if err := st.s.Send(ci); err != nil {
+			return err
+		}
+		ack, err := a.awaitAck(ctx, st, st.seq)
+		if err != nil {
+			return err
+		}
+		for _, r := range ack.Rejected {
+			a.log.Error("server refused an event; dropping it", "event", r.Id, "reason", r.Reason)
+		}
+		seqs := make([]uint64, len(evs))
+		for i, e := range evs {
+			seqs[i] = e.Seq
+		}
+		if err := a.ob.Ack(seqs); err != nil {
+			return err
+		}
+		for _, sec := range sections {
+			st.hashes[sec.Section] = sec.Hash
+		}
+		if ack.CheckInIntervalSeconds > 0 {
+			a.interval = time.Duration(ack.CheckInIntervalSeconds) * time.Second
+		}
+		a.setStatus(func(x *Status) { x.LastCheckIn = time.Now(); x.CheckIns++ })
+		if len(evs) < maxEventsPerCheckIn {
+			return nil
+		}
+		sections, wakeID, reason = nil, "", agentproto.CheckInReason_CHECK_IN_REASON_EVENTS
+	}
+}
+
+func (a *Auto) awaitAck(ctx context.Context, st *sessionState, seq uint64) (*agentproto.Ack, error) {
+	t := time.NewTimer(ackTimeout)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case err := <-st.recvErr:
+			return nil, err
+		case <-t.C:
+			return nil, errcode.New(errcode.Unavailable, "no acknowledgement from %s within %s", st.server, ackTimeout)
+		case m := <-st.msgs:
+			switch x := m.Msg.(type) {
+			case *agentproto.ServerMessage_Ack:
+				if x.Ack.Seq == seq {
+					return x.Ack, nil
+				}
+			case *agentproto.ServerMessage_WakeUp:
+				st.wakes = append(st.wakes, x.WakeUp.Id)
+			}
+		}
+	}
+}
+
+func newHello(version, fingerprint, instance string) *agentproto.Hello {
+	host, _ := os.Hostname()
+	return &agentproto.Hello{
+		CapabilityVersion:   agentproto.CapabilityVersion,
+		AgentVersion:        version,
+		HardwareFingerprint: fingerprint,
+		SessionId:           uuid.NewString(),
+		BootId:              bootID(),
+		Instance:            instance,
+		Hostname:            host,
+	}
+}

@@ -1,0 +1,232 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+
+	"github.com/mamori/mamori/internal/agentproto"
+	"github.com/mamori/mamori/internal/errcode"
+	"github.com/mamori/mamori/internal/pki"
+)
+
+// Direct performs single exchanges with a server: one enrollment, one
+// session. It holds one gRPC connection per server address and keeps no
+// loops of its own; Auto builds the long-running behaviour on top.
+type Direct struct {
+	pin   string
+	ca    *x509.Certificate // nil before enrollment: the pin is looked up in the server's chain
+	cert  *tls.Certificate  // nil before enrollment
+	proxy string
+
+	mu      sync.Mutex
+	conns   map[string]*grpc.ClientConn
+	pinFail map[string]string // server -> fingerprint it presented, when it failed the pin
+}
+
+// DirectOptions configure a Direct client.
+type DirectOptions struct {
+	// Pin is the CA fingerprint ("sha256:<hex>").
+	Pin string
+	// CA, when known (after enrollment), is the only root accepted.
+	CA *x509.Certificate
+	// Cert is the agent's client certificate (after enrollment).
+	Cert *tls.Certificate
+	// Proxy is an explicit http:// CONNECT proxy; empty uses HTTPS_PROXY.
+	Proxy string
+}
+
+// NewDirect returns a client; it dials lazily.
+func NewDirect(o DirectOptions) *Direct {
+	return &Direct{pin: o.Pin, ca: o.CA, cert: o.Cert, proxy: o.Proxy,
+		conns: map[string]*grpc.ClientConn{}, pinFail: map[string]string{}}
+}
+
+func (d *Direct) conn(server string) (*grpc.ClientConn, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if c, ok := d.conns[server]; ok {
+		return c, nil
+	}
+	verify := pki.VerifyPinnedServer(d.pin, d.ca)
+	cfg := &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		// Host names are not checked; the pinned CA is the trust anchor and
+		// VerifyPeerCertificate checks the chain against it.
+		InsecureSkipVerify: true,
+		VerifyPeerCertificate: func(raw [][]byte, chains [][]*x509.Certificate) error {
+			err := verify(raw, chains)
+			var pm *pki.PinMismatchError
+			if errors.As(err, &pm) {
+				presented := ""
+				if len(raw) > 1 {
+					presented = pki.Fingerprint(raw[len(raw)-1])
+				}
+				d.mu.Lock()
+				d.pinFail[server] = presented
+				d.mu.Unlock()
+			}
+			return err
+		},
+		ClientSessionCache: tls.NewLRUClientSessionCache(4),
+	}
+	if d.cert != nil {
+		cert := *d.cert
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	c, err := grpc.NewClient("passthrough:///"+server,
+		grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
+		grpc.WithContextDialer(dialer(d.proxy)),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
+		// Fixed windows turn off BDP probing pings: fewer bytes per check-in.
+		grpc.WithInitialWindowSize(64<<10),
+		grpc.WithInitialConnWindowSize(64<<10),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)),
+		grpc.WithUserAgent("mamori-agent"),
+	)
+	if err != nil {
+		return nil, err
+	}
+	d.conns[server] = c
+	return c, nil
+}
+
+// Close closes every connection.
+func (d *Direct) Close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for k, c := range d.conns {
+		c.Close()
+		delete(d.conns, k)
+	}
+}
+
+// rpcError turns a failed call into an error with a code: the server's own
+// code and message, or a pin mismatch, or unavailable.
+func (d *Direct) rpcError(server string, err error) error {
+	d.mu.Lock()
+	presented, pinFailed := d.pinFail[server]
+	delete(d.pinFail, server)
+	d.mu.Unlock()
+	if pinFailed {
+		msg := fmt.Sprintf("server %s is not trusted: its CA fingerprint", server)
+		if presented != "" {
+			msg += " is " + presented + ","
+		}
+		return errcode.New(errcode.Forbidden, "%s not the expected %s (check --ca-fingerprint)", msg, d.pin)
+	}
+	if errors.Is(err, io.EOF) {
+		return errcode.New(errcode.Unavailable, "server %s closed the session", server)
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return errcode.New(errcode.Unavailable, "server %s: %v", server, err)
+	}
+	code := errcode.FromGRPC(st.Code())
+	if code == errcode.Unavailable {
+		return errcode.New(code, "server %s unreachable: %s", server, st.Message())
+	}
+	return errcode.New(code, "%s", st.Message())
+}
+
+// Enroll asks server to enroll this agent.
+func (d *Direct) Enroll(ctx context.Context, server string, req *agentproto.EnrollRequest) (*agentproto.EnrollResponse, error) {
+	c, err := d.conn(server)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	resp, err := agentproto.NewAgentClient(c).Enroll(ctx, req)
+	if err != nil {
+		return nil, d.rpcError(server, err)
+	}
+	return resp, nil
+}
+
+// Session is an open Session stream.
+type Session struct {
+	stream agentproto.Agent_SessionClient
+	cancel context.CancelFunc
+	d      *Direct
+	server string
+}
+
+// RetryLaterError is the server's back-pressure answer.
+type RetryLaterError struct {
+	After  time.Duration
+	Reason string
+}
+
+func (e *RetryLaterError) Error() string {
+	return fmt.Sprintf("server busy (%s); retry after %s", e.Reason, e.After)
+}
+
+// OpenSession opens the persistent stream, sends hello and returns the
+// server's Welcome. A RetryLater answer is returned as *RetryLaterError.
+func (d *Direct) OpenSession(ctx context.Context, server string, hello *agentproto.Hello) (*Session, *agentproto.Welcome, error) {
+	c, err := d.conn(server)
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	stream, err := agentproto.NewAgentClient(c).Session(ctx)
+	if err != nil {
+		cancel()
+		return nil, nil, d.rpcError(server, err)
+	}
+	s := &Session{stream: stream, cancel: cancel, d: d, server: server}
+	if err := stream.Send(&agentproto.AgentMessage{Msg: &agentproto.AgentMessage_Hello{Hello: hello}}); err != nil {
+		_, rerr := stream.Recv() // the real reason is in the status
+		s.Close()
+		return nil, nil, d.rpcError(server, rerr)
+	}
+	first, err := s.Recv()
+	if err != nil {
+		s.Close()
+		return nil, nil, err
+	}
+	switch m := first.Msg.(type) {
+	case *agentproto.ServerMessage_Welcome:
+		return s, m.Welcome, nil
+	case *agentproto.ServerMessage_RetryLater:
+		s.Close()
+		return nil, nil, &RetryLaterError{After: time.Duration(m.RetryLater.RetryAfterMs) * time.Millisecond, Reason: m.RetryLater.Reason}
+	}
+	s.Close()
+	return nil, nil, errcode.New(errcode.Invalid, "server answered hello with an unexpected message")
+}
+
+// Send sends a check-in.
+func (s *Session) Send(ci *agentproto.CheckIn) error {
+	if err := s.stream.Send(&agentproto.AgentMessage{Msg: &agentproto.AgentMessage_CheckIn{CheckIn: ci}}); err != nil {
+		_, rerr := s.stream.Recv()
+		return s.d.rpcError(s.server, rerr)
+	}
+	return nil
+}
+
+// Recv receives the next server message.
+func (s *Session) Recv() (*agentproto.ServerMessage, error) {
+	m, err := s.stream.Recv()
+	if err != nil {
+		return nil, s.d.rpcError(s.server, err)
+	}
+	return m, nil
+}
+
+// Close ends the stream.
+func (s *Session) Close() {
+	s.stream.CloseSend()
+	s.cancel()
+}
