@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/mamori/mamori/internal/enrollment"
+	"github.com/mamori/mamori/internal/errcode"
+	"github.com/mamori/mamori/internal/flagenv"
+	"github.com/mamori/mamori/internal/pki"
+	"github.com/mamori/mamori/internal/store"
+)
+
+func runTokenCreate(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flagenv.New("mamori token create")
+	fs.SetOutput(os.Stderr)
+	data := fs.String("data", "MAMORI_DATA", "", "server data directory (required; works while the server runs)")
+	group := fs.String("group", "", "", "static group for computers enrolled with the token (default Lost & Found)")
+	ttl := fs.Duration("ttl", "", enrollment.DefaultTTL, "how long the token is valid")
+	uses := fs.Int("uses", "", 0, "how many enrollments the token allows; 0 = unlimited")
+	desc := fs.String("description", "", "", "what the token is for")
+	output := fs.String("output", "", "text", "output format: text or json")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if *data == "" {
+		return usageError{errors.New("--data is required")}
+	}
+	if *output != "text" && *output != "json" {
+		return usageError{errors.New("--output must be text or json")}
+	}
+	ca, err := pki.LoadCACert(*data)
+	if err != nil {
+		return noServerData(*data, err)
+	}
+	db, err := store.OpenSQLite(ctx, *data, store.Options{})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	svc := &enrollment.Service{Store: db}
+	nt, err := svc.CreateToken(ctx, enrollment.TokenParams{GroupPath: *group, TTL: *ttl, Uses: *uses, Description: *desc, CreatedBy: "cli"})
+	if err != nil {
+		return err
+	}
+	fp := pki.Fingerprint(ca.Raw)
+	if *output == "json" {
+		return json.NewEncoder(stdout).Encode(map[string]any{
+			"id": nt.Token.ID, "token": nt.Secret, "group": nt.GroupPath, "expires_at": nt.Token.ExpiresAt,
+			"uses_allowed": nt.Token.UsesAllowed, "ca_fingerprint": fp,
+		})
+	}
+	uses2 := "unlimited"
+	if nt.Token.UsesAllowed > 0 {
+		uses2 = fmt.Sprint(nt.Token.UsesAllowed)
+	}
+	fmt.Fprintf(stdout, "token:          %s\ngroup:          %s\nexpires:        %s\nuses:           %s\nca fingerprint: %s\n\nenroll an agent with:\n  mamori-agent run --state /var/lib/mamori-agent --server SERVER:2222 --token %s --ca-fingerprint %s\n",
+		nt.Secret, nt.GroupPath, nt.Token.ExpiresAt.Format("2006-01-02 15:04:05 MST"), uses2, fp, nt.Secret, fp)
+	return nil
+}
+
+func runCAFingerprint(args []string, stdout io.Writer) error {
+	fs := flagenv.New("mamori ca fingerprint")
+	fs.SetOutput(os.Stderr)
+	data := fs.String("data", "MAMORI_DATA", "", "server data directory (required)")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if *data == "" {
+		return usageError{errors.New("--data is required")}
+	}
+	ca, err := pki.LoadCACert(*data)
+	if err != nil {
+		return noServerData(*data, err)
+	}
+	fmt.Fprintln(stdout, pki.Fingerprint(ca.Raw))
+	return nil
+}
+
+func noServerData(dir string, err error) error {
+	if errors.Is(err, os.ErrNotExist) {
+		return errcode.New(errcode.NotFound, "%s holds no server CA; start the server once with: mamori server --data %s", dir, dir)
+	}
+	return err
+}

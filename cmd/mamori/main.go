@@ -1,0 +1,88 @@
+// Command mamori is the management server and its administration commands.
+//
+//	mamori server --data DIR [--agent-listen ADDR] [--api-listen ADDR] ...
+//	mamori token create --data DIR [--group PATH] [--ttl 24h] [--uses N]
+//	mamori ca fingerprint --data DIR
+//	mamori version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/mamori/mamori/internal/errcode"
+)
+
+// version is set at build time (-ldflags "-X main.version=...").
+var version = "dev"
+
+const usage = `usage: mamori <command> [flags]
+
+commands:
+  server            run the management server
+  token create      create an agent enrollment token
+  ca fingerprint    print the CA fingerprint agents pin
+  version           print the version
+
+Run "mamori <command> -h" for the flags of a command.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch cmd, rest := args[0], args[1:]; {
+	case cmd == "server":
+		err = runServer(ctx, rest, stderr)
+	case cmd == "token" && len(rest) > 0 && rest[0] == "create":
+		err = runTokenCreate(ctx, rest[1:], stdout)
+	case cmd == "ca" && len(rest) > 0 && rest[0] == "fingerprint":
+		err = runCAFingerprint(rest[1:], stdout)
+	case cmd == "version" || cmd == "--version":
+		fmt.Fprintln(stdout, "mamori", version)
+	case cmd == "help" || cmd == "-h" || cmd == "--help":
+		fmt.Fprint(stdout, usage)
+	default:
+		fmt.Fprintf(stderr, "mamori: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+	return exitCode(err, stderr)
+}
+
+// exitCode prints err as one line and maps it to an exit status: 2 for
+// usage errors, 1 for everything else.
+func exitCode(err error, stderr io.Writer) int {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errcode.Of(err) == errcode.Internal:
+		fmt.Fprintln(stderr, "mamori:", err)
+	default:
+		fmt.Fprintln(stderr, "mamori:", errcode.Message(err))
+	}
+	if errors.As(err, new(usageError)) || errcode.Of(err) == errcode.Invalid {
+		return 2
+	}
+	return 1
+}
+
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
