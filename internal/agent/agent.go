@@ -25,8 +25,8 @@ import (
 	"github.com/mamori/mamori/internal/agent/inventory"
 	"github.com/mamori/mamori/internal/agent/outbox"
 	"github.com/mamori/mamori/internal/agentproto"
-	"github.com/mamori/mamori/internal/enrollment"
 	"github.com/mamori/mamori/internal/errcode"
+	"github.com/mamori/mamori/internal/instance"
 	"github.com/mamori/mamori/internal/pki"
 )
 
@@ -109,7 +109,7 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Version == "" {
 		cfg.Version = "dev"
 	}
-	if !enrollment.ValidInstance(cfg.Instance) {
+	if !instance.Valid(cfg.Instance) {
 		return nil, errcode.New(errcode.Invalid, "instance must be at most 64 characters of letters, digits, '.', '_' and '-'")
 	}
 	for _, s := range cfg.Servers {

@@ -18,6 +18,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/mamori/mamori/internal/errcode"
+	"github.com/mamori/mamori/internal/instance"
 	"github.com/mamori/mamori/internal/pki"
 	"github.com/mamori/mamori/internal/store"
 )
@@ -207,7 +208,7 @@ func (r *Request) validate() error {
 		return errcode.New(errcode.Unauthorized, "unknown enrollment token")
 	case r.Hostname == "" || len(r.Hostname) > 253 || !printable(r.Hostname):
 		return errcode.New(errcode.Invalid, "hostname must be 1-253 printable characters")
-	case !ValidInstance(r.Instance):
+	case !instance.Valid(r.Instance):
 		return errcode.New(errcode.Invalid, "instance must be at most 64 characters of letters, digits, '.', '_' and '-'")
 	case len(r.HardwareFingerprint) < 16 || len(r.HardwareFingerprint) > 128 || !isHex(r.HardwareFingerprint):
 		return errcode.New(errcode.Invalid, "hardware fingerprint must be 16-128 hex digits")
@@ -217,19 +218,6 @@ func (r *Request) validate() error {
 		return errcode.New(errcode.Invalid, "platform must be at most 16 printable characters")
 	}
 	return nil
-}
-
-// ValidInstance reports whether s is an acceptable --instance name ("" is).
-func ValidInstance(s string) bool {
-	if len(s) > 64 {
-		return false
-	}
-	for _, r := range s {
-		if !(r == '.' || r == '_' || r == '-' || r < 0x80 && (unicode.IsLetter(r) || unicode.IsDigit(r))) {
-			return false
-		}
-	}
-	return true
 }
 
 func printable(s string) bool {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"regexp"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -172,10 +173,8 @@ func (a *agentService) Session(stream agentproto.Agent_SessionServer) error {
 		fingerprint: hello.HardwareFingerprint,
 		remote:      remote,
 		connectedAt: now,
-		cancel: func() {
-			cancel()
-			a.drop(remote)
-		},
+		cancel:      cancel,
+		drop:        func() { a.drop(remote) },
 		send: func(m *agentproto.ServerMessage) error {
 			return stream.Send(m)
 		},
@@ -303,9 +302,11 @@ func invalidEvent(e *agentproto.Event) string {
 	return ""
 }
 
+// isJSONObject reports whether b is one UTF-8 JSON object (json.Unmarshal
+// alone accepts null and invalid UTF-8).
 func isJSONObject(b []byte) bool {
 	var m map[string]json.RawMessage
-	return json.Unmarshal(b, &m) == nil
+	return utf8.Valid(b) && json.Unmarshal(b, &m) == nil && m != nil
 }
 
 var sectionNames = map[agentproto.Section]string{
@@ -354,7 +355,7 @@ func sectionRecord(s *agentproto.InventorySection) (store.InventorySection, erro
 	default:
 		ok = false
 	}
-	if !ok || body == nil {
+	if !ok || body == nil || !body.ProtoReflect().IsValid() { // a typed nil body is missing too
 		return store.InventorySection{}, errcode.New(errcode.Invalid, "section %s: body missing or of another kind", name)
 	}
 	data, err := inventoryJSON.Marshal(body)
@@ -374,9 +375,13 @@ func summarize(sum *store.ComputerSummary, s *agentproto.InventorySection) {
 	}
 }
 
+// clip cuts s to at most n bytes without splitting a UTF-8 sequence.
 func clip(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
+	if len(s) <= n {
+		return s
 	}
-	return s
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }

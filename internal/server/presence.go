@@ -29,6 +29,7 @@ type agentConn struct {
 	lastSeen    atomic.Int64 // Unix ms of the last message received
 	flushedSeen int64        // last value written to the store; flusher only
 	cancel      context.CancelFunc
+	drop        func() // closes the network connection under the stream
 
 	sendMu sync.Mutex
 	send   func(*agentproto.ServerMessage) error // gRPC stream Send; not concurrency-safe itself
@@ -110,6 +111,12 @@ func (h *Hub) attach(c *agentConn) attachResult {
 	for _, o := range kicked {
 		h.log.Info("replacing older connection of the same agent", "computer", c.computerID, "old_remote", o.remote, "new_remote", c.remote)
 		o.cancel()
+		if o.remote != c.remote {
+			// A grpc-go handler blocked in Recv cannot be interrupted; closing
+			// the old network connection ends it. When both streams share one
+			// connection the old stream has already been reset by the agent.
+			o.drop()
+		}
 	}
 	return res
 }
@@ -278,6 +285,7 @@ func (h *Hub) closeAll(ctx context.Context) {
 	h.mu.Unlock()
 	for _, c := range all {
 		c.cancel()
+		c.drop()
 		h.detach(c)
 	}
 	h.flush(ctx, true)
@@ -298,5 +306,6 @@ func (h *Hub) Disconnect(computerID string) {
 	h.mu.Unlock()
 	for _, c := range conns {
 		c.cancel()
+		c.drop()
 	}
 }
