@@ -92,6 +92,10 @@ func LoadOrCreateCA(dir string) (ca *CA, created bool, err error) {
 	if _, statErr := os.Stat(keyPath); statErr == nil {
 		return nil, false, fmt.Errorf("%s exists without %s: refusing to replace the CA key", keyPath, certPath)
 	}
+	if _, statErr := os.Stat(certPath); statErr == nil {
+		// Replacing the CA would cut off every agent that pins it.
+		return nil, false, fmt.Errorf("%s exists without %s: restore the CA key from backup; refusing to create a new CA", certPath, keyPath)
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, false, err

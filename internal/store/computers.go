@@ -101,8 +101,11 @@ func (db *DB) ListComputers(ctx context.Context, f ComputerFilter) (_ []*Compute
 		where = append(where, "revoked_at IS NULL")
 	}
 	if f.Name != "" {
-		where = append(where, `(LOWER(name) LIKE ? ESCAPE '\' OR LOWER(hostname) LIKE ? ESCAPE '\')`)
-		pat := "%" + escapeLike(strings.ToLower(f.Name)) + "%"
+		// Both sides are folded by the database's LOWER: folding the pattern
+		// in Go (Unicode) while SQLite's LOWER folds ASCII only made a
+		// non-ASCII name miss a search for itself.
+		where = append(where, `(LOWER(name) LIKE LOWER(?) ESCAPE '\' OR LOWER(hostname) LIKE LOWER(?) ESCAPE '\')`)
+		pat := "%" + escapeLike(f.Name) + "%"
 		args = append(args, pat, pat)
 	}
 	switch f.Status {
