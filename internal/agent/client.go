@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"sync"
 	"time"
 
@@ -28,6 +29,7 @@ type Direct struct {
 	ca    *x509.Certificate // nil before enrollment: the pin is looked up in the server's chain
 	cert  *tls.Certificate  // nil before enrollment
 	proxy string
+	dial  func(ctx context.Context, addr string) (net.Conn, error)
 
 	mu      sync.Mutex
 	conns   map[string]*grpc.ClientConn
@@ -44,11 +46,18 @@ type DirectOptions struct {
 	Cert *tls.Certificate
 	// Proxy is an explicit http:// CONNECT proxy; empty uses HTTPS_PROXY.
 	Proxy string
+	// Dial replaces the network dialer (the load harness counts bytes with
+	// it); nil dials directly or through the proxy.
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
 }
 
 // NewDirect returns a client; it dials lazily.
 func NewDirect(o DirectOptions) *Direct {
-	return &Direct{pin: o.Pin, ca: o.CA, cert: o.Cert, proxy: o.Proxy,
+	dial := o.Dial
+	if dial == nil {
+		dial = dialer(o.Proxy)
+	}
+	return &Direct{pin: o.Pin, ca: o.CA, cert: o.Cert, proxy: o.Proxy, dial: dial,
 		conns: map[string]*grpc.ClientConn{}, pinFail: map[string]string{}}
 }
 
@@ -86,7 +95,7 @@ func (d *Direct) conn(server string) (*grpc.ClientConn, error) {
 	}
 	c, err := grpc.NewClient("passthrough:///"+server,
 		grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
-		grpc.WithContextDialer(dialer(d.proxy)),
+		grpc.WithContextDialer(d.dial),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
 		// Fixed windows turn off BDP probing pings: fewer bytes per check-in.
 		grpc.WithInitialWindowSize(64<<10),

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"sync"
@@ -74,6 +75,9 @@ type Config struct {
 	OfflineWarning, OfflineCritical time.Duration
 	// SQLiteSynchronous: FULL (default) or NORMAL.
 	SQLiteSynchronous string
+	// DebugListen, if set, serves Go's pprof profiles (plain HTTP, no
+	// authentication: bind it to loopback). Empty disables it.
+	DebugListen string
 	// Log is the logger; default slog.Default().
 	Log *slog.Logger
 }
@@ -123,6 +127,7 @@ type Server struct {
 	http     *http.Server
 	agentLn  net.Listener
 	apiLn    net.Listener
+	debugLn  net.Listener
 	conns    sync.Map // accepted agent connections by remote address
 	closeMu  sync.Once
 	closeErr error
@@ -246,6 +251,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if s.apiLn, err = net.Listen("tcp", cfg.APIListen); err != nil {
 		return nil, fmt.Errorf("API listener: %w", err)
 	}
+	if cfg.DebugListen != "" {
+		if s.debugLn, err = net.Listen("tcp", cfg.DebugListen); err != nil {
+			return nil, fmt.Errorf("debug listener: %w", err)
+		}
+	}
 	ok = true
 	return s, nil
 }
@@ -307,6 +317,16 @@ func (s *Server) Run(ctx context.Context) error {
 			errc <- fmt.Errorf("API listener: %w", err)
 		}
 	}()
+	if s.debugLn != nil {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		dbg := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go dbg.Serve(s.debugLn)
+		defer dbg.Close()
+		s.log.Warn("pprof debug endpoint enabled (no authentication)", "listen", s.debugLn.Addr().String())
+	}
 	hubDone := make(chan struct{})
 	go func() { defer close(hubDone); s.hub.run(ctx) }()
 	go s.sweepSessions(ctx)
@@ -362,6 +382,9 @@ func (s *Server) Close() error {
 		}
 		if s.apiLn != nil {
 			s.apiLn.Close()
+		}
+		if s.debugLn != nil {
+			s.debugLn.Close()
 		}
 		if s.db != nil {
 			errs = append(errs, s.db.Close())
