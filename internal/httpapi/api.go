@@ -207,7 +207,7 @@ func writeError(w http.ResponseWriter, err error, status int) {
 		status = errcode.HTTPStatus(err)
 	}
 	if b.Error.Code == errcode.TooManyRequests {
-		w.Header().Set("Retry-After", "60")
+		w.Header().Set("Retry-After", strconv.Itoa(int(auth.LockoutFor.Seconds())))
 	}
 	writeJSON(w, status, b)
 }
@@ -252,11 +252,14 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 		}
 		return errcode.New(errcode.Invalid, "malformed JSON body")
 	}
-	if dec.More() {
+	// Only white space may follow the value. dec.More is not enough: it
+	// reports false before a stray '}' or ']'.
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return errcode.New(errcode.TooLarge, "request body larger than %d bytes", MaxBodyBytes)
+		}
 		return errcode.New(errcode.Invalid, "request body must hold one JSON value")
-	}
-	if _, err := io.Copy(io.Discard, body); err != nil {
-		return errcode.New(errcode.TooLarge, "request body larger than %d bytes", MaxBodyBytes)
 	}
 	return nil
 }
@@ -316,8 +319,8 @@ func durationParam(s string) (time.Duration, error) {
 		return 0, nil
 	}
 	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, errcode.New(errcode.Invalid, "ttl %q is not a duration like 24h or 90m", s)
+	if err != nil || d <= 0 {
+		return 0, errcode.New(errcode.Invalid, "ttl %q is not a positive duration like 24h or 90m", s)
 	}
 	return d, nil
 }

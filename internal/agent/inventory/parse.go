@@ -47,7 +47,7 @@ func ParseOSRelease(b []byte) map[string]string {
 			continue
 		}
 		k, v, ok := strings.Cut(line, "=")
-		if !ok || k == "" {
+		if !ok || !osReleaseKey(k) {
 			continue
 		}
 		if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
@@ -57,6 +57,22 @@ func ParseOSRelease(b []byte) map[string]string {
 		m[k] = clean(v)
 	}
 	return m
+}
+
+// osReleaseKey reports whether k is a variable name (letters, digits and
+// '_', at most maxFieldLen bytes); other lines are not assignments, and a
+// key is returned as is, so it must be valid UTF-8 of bounded length.
+func osReleaseKey(k string) bool {
+	if k == "" || len(k) > maxFieldLen {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if !(c == '_' || 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9') {
+			return false
+		}
+	}
+	return true
 }
 
 // ParseDpkgStatus reads /var/lib/dpkg/status and returns the installed
@@ -107,10 +123,12 @@ func ParseRPMQuery(b []byte) []*agentproto.Package {
 	var out []*agentproto.Package
 	for line := range strings.SplitSeq(string(b), "\n") {
 		f := strings.Split(line, "\t")
-		if len(f) != 3 || f[0] == "" || len(out) >= maxPackages {
+		if len(f) != 3 || len(out) >= maxPackages {
 			continue
 		}
-		out = append(out, &agentproto.Package{Name: clean(f[0]), Version: clean(f[1]), Architecture: clean(f[2])})
+		if name := clean(f[0]); name != "" { // a blank name is no package
+			out = append(out, &agentproto.Package{Name: name, Version: clean(f[1]), Architecture: clean(f[2])})
+		}
 	}
 	sortPackages(out)
 	return out
