@@ -83,10 +83,18 @@ func dialConnect(ctx context.Context, d *net.Dialer, p *url.URL, addr string) (n
 		conn.Close()
 		return nil, fmt.Errorf("proxy %s refused the tunnel to %s: %s", p.Redacted(), addr, strings.TrimSpace(resp.Status))
 	}
-	if br.Buffered() > 0 {
-		conn.Close()
-		return nil, fmt.Errorf("proxy %s sent data before the tunnel was up", p.Redacted())
-	}
 	conn.SetDeadline(time.Time{})
+	if br.Buffered() > 0 {
+		// Bytes from the far end that came with the proxy's answer.
+		return &bufferedConn{Conn: conn, r: br}, nil
+	}
 	return conn, nil
 }
+
+// bufferedConn reads what the proxy handshake buffered before the socket.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }

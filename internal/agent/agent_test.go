@@ -1,0 +1,221 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mamori/mamori/internal/errcode"
+)
+
+// stepClock is moved by the test; every reading is announced on read so
+// the test can wait for the watcher before moving it again.
+type stepClock struct {
+	mu   sync.Mutex
+	wall time.Time
+	mono time.Duration
+	read chan struct{}
+}
+
+func (c *stepClock) Now() (time.Time, time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.read <- struct{}{}
+	return c.wall, c.mono
+}
+
+func TestWatchResume_ReportsOnlyForwardJumpsAboveThreshold(t *testing.T) {
+	clk := &stepClock{wall: time.Unix(1_700_000_000, 0), read: make(chan struct{}, 1)}
+	tick := make(chan time.Time)
+	got := make(chan time.Duration, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { watchResume(ctx, clk, tick, 10*time.Second, func(g time.Duration) { got <- g }); close(done) }()
+	<-clk.read // the watcher's first reading
+	step := func(wall, mono time.Duration) {
+		clk.mu.Lock()
+		clk.wall = clk.wall.Add(wall)
+		clk.mono += mono
+		clk.mu.Unlock()
+		tick <- time.Time{}
+		<-clk.read
+	}
+	step(2*time.Second, 2*time.Second) // normal tick
+	step(7*time.Second, 2*time.Second) // 5s gap: below threshold
+	step(-time.Hour, 2*time.Second)    // clock set back: not a resume
+	step(3*time.Hour, 2*time.Second)   // suspended ~3h
+	step(2*time.Second, 2*time.Second) // normal again
+	cancel()
+	<-done
+	close(got)
+	var gaps []time.Duration
+	for g := range got {
+		gaps = append(gaps, g)
+	}
+	if len(gaps) != 1 || gaps[0] != 3*time.Hour-2*time.Second {
+		t.Fatalf("reported %v, want exactly one gap of 2h59m58s", gaps)
+	}
+}
+
+func TestBackoff_GrowsWithJitterAndCaps(t *testing.T) {
+	for range 200 {
+		if d := backoff(0); d < 0 || d >= backoffBase {
+			t.Fatalf("first retry %s, want in [0,1s)", d)
+		}
+		if d := backoff(3); d < 4*time.Second || d > 8*time.Second {
+			t.Fatalf("attempt 3: %s, want in [4s,8s]", d)
+		}
+		if d := backoff(50); d < backoffMax/2 || d > backoffMax {
+			t.Fatalf("attempt 50: %s, want in [30s,60s]", d)
+		}
+	}
+}
+
+func TestValidServer(t *testing.T) {
+	for _, ok := range []string{"127.0.0.1:2222", "mamori.example.net:2222", "[::1]:2222"} {
+		if err := validServer(ok); err != nil {
+			t.Errorf("%q refused: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "host", ":2222", "host:", "https://host:2222", "host name:1"} {
+		if err := validServer(bad); errcode.Of(err) != errcode.Invalid {
+			t.Errorf("%q accepted (err %v)", bad, err)
+		}
+	}
+}
+
+func TestNew_ConfigurationErrors(t *testing.T) {
+	dir := t.TempDir()
+	cases := map[string]Config{
+		"no state":         {},
+		"not enrolled":     {StateDir: dir},
+		"bad fingerprint":  {StateDir: dir, Servers: []string{"h:1"}, Token: "t", CAFingerprint: "md5:abc"},
+		"bad instance":     {StateDir: dir, Instance: "no spaces allowed"},
+		"bad server":       {StateDir: dir, Servers: []string{"nope"}},
+		"bad proxy":        {StateDir: dir, Proxy: "socks5://p:1"},
+		"interval too low": {StateDir: dir, Interval: time.Millisecond},
+		"jitter too high":  {StateDir: dir, Jitter: 0.9},
+	}
+	for name, cfg := range cases {
+		if _, err := New(cfg); errcode.Of(err) != errcode.Invalid {
+			t.Errorf("%s: New = %v, want an invalid error", name, err)
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("New wrote to the state directory: %v", entries)
+	}
+}
+
+func TestLoadIdentity_MissingAndCorrupt(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := LoadIdentity(dir); !errors.Is(err, ErrNotEnrolled) {
+		t.Fatalf("empty dir: %v", err)
+	}
+	os.WriteFile(filepath.Join(dir, IdentityFile), []byte("{not json"), 0o600)
+	if _, err := LoadIdentity(dir); err == nil || !strings.Contains(err.Error(), "corrupt") {
+		t.Fatalf("corrupt identity: %v", err)
+	}
+	os.WriteFile(filepath.Join(dir, IdentityFile), []byte(`{"computer_id":"x","cert_pem":"junk","key_pem":"junk"}`), 0o600)
+	if _, err := LoadIdentity(dir); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("identity with a bad certificate: %v", err)
+	}
+}
+
+// fakeProxy answers one CONNECT request with status and records it.
+func fakeProxy(t *testing.T, status int) (addr string, reqs chan *http.Request) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	reqs = make(chan *http.Request, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
+		}
+		reqs <- req
+		c.Write([]byte(fmt.Sprintf("HTTP/1.1 %d %s\r\n\r\n", status, http.StatusText(status))))
+		if status == 200 {
+			c.Write([]byte("tunnel-ok"))
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	return l.Addr().String(), reqs
+}
+
+func TestDialConnect_TunnelsWithProxyAuth(t *testing.T) {
+	addr, reqs := fakeProxy(t, 200)
+	conn, err := dialer("http://user:s3cret@"+addr)(t.Context(), "mamori.example.net:2222")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	req := <-reqs
+	if req.Method != http.MethodConnect || req.Host != "mamori.example.net:2222" {
+		t.Fatalf("proxy saw %s %s", req.Method, req.Host)
+	}
+	if got := req.Header.Get("Proxy-Authorization"); got != "Basic "+base64.StdEncoding.EncodeToString([]byte("user:s3cret")) {
+		t.Fatalf("Proxy-Authorization %q", got)
+	}
+	buf := make([]byte, 9)
+	conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := conn.Read(buf); err != nil || string(buf) != "tunnel-ok" {
+		t.Fatalf("tunnel read %q %v", buf, err)
+	}
+}
+
+func TestDialConnect_RefusalIsAClearError(t *testing.T) {
+	addr, _ := fakeProxy(t, http.StatusForbidden)
+	_, err := dialer("http://"+addr)(t.Context(), "mamori.example.net:2222")
+	if err == nil || !strings.Contains(err.Error(), "refused the tunnel") || !strings.Contains(err.Error(), "Forbidden") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestProxyFor_EnvironmentAndExplicit(t *testing.T) {
+	t.Setenv("HTTPS_PROXY", "http://envproxy:3128")
+	t.Setenv("NO_PROXY", "internal.example")
+	if u, _ := proxyFor("", "mamori.example.net:2222"); u == nil || u.Host != "envproxy:3128" {
+		t.Fatalf("env proxy not used: %v", u)
+	}
+	if u, _ := proxyFor("", "srv.internal.example:2222"); u != nil {
+		t.Fatalf("NO_PROXY ignored: %v", u)
+	}
+	if u, _ := proxyFor("http://explicit:8080", "srv.internal.example:2222"); u == nil || u.Host != "explicit:8080" {
+		t.Fatalf("explicit proxy not used: %v", u)
+	}
+	if _, err := proxyFor("ftp://x", "a:1"); err == nil {
+		t.Fatal("ftp proxy accepted")
+	}
+}
+
+func TestHardwareFingerprint_InstanceAndMachineIDMatter(t *testing.T) {
+	t.Setenv(MachineIDEnv, "machine-1")
+	a, b := HardwareFingerprint(""), HardwareFingerprint("i2")
+	t.Setenv(MachineIDEnv, "machine-2")
+	c := HardwareFingerprint("")
+	if a == b || a == c || len(a) != 64 {
+		t.Fatalf("fingerprints %s %s %s", a, b, c)
+	}
+	t.Setenv(MachineIDEnv, "machine-1")
+	if HardwareFingerprint("") != a {
+		t.Fatal("fingerprint not stable")
+	}
+}
