@@ -17,6 +17,7 @@ all: build
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/mamori ./cmd/mamori
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/mamori-agent ./cmd/mamori-agent
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/mamori-loadtest ./cmd/mamori-loadtest
 
 # The agent must cross-compile (platform code not written yet reports "not
 # supported on this platform" at run time).
@@ -39,13 +40,12 @@ test-short:
 demo: build
 	./scripts/demo.sh
 
-# Agent-plane benchmarks (bytes per check-in, wake-up latency, memory per
-# idle agent); see docs/benchmarks.md.
+# Agent-plane benchmarks (memory per idle agent, bytes per check-in, wake-up
+# latency); AGENTS=N to change the count. See docs/benchmarks.md.
 bench: bench-agent
 
 bench-agent: build
-	$(GO) test -run '^$$' -bench 'CheckIn|WakeUp' -benchtime 2000x -count 1 ./internal/e2e/
-	./scripts/bench-idle.sh
+	./scripts/bench-agent.sh
 
 proto:
 	cd internal/agentproto && PATH="$$PATH:$$($(GO) env GOPATH)/bin" buf generate

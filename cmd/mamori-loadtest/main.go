@@ -31,6 +31,7 @@ func main() {
 	packages := fs.Int("packages", "", 800, "packages in each synthetic inventory")
 	cache := fs.String("cache", "", "", "identity cache directory (default: next to --data)")
 	jsonOut := fs.String("json", "", "", "write the report as JSON to this file")
+	pprofURL := fs.String("pprof", "", "", "the server's --debug-listen URL (http://HOST:PORT): collect garbage before memory readings")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}
@@ -40,14 +41,15 @@ func main() {
 	}
 	rep, err := loadtest.Run(ctx, loadtest.Config{Server: *server, API: *api, DataDir: *data, Password: os.Getenv("MAMORI_ADMIN_PASSWORD"),
 		Agents: *agents, Ramp: *ramp, Settle: *settle, CheckIns: *checkins, Wakeups: *wakeups, Packages: *packages,
-		CacheDir: *cache, Log: os.Stderr})
+		CacheDir: *cache, PprofURL: *pprofURL, Log: os.Stderr})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "mamori-loadtest:", err)
 		os.Exit(1)
 	}
 	fmt.Printf("agents connected        %d of %d (%d errors) in %.1fs\n", rep.Connected, rep.Agents, rep.Errors, rep.ConnectSeconds)
 	fmt.Printf("server RSS              %.1f MiB (baseline %.1f MiB)\n", rep.ServerRSS/(1<<20), rep.ServerRSSBaseline/(1<<20))
-	fmt.Printf("per idle agent          RSS %.1f KiB, heap %.1f KiB, %.2f goroutines\n", rep.ServerRSSPerAgent/1024, rep.ServerHeapPerAgent/1024, rep.ServerGoroutinesAgent)
+	fmt.Printf("per idle agent          RSS %.1f KiB (live heap %.1f KiB, stacks %.1f KiB), %.2f goroutines\n",
+		rep.ServerRSSPerAgent/1024, rep.ServerHeapPerAgent/1024, rep.ServerStackPerAgent/1024, rep.ServerGoroutinesAgent)
 	fmt.Printf("first check-in          %.0f bytes on the wire (handshake + full inventory)\n", rep.FirstCheckInBytes)
 	fmt.Printf("no-change check-in      %.0f bytes (%.0f up, %.0f down), %.0f/s, p50 %.2f ms, p99 %.2f ms\n",
 		rep.BytesPerCheckIn, rep.BytesPerCheckInUp, rep.BytesPerCheckInDown, rep.CheckInsPerSec, rep.P50ms, rep.P99ms)

@@ -15,6 +15,7 @@ import (
 	"github.com/mamori/mamori/internal/agent/outbox"
 	"github.com/mamori/mamori/internal/agentproto"
 	"github.com/mamori/mamori/internal/errcode"
+	"github.com/mamori/mamori/internal/sectionzip"
 )
 
 // Collector gathers the inventory (inventory.Collector on real systems).
@@ -261,7 +262,10 @@ func (a *Auto) checkIn(ctx context.Context, st *sessionState, reason agentproto.
 			return err
 		}
 		st.seq++
-		ci := &agentproto.CheckIn{Seq: st.seq, Reason: reason, Sections: sections, WakeId: wakeID}
+		ci := &agentproto.CheckIn{Seq: st.seq, Reason: reason, WakeId: wakeID}
+		if err := sectionzip.Pack(ci, sections); err != nil {
+			return err
+		}
 		for _, e := range evs {
 			ci.Events = append(ci.Events, &agentproto.Event{Id: e.ID, Type: e.Type, TimeUnixMs: e.Time.UnixMilli(), DataJson: e.Data})
 		}

@@ -102,6 +102,10 @@ func (d *Direct) conn(server string) (*grpc.ClientConn, error) {
 		grpc.WithInitialConnWindowSize(64<<10),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)),
 		grpc.WithUserAgent("mamori-agent"),
+		// Small writes make small TLS records; the server's TLS read buffer
+		// grows to the largest record it receives and keeps that size for
+		// the life of the connection.
+		grpc.WithWriteBufferSize(2<<10),
 	)
 	if err != nil {
 		return nil, err

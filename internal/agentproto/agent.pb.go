@@ -827,7 +827,11 @@ type CheckIn struct {
 	// Events from the durable outbox, oldest first.
 	Events []*Event `protobuf:"bytes,4,rep,name=events,proto3" json:"events,omitempty"`
 	// Set when this check-in answers a WakeUp.
-	WakeId        string `protobuf:"bytes,5,opt,name=wake_id,json=wakeId,proto3" json:"wake_id,omitempty"`
+	WakeId string `protobuf:"bytes,5,opt,name=wake_id,json=wakeId,proto3" json:"wake_id,omitempty"`
+	// gzip of an InventorySections message, sent instead of `sections` when
+	// their encoding exceeds 1 KiB (a first replication, a software change).
+	// At most 16 MiB once decompressed.
+	SectionsGzip  []byte `protobuf:"bytes,6,opt,name=sections_gzip,json=sectionsGzip,proto3" json:"sections_gzip,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -897,6 +901,57 @@ func (x *CheckIn) GetWakeId() string {
 	return ""
 }
 
+func (x *CheckIn) GetSectionsGzip() []byte {
+	if x != nil {
+		return x.SectionsGzip
+	}
+	return nil
+}
+
+type InventorySections struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sections      []*InventorySection    `protobuf:"bytes,1,rep,name=sections,proto3" json:"sections,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InventorySections) Reset() {
+	*x = InventorySections{}
+	mi := &file_agent_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InventorySections) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InventorySections) ProtoMessage() {}
+
+func (x *InventorySections) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InventorySections.ProtoReflect.Descriptor instead.
+func (*InventorySections) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *InventorySections) GetSections() []*InventorySection {
+	if x != nil {
+		return x.Sections
+	}
+	return nil
+}
+
 type Ack struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Seq   uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
@@ -911,7 +966,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -923,7 +978,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -936,7 +991,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Ack) GetSeq() uint64 {
@@ -970,7 +1025,7 @@ type RejectedEvent struct {
 
 func (x *RejectedEvent) Reset() {
 	*x = RejectedEvent{}
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -982,7 +1037,7 @@ func (x *RejectedEvent) String() string {
 func (*RejectedEvent) ProtoMessage() {}
 
 func (x *RejectedEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -995,7 +1050,7 @@ func (x *RejectedEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectedEvent.ProtoReflect.Descriptor instead.
 func (*RejectedEvent) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RejectedEvent) GetId() string {
@@ -1022,7 +1077,7 @@ type WakeUp struct {
 
 func (x *WakeUp) Reset() {
 	*x = WakeUp{}
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1034,7 +1089,7 @@ func (x *WakeUp) String() string {
 func (*WakeUp) ProtoMessage() {}
 
 func (x *WakeUp) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1047,7 +1102,7 @@ func (x *WakeUp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WakeUp.ProtoReflect.Descriptor instead.
 func (*WakeUp) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WakeUp) GetId() string {
@@ -1079,7 +1134,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1091,7 +1146,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1104,7 +1159,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Event) GetId() string {
@@ -1154,7 +1209,7 @@ type InventorySection struct {
 
 func (x *InventorySection) Reset() {
 	*x = InventorySection{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1166,7 +1221,7 @@ func (x *InventorySection) String() string {
 func (*InventorySection) ProtoMessage() {}
 
 func (x *InventorySection) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1179,7 +1234,7 @@ func (x *InventorySection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InventorySection.ProtoReflect.Descriptor instead.
 func (*InventorySection) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *InventorySection) GetSection() Section {
@@ -1314,7 +1369,7 @@ type SystemInfo struct {
 
 func (x *SystemInfo) Reset() {
 	*x = SystemInfo{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1326,7 +1381,7 @@ func (x *SystemInfo) String() string {
 func (*SystemInfo) ProtoMessage() {}
 
 func (x *SystemInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1339,7 +1394,7 @@ func (x *SystemInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SystemInfo.ProtoReflect.Descriptor instead.
 func (*SystemInfo) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SystemInfo) GetHostname() string {
@@ -1420,7 +1475,7 @@ type HardwareInfo struct {
 
 func (x *HardwareInfo) Reset() {
 	*x = HardwareInfo{}
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1432,7 +1487,7 @@ func (x *HardwareInfo) String() string {
 func (*HardwareInfo) ProtoMessage() {}
 
 func (x *HardwareInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1445,7 +1500,7 @@ func (x *HardwareInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HardwareInfo.ProtoReflect.Descriptor instead.
 func (*HardwareInfo) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *HardwareInfo) GetCpuModel() string {
@@ -1512,7 +1567,7 @@ type Disk struct {
 
 func (x *Disk) Reset() {
 	*x = Disk{}
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1524,7 +1579,7 @@ func (x *Disk) String() string {
 func (*Disk) ProtoMessage() {}
 
 func (x *Disk) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1537,7 +1592,7 @@ func (x *Disk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Disk.ProtoReflect.Descriptor instead.
 func (*Disk) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{16}
+	return file_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Disk) GetDevice() string {
@@ -1584,7 +1639,7 @@ type NetworkInfo struct {
 
 func (x *NetworkInfo) Reset() {
 	*x = NetworkInfo{}
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1596,7 +1651,7 @@ func (x *NetworkInfo) String() string {
 func (*NetworkInfo) ProtoMessage() {}
 
 func (x *NetworkInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1609,7 +1664,7 @@ func (x *NetworkInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkInfo.ProtoReflect.Descriptor instead.
 func (*NetworkInfo) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{17}
+	return file_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *NetworkInfo) GetInterfaces() []*NetworkInterface {
@@ -1632,7 +1687,7 @@ type NetworkInterface struct {
 
 func (x *NetworkInterface) Reset() {
 	*x = NetworkInterface{}
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1644,7 +1699,7 @@ func (x *NetworkInterface) String() string {
 func (*NetworkInterface) ProtoMessage() {}
 
 func (x *NetworkInterface) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1657,7 +1712,7 @@ func (x *NetworkInterface) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkInterface.ProtoReflect.Descriptor instead.
 func (*NetworkInterface) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{18}
+	return file_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *NetworkInterface) GetName() string {
@@ -1706,7 +1761,7 @@ type SoftwareInfo struct {
 
 func (x *SoftwareInfo) Reset() {
 	*x = SoftwareInfo{}
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1718,7 +1773,7 @@ func (x *SoftwareInfo) String() string {
 func (*SoftwareInfo) ProtoMessage() {}
 
 func (x *SoftwareInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1731,7 +1786,7 @@ func (x *SoftwareInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SoftwareInfo.ProtoReflect.Descriptor instead.
 func (*SoftwareInfo) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{19}
+	return file_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SoftwareInfo) GetPackages() []*Package {
@@ -1759,7 +1814,7 @@ type Package struct {
 
 func (x *Package) Reset() {
 	*x = Package{}
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1771,7 +1826,7 @@ func (x *Package) String() string {
 func (*Package) ProtoMessage() {}
 
 func (x *Package) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1784,7 +1839,7 @@ func (x *Package) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Package.ProtoReflect.Descriptor instead.
 func (*Package) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{20}
+	return file_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Package) GetName() string {
@@ -1817,7 +1872,7 @@ type UsersInfo struct {
 
 func (x *UsersInfo) Reset() {
 	*x = UsersInfo{}
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1829,7 +1884,7 @@ func (x *UsersInfo) String() string {
 func (*UsersInfo) ProtoMessage() {}
 
 func (x *UsersInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1842,7 +1897,7 @@ func (x *UsersInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsersInfo.ProtoReflect.Descriptor instead.
 func (*UsersInfo) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{21}
+	return file_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *UsersInfo) GetLoggedIn() []*LoggedInUser {
@@ -1864,7 +1919,7 @@ type LoggedInUser struct {
 
 func (x *LoggedInUser) Reset() {
 	*x = LoggedInUser{}
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1876,7 +1931,7 @@ func (x *LoggedInUser) String() string {
 func (*LoggedInUser) ProtoMessage() {}
 
 func (x *LoggedInUser) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1889,7 +1944,7 @@ func (x *LoggedInUser) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoggedInUser.ProtoReflect.Descriptor instead.
 func (*LoggedInUser) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{22}
+	return file_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *LoggedInUser) GetName() string {
@@ -1933,7 +1988,7 @@ type AgentInfo struct {
 
 func (x *AgentInfo) Reset() {
 	*x = AgentInfo{}
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1945,7 +2000,7 @@ func (x *AgentInfo) String() string {
 func (*AgentInfo) ProtoMessage() {}
 
 func (x *AgentInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1958,7 +2013,7 @@ func (x *AgentInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentInfo.ProtoReflect.Descriptor instead.
 func (*AgentInfo) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{23}
+	return file_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *AgentInfo) GetVersion() string {
@@ -2052,13 +2107,16 @@ const file_agent_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"U\n" +
 	"\vSectionHash\x122\n" +
 	"\asection\x18\x01 \x01(\x0e2\x18.mamori.agent.v1.SectionR\asection\x12\x12\n" +
-	"\x04hash\x18\x02 \x01(\fR\x04hash\"\xdb\x01\n" +
+	"\x04hash\x18\x02 \x01(\fR\x04hash\"\x80\x02\n" +
 	"\aCheckIn\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x126\n" +
 	"\x06reason\x18\x02 \x01(\x0e2\x1e.mamori.agent.v1.CheckInReasonR\x06reason\x12=\n" +
 	"\bsections\x18\x03 \x03(\v2!.mamori.agent.v1.InventorySectionR\bsections\x12.\n" +
 	"\x06events\x18\x04 \x03(\v2\x16.mamori.agent.v1.EventR\x06events\x12\x17\n" +
-	"\awake_id\x18\x05 \x01(\tR\x06wakeId\"\x8e\x01\n" +
+	"\awake_id\x18\x05 \x01(\tR\x06wakeId\x12#\n" +
+	"\rsections_gzip\x18\x06 \x01(\fR\fsectionsGzip\"R\n" +
+	"\x11InventorySections\x12=\n" +
+	"\bsections\x18\x01 \x03(\v2!.mamori.agent.v1.InventorySectionR\bsections\"\x8e\x01\n" +
 	"\x03Ack\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12:\n" +
 	"\brejected\x18\x02 \x03(\v2\x1e.mamori.agent.v1.RejectedEventR\brejected\x129\n" +
@@ -2178,68 +2236,70 @@ func file_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_agent_proto_goTypes = []any{
-	(Section)(0),             // 0: mamori.agent.v1.Section
-	(CheckInReason)(0),       // 1: mamori.agent.v1.CheckInReason
-	(*EnrollRequest)(nil),    // 2: mamori.agent.v1.EnrollRequest
-	(*EnrollResponse)(nil),   // 3: mamori.agent.v1.EnrollResponse
-	(*AgentMessage)(nil),     // 4: mamori.agent.v1.AgentMessage
-	(*ServerMessage)(nil),    // 5: mamori.agent.v1.ServerMessage
-	(*Hello)(nil),            // 6: mamori.agent.v1.Hello
-	(*Welcome)(nil),          // 7: mamori.agent.v1.Welcome
-	(*RetryLater)(nil),       // 8: mamori.agent.v1.RetryLater
-	(*SectionHash)(nil),      // 9: mamori.agent.v1.SectionHash
-	(*CheckIn)(nil),          // 10: mamori.agent.v1.CheckIn
-	(*Ack)(nil),              // 11: mamori.agent.v1.Ack
-	(*RejectedEvent)(nil),    // 12: mamori.agent.v1.RejectedEvent
-	(*WakeUp)(nil),           // 13: mamori.agent.v1.WakeUp
-	(*Event)(nil),            // 14: mamori.agent.v1.Event
-	(*InventorySection)(nil), // 15: mamori.agent.v1.InventorySection
-	(*SystemInfo)(nil),       // 16: mamori.agent.v1.SystemInfo
-	(*HardwareInfo)(nil),     // 17: mamori.agent.v1.HardwareInfo
-	(*Disk)(nil),             // 18: mamori.agent.v1.Disk
-	(*NetworkInfo)(nil),      // 19: mamori.agent.v1.NetworkInfo
-	(*NetworkInterface)(nil), // 20: mamori.agent.v1.NetworkInterface
-	(*SoftwareInfo)(nil),     // 21: mamori.agent.v1.SoftwareInfo
-	(*Package)(nil),          // 22: mamori.agent.v1.Package
-	(*UsersInfo)(nil),        // 23: mamori.agent.v1.UsersInfo
-	(*LoggedInUser)(nil),     // 24: mamori.agent.v1.LoggedInUser
-	(*AgentInfo)(nil),        // 25: mamori.agent.v1.AgentInfo
+	(Section)(0),              // 0: mamori.agent.v1.Section
+	(CheckInReason)(0),        // 1: mamori.agent.v1.CheckInReason
+	(*EnrollRequest)(nil),     // 2: mamori.agent.v1.EnrollRequest
+	(*EnrollResponse)(nil),    // 3: mamori.agent.v1.EnrollResponse
+	(*AgentMessage)(nil),      // 4: mamori.agent.v1.AgentMessage
+	(*ServerMessage)(nil),     // 5: mamori.agent.v1.ServerMessage
+	(*Hello)(nil),             // 6: mamori.agent.v1.Hello
+	(*Welcome)(nil),           // 7: mamori.agent.v1.Welcome
+	(*RetryLater)(nil),        // 8: mamori.agent.v1.RetryLater
+	(*SectionHash)(nil),       // 9: mamori.agent.v1.SectionHash
+	(*CheckIn)(nil),           // 10: mamori.agent.v1.CheckIn
+	(*InventorySections)(nil), // 11: mamori.agent.v1.InventorySections
+	(*Ack)(nil),               // 12: mamori.agent.v1.Ack
+	(*RejectedEvent)(nil),     // 13: mamori.agent.v1.RejectedEvent
+	(*WakeUp)(nil),            // 14: mamori.agent.v1.WakeUp
+	(*Event)(nil),             // 15: mamori.agent.v1.Event
+	(*InventorySection)(nil),  // 16: mamori.agent.v1.InventorySection
+	(*SystemInfo)(nil),        // 17: mamori.agent.v1.SystemInfo
+	(*HardwareInfo)(nil),      // 18: mamori.agent.v1.HardwareInfo
+	(*Disk)(nil),              // 19: mamori.agent.v1.Disk
+	(*NetworkInfo)(nil),       // 20: mamori.agent.v1.NetworkInfo
+	(*NetworkInterface)(nil),  // 21: mamori.agent.v1.NetworkInterface
+	(*SoftwareInfo)(nil),      // 22: mamori.agent.v1.SoftwareInfo
+	(*Package)(nil),           // 23: mamori.agent.v1.Package
+	(*UsersInfo)(nil),         // 24: mamori.agent.v1.UsersInfo
+	(*LoggedInUser)(nil),      // 25: mamori.agent.v1.LoggedInUser
+	(*AgentInfo)(nil),         // 26: mamori.agent.v1.AgentInfo
 }
 var file_agent_proto_depIdxs = []int32{
 	6,  // 0: mamori.agent.v1.AgentMessage.hello:type_name -> mamori.agent.v1.Hello
 	10, // 1: mamori.agent.v1.AgentMessage.check_in:type_name -> mamori.agent.v1.CheckIn
 	7,  // 2: mamori.agent.v1.ServerMessage.welcome:type_name -> mamori.agent.v1.Welcome
-	11, // 3: mamori.agent.v1.ServerMessage.ack:type_name -> mamori.agent.v1.Ack
-	13, // 4: mamori.agent.v1.ServerMessage.wake_up:type_name -> mamori.agent.v1.WakeUp
+	12, // 3: mamori.agent.v1.ServerMessage.ack:type_name -> mamori.agent.v1.Ack
+	14, // 4: mamori.agent.v1.ServerMessage.wake_up:type_name -> mamori.agent.v1.WakeUp
 	8,  // 5: mamori.agent.v1.ServerMessage.retry_later:type_name -> mamori.agent.v1.RetryLater
 	9,  // 6: mamori.agent.v1.Welcome.section_hashes:type_name -> mamori.agent.v1.SectionHash
 	0,  // 7: mamori.agent.v1.SectionHash.section:type_name -> mamori.agent.v1.Section
 	1,  // 8: mamori.agent.v1.CheckIn.reason:type_name -> mamori.agent.v1.CheckInReason
-	15, // 9: mamori.agent.v1.CheckIn.sections:type_name -> mamori.agent.v1.InventorySection
-	14, // 10: mamori.agent.v1.CheckIn.events:type_name -> mamori.agent.v1.Event
-	12, // 11: mamori.agent.v1.Ack.rejected:type_name -> mamori.agent.v1.RejectedEvent
-	0,  // 12: mamori.agent.v1.InventorySection.section:type_name -> mamori.agent.v1.Section
-	16, // 13: mamori.agent.v1.InventorySection.system:type_name -> mamori.agent.v1.SystemInfo
-	17, // 14: mamori.agent.v1.InventorySection.hardware:type_name -> mamori.agent.v1.HardwareInfo
-	19, // 15: mamori.agent.v1.InventorySection.network:type_name -> mamori.agent.v1.NetworkInfo
-	21, // 16: mamori.agent.v1.InventorySection.software:type_name -> mamori.agent.v1.SoftwareInfo
-	23, // 17: mamori.agent.v1.InventorySection.users:type_name -> mamori.agent.v1.UsersInfo
-	25, // 18: mamori.agent.v1.InventorySection.agent:type_name -> mamori.agent.v1.AgentInfo
-	18, // 19: mamori.agent.v1.HardwareInfo.disks:type_name -> mamori.agent.v1.Disk
-	20, // 20: mamori.agent.v1.NetworkInfo.interfaces:type_name -> mamori.agent.v1.NetworkInterface
-	22, // 21: mamori.agent.v1.SoftwareInfo.packages:type_name -> mamori.agent.v1.Package
-	24, // 22: mamori.agent.v1.UsersInfo.logged_in:type_name -> mamori.agent.v1.LoggedInUser
-	2,  // 23: mamori.agent.v1.Agent.Enroll:input_type -> mamori.agent.v1.EnrollRequest
-	4,  // 24: mamori.agent.v1.Agent.Session:input_type -> mamori.agent.v1.AgentMessage
-	3,  // 25: mamori.agent.v1.Agent.Enroll:output_type -> mamori.agent.v1.EnrollResponse
-	5,  // 26: mamori.agent.v1.Agent.Session:output_type -> mamori.agent.v1.ServerMessage
-	25, // [25:27] is the sub-list for method output_type
-	23, // [23:25] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	16, // 9: mamori.agent.v1.CheckIn.sections:type_name -> mamori.agent.v1.InventorySection
+	15, // 10: mamori.agent.v1.CheckIn.events:type_name -> mamori.agent.v1.Event
+	16, // 11: mamori.agent.v1.InventorySections.sections:type_name -> mamori.agent.v1.InventorySection
+	13, // 12: mamori.agent.v1.Ack.rejected:type_name -> mamori.agent.v1.RejectedEvent
+	0,  // 13: mamori.agent.v1.InventorySection.section:type_name -> mamori.agent.v1.Section
+	17, // 14: mamori.agent.v1.InventorySection.system:type_name -> mamori.agent.v1.SystemInfo
+	18, // 15: mamori.agent.v1.InventorySection.hardware:type_name -> mamori.agent.v1.HardwareInfo
+	20, // 16: mamori.agent.v1.InventorySection.network:type_name -> mamori.agent.v1.NetworkInfo
+	22, // 17: mamori.agent.v1.InventorySection.software:type_name -> mamori.agent.v1.SoftwareInfo
+	24, // 18: mamori.agent.v1.InventorySection.users:type_name -> mamori.agent.v1.UsersInfo
+	26, // 19: mamori.agent.v1.InventorySection.agent:type_name -> mamori.agent.v1.AgentInfo
+	19, // 20: mamori.agent.v1.HardwareInfo.disks:type_name -> mamori.agent.v1.Disk
+	21, // 21: mamori.agent.v1.NetworkInfo.interfaces:type_name -> mamori.agent.v1.NetworkInterface
+	23, // 22: mamori.agent.v1.SoftwareInfo.packages:type_name -> mamori.agent.v1.Package
+	25, // 23: mamori.agent.v1.UsersInfo.logged_in:type_name -> mamori.agent.v1.LoggedInUser
+	2,  // 24: mamori.agent.v1.Agent.Enroll:input_type -> mamori.agent.v1.EnrollRequest
+	4,  // 25: mamori.agent.v1.Agent.Session:input_type -> mamori.agent.v1.AgentMessage
+	3,  // 26: mamori.agent.v1.Agent.Enroll:output_type -> mamori.agent.v1.EnrollResponse
+	5,  // 27: mamori.agent.v1.Agent.Session:output_type -> mamori.agent.v1.ServerMessage
+	26, // [26:28] is the sub-list for method output_type
+	24, // [24:26] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -2257,7 +2317,7 @@ func file_agent_proto_init() {
 		(*ServerMessage_WakeUp)(nil),
 		(*ServerMessage_RetryLater)(nil),
 	}
-	file_agent_proto_msgTypes[13].OneofWrappers = []any{
+	file_agent_proto_msgTypes[14].OneofWrappers = []any{
 		(*InventorySection_System)(nil),
 		(*InventorySection_Hardware)(nil),
 		(*InventorySection_Network)(nil),
@@ -2271,7 +2331,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   24,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

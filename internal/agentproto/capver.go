@@ -12,7 +12,7 @@ package agentproto
 //
 //	1 (2026-11-22): Enroll, Session with Hello/Welcome, CheckIn/Ack with
 //	                hashed inventory sections and outbox events, WakeUp,
-//	                RetryLater back-pressure.
+//	                RetryLater back-pressure, gzip-compressed sections.
 const CapabilityVersion = 1
 
 // MinCapabilityVersion is the oldest peer this build still serves.

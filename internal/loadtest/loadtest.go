@@ -40,6 +40,7 @@ import (
 	"github.com/mamori/mamori/internal/agent/inventory"
 	"github.com/mamori/mamori/internal/agentproto"
 	"github.com/mamori/mamori/internal/pki"
+	"github.com/mamori/mamori/internal/sectionzip"
 )
 
 // Config describes a run.
@@ -55,6 +56,10 @@ type Config struct {
 	Wakeups  int           // wake-ups to time; default 200
 	Packages int           // packages in the synthetic inventory; default 800
 	CacheDir string        // identity cache; default DataDir/../loadtest-cache
+	// PprofURL is the server's --debug-listen base URL; when set, the server
+	// is made to collect garbage before each memory reading, so per-agent
+	// figures are live memory, not garbage awaiting collection.
+	PprofURL string
 	Log      io.Writer
 }
 
@@ -68,6 +73,7 @@ type Report struct {
 	ServerRSS             float64 `json:"server_rss_bytes"`
 	ServerRSSPerAgent     float64 `json:"server_rss_per_agent_bytes"`
 	ServerHeapPerAgent    float64 `json:"server_heap_per_agent_bytes"`
+	ServerStackPerAgent   float64 `json:"server_stack_per_agent_bytes"`
 	ServerGoroutinesAgent float64 `json:"server_goroutines_per_agent"`
 	FirstCheckInBytes     float64 `json:"first_check_in_bytes"`
 	BytesPerCheckInUp     float64 `json:"bytes_per_checkin_up"`
@@ -140,6 +146,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	rep := &Report{Agents: cfg.Agents}
+	api.pprof = strings.TrimSuffix(cfg.PprofURL, "/")
 	base, err := api.metrics()
 	if err != nil {
 		return nil, err
@@ -188,7 +195,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	n := float64(len(live))
 	rep.ServerRSS = idle["process_resident_memory_bytes"]
 	rep.ServerRSSPerAgent = (idle["process_resident_memory_bytes"] - base["process_resident_memory_bytes"]) / n
-	rep.ServerHeapPerAgent = (idle["go_memstats_heap_inuse_bytes"] - base["go_memstats_heap_inuse_bytes"]) / n
+	rep.ServerHeapPerAgent = (idle["go_memstats_heap_alloc_bytes"] - base["go_memstats_heap_alloc_bytes"]) / n
+	rep.ServerStackPerAgent = (idle["go_memstats_stack_inuse_bytes"] - base["go_memstats_stack_inuse_bytes"]) / n
 	rep.ServerGoroutinesAgent = (idle["go_goroutines"] - base["go_goroutines"]) / n
 
 	// No-change check-ins on established connections.
@@ -344,7 +352,11 @@ func (s *sim) checkIn(ctx context.Context, secs []*agentproto.InventorySection, 
 	defer s.sendMu.Unlock()
 	s.seq++
 	seq := s.seq
-	if err := s.s.Send(&agentproto.CheckIn{Seq: seq, Sections: secs, WakeId: wakeID}); err != nil {
+	ci := &agentproto.CheckIn{Seq: seq, WakeId: wakeID}
+	if err := sectionzip.Pack(ci, secs); err != nil {
+		return err
+	}
+	if err := s.s.Send(ci); err != nil {
 		return err
 	}
 	for {
@@ -478,8 +490,9 @@ func raiseFileLimit() {
 }
 
 type apiClient struct {
-	base string
-	c    *http.Client
+	base  string
+	pprof string
+	c     *http.Client
 }
 
 func newAPI(base string, ca *x509.Certificate, password string) (*apiClient, error) {
@@ -521,6 +534,18 @@ func (a *apiClient) wake(id string) error { return a.post("/api/v1/computers/"+i
 
 // metrics reads the server's unlabelled Prometheus samples.
 func (a *apiClient) metrics() (map[string]float64, error) {
+	if a.pprof != "" {
+		// heap?gc=1 runs a garbage collection first; twice lets the
+		// second cycle shrink the stacks the first one found oversized.
+		for range 2 {
+			r, err := http.Get(a.pprof + "/debug/pprof/heap?gc=1")
+			if err != nil {
+				return nil, err
+			}
+			io.Copy(io.Discard, r.Body)
+			r.Body.Close()
+		}
+	}
 	resp, err := a.c.Get(a.base + "/metrics")
 	if err != nil {
 		return nil, err

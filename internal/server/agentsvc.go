@@ -22,6 +22,7 @@ import (
 	"github.com/mamori/mamori/internal/enrollment"
 	"github.com/mamori/mamori/internal/errcode"
 	"github.com/mamori/mamori/internal/pki"
+	"github.com/mamori/mamori/internal/sectionzip"
 	"github.com/mamori/mamori/internal/store"
 )
 
@@ -59,6 +60,42 @@ type agentService struct {
 	interval time.Duration // check-in interval asked of agents; 0 = theirs
 	now      func() time.Time
 	drop     func(remote string) // closes an agent's network connection
+	work     *workPool
+}
+
+// workPool runs store work for sessions on a few long-lived goroutines.
+// Session handlers wait on them instead of doing the work themselves, so a
+// handler's stack stays shallow while it idles in Recv (memory per agent),
+// and the number of concurrent store operations is bounded.
+type workPool struct{ jobs chan func() }
+
+func newWorkPool(ctx context.Context, n int) *workPool {
+	p := &workPool{jobs: make(chan func())}
+	for range n {
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case f := <-p.jobs:
+					f()
+				}
+			}
+		}()
+	}
+	return p
+}
+
+// do runs f on a pool goroutine and waits for it; it gives up when ctx ends.
+func (p *workPool) do(ctx context.Context, f func()) error {
+	done := make(chan struct{})
+	select {
+	case p.jobs <- func() { f(); close(done) }:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	<-done
+	return nil
 }
 
 func grpcError(err error) error {
@@ -142,7 +179,11 @@ func (a *agentService) authenticate(ctx context.Context) (*store.Computer, *x509
 func (a *agentService) Session(stream agentproto.Agent_SessionServer) error {
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
-	comp, _, err := a.authenticate(ctx)
+	var comp *store.Computer
+	var err error
+	if werr := a.work.do(ctx, func() { comp, _, err = a.authenticate(ctx) }); werr != nil {
+		return nil
+	}
 	if err != nil {
 		a.metrics.sessions.WithLabelValues("refused").Inc()
 		return grpcError(err)
@@ -181,7 +222,10 @@ func (a *agentService) Session(stream agentproto.Agent_SessionServer) error {
 	}
 	conn.touch(now)
 
-	hashes, err := a.store.SectionHashes(ctx, comp.ID)
+	var hashes map[string][]byte
+	if werr := a.work.do(ctx, func() { hashes, err = a.store.SectionHashes(ctx, comp.ID) }); werr != nil {
+		return nil
+	}
 	if err != nil {
 		return grpcError(err)
 	}
@@ -189,7 +233,6 @@ func (a *agentService) Session(stream agentproto.Agent_SessionServer) error {
 	defer a.hub.detach(conn)
 	a.metrics.sessions.WithLabelValues("accepted").Inc()
 	log := a.log.With("computer", comp.ID, "name", comp.Name, "remote", remote)
-	log.Debug("agent connected", "session", hello.SessionId, "agent_version", hello.AgentVersion)
 
 	clone := res.cloneReason
 	if clone == "" && hello.HardwareFingerprint != comp.HardwareFingerprint {
@@ -197,7 +240,8 @@ func (a *agentService) Session(stream agentproto.Agent_SessionServer) error {
 	}
 	if clone != "" && !(comp.CloneSuspected && comp.CloneReason == clone) {
 		log.Warn("clone suspected", "reason", clone)
-		if err := a.store.MarkCloneSuspected(ctx, comp.ID, clone); err != nil {
+		a.work.do(ctx, func() { err = a.store.MarkCloneSuspected(ctx, comp.ID, clone) })
+		if err != nil {
 			return grpcError(err)
 		}
 	}
@@ -228,7 +272,10 @@ func (a *agentService) Session(stream agentproto.Agent_SessionServer) error {
 		if ci == nil {
 			return status.Error(codes.InvalidArgument, "expected CheckIn")
 		}
-		ack, err := a.checkIn(ctx, conn, ci)
+		var ack *agentproto.Ack
+		if werr := a.work.do(ctx, func() { ack, err = a.checkIn(ctx, conn, ci) }); werr != nil {
+			return nil
+		}
 		if err != nil {
 			log.Warn("check-in refused", "err", err)
 			return grpcError(err)
@@ -251,8 +298,12 @@ func (a *agentService) checkIn(ctx context.Context, conn *agentConn, ci *agentpr
 	if len(ci.Events) > maxEventsPerCheckIn {
 		return nil, errcode.New(errcode.Invalid, "at most %d events per check-in", maxEventsPerCheckIn)
 	}
+	secs, err := sectionzip.Unpack(ci)
+	if err != nil {
+		return nil, errcode.New(errcode.Invalid, "%v", err)
+	}
 	w := &store.CheckIn{ComputerID: conn.computerID, Now: now}
-	for _, s := range ci.Sections {
+	for _, s := range secs {
 		sec, err := sectionRecord(s)
 		if err != nil {
 			return nil, err

@@ -245,7 +245,11 @@ func (h *Hub) flush(ctx context.Context, seen bool) {
 	for _, u := range h.pending {
 		ups = append(ups, u)
 	}
-	clear(h.pending)
+	if len(h.pending) > 4096 {
+		h.pending = map[string]store.PresenceUpdate{} // a cleared map keeps its buckets
+	} else {
+		clear(h.pending)
+	}
 	if seen {
 		for id, list := range h.conns {
 			for _, c := range list {

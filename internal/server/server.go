@@ -20,6 +20,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"time"
 
@@ -129,6 +130,7 @@ type Server struct {
 	apiLn    net.Listener
 	debugLn  net.Listener
 	conns    sync.Map // accepted agent connections by remote address
+	svc      *agentService
 	closeMu  sync.Once
 	closeErr error
 }
@@ -187,7 +189,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 
 	s.hub = newHub(s.db, s.log, s.metrics, cfg.PresenceFlush, cfg.LastSeenFlush)
 	enroll := &enrollment.Service{Store: s.db, CA: ca}
-	svc := &agentService{store: s.db, enroll: enroll, hub: s.hub, metrics: s.metrics, log: s.log, interval: cfg.CheckInInterval, now: time.Now,
+	s.svc = &agentService{store: s.db, enroll: enroll, hub: s.hub, metrics: s.metrics, log: s.log, interval: cfg.CheckInInterval, now: time.Now,
 		drop: func(remote string) { closeConn(&s.conns, remote) }}
 
 	pool := x509.NewCertPool()
@@ -213,7 +215,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.KeepaliveTime, Timeout: cfg.KeepaliveTimeout}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
-	agentproto.RegisterAgentServer(s.grpc, svc)
+	agentproto.RegisterAgentServer(s.grpc, s.svc)
 
 	apiCert := serverCert
 	if cfg.APICertFile != "" || cfg.APIKeyFile != "" {
@@ -304,6 +306,9 @@ func (s *Server) CAFingerprint() string { return s.ca.Fingerprint() }
 func (s *Server) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	workCtx, stopWork := context.WithCancel(context.Background())
+	defer stopWork() // after the agent listener has stopped
+	s.svc.work = newWorkPool(workCtx, 4*runtime.GOMAXPROCS(0))
 	errc := make(chan error, 2)
 	go func() {
 		err := s.grpc.Serve(countingListener{Listener: s.agentLn, in: &s.metrics.in, out: &s.metrics.out, conns: &s.conns})
