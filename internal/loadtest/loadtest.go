@@ -530,7 +530,9 @@ func (a *apiClient) token(uses int) (string, error) {
 	return r.Token, err
 }
 
-func (a *apiClient) wake(id string) error { return a.post("/api/v1/computers/"+id+"/wakeup", struct{}{}, nil) }
+func (a *apiClient) wake(id string) error {
+	return a.post("/api/v1/computers/"+id+"/wakeup", struct{}{}, nil)
+}
 
 // metrics reads the server's unlabelled Prometheus samples.
 func (a *apiClient) metrics() (map[string]float64, error) {
