@@ -31,7 +31,6 @@ type agentStore interface {
 	AgentCertificateBySerial(ctx context.Context, serial string) (*store.AgentCertificate, error)
 	ComputerByID(ctx context.Context, id string) (*store.Computer, error)
 	SectionHashes(ctx context.Context, computerID string) (map[string][]byte, error)
-	ApplyCheckIn(ctx context.Context, c *store.CheckIn) (int, error)
 	MarkCloneSuspected(ctx context.Context, id, reason string) error
 }
 
@@ -61,6 +60,7 @@ type agentService struct {
 	now      func() time.Time
 	drop     func(remote string) // closes an agent's network connection
 	work     *workPool
+	writes   *batcher
 }
 
 // workPool runs store work for sessions on a few long-lived goroutines.
@@ -273,12 +273,23 @@ func (a *agentService) Session(stream agentproto.Agent_SessionServer) error {
 			return status.Error(codes.InvalidArgument, "expected CheckIn")
 		}
 		var ack *agentproto.Ack
-		if werr := a.work.do(ctx, func() { ack, err = a.checkIn(ctx, conn, ci) }); werr != nil {
+		var w *store.CheckIn
+		if werr := a.work.do(ctx, func() { ack, w, err = a.checkIn(conn, ci) }); werr != nil {
 			return nil
 		}
 		if err != nil {
 			log.Warn("check-in refused", "err", err)
 			return grpcError(err)
+		}
+		if w != nil {
+			inserted, err := a.writes.apply(ctx, w)
+			if err != nil {
+				log.Error("storing check-in", "err", err)
+				return grpcError(errcode.New(errcode.Unavailable, "could not store the check-in; retry"))
+			}
+			a.metrics.sectionsStored.Add(float64(len(w.Sections)))
+			a.metrics.events.WithLabelValues("stored").Add(float64(inserted))
+			a.metrics.events.WithLabelValues("duplicate").Add(float64(len(w.Events) - inserted))
 		}
 		if err := conn.sendMsg(&agentproto.ServerMessage{Msg: &agentproto.ServerMessage_Ack{Ack: ack}}); err != nil {
 			return nil
@@ -286,9 +297,10 @@ func (a *agentService) Session(stream agentproto.Agent_SessionServer) error {
 	}
 }
 
-// checkIn validates and stores one check-in; the Ack is sent only after the
-// store committed.
-func (a *agentService) checkIn(ctx context.Context, conn *agentConn, ci *agentproto.CheckIn) (*agentproto.Ack, error) {
+// checkIn validates one check-in and returns its Ack and what it must write
+// (nil when nothing changed). The caller sends the Ack only after the write
+// committed.
+func (a *agentService) checkIn(conn *agentConn, ci *agentproto.CheckIn) (*agentproto.Ack, *store.CheckIn, error) {
 	now := a.now()
 	conn.touch(now)
 	a.metrics.checkIns.Inc()
@@ -296,17 +308,17 @@ func (a *agentService) checkIn(ctx context.Context, conn *agentConn, ci *agentpr
 		a.hub.wakeAnswered(conn, ci.WakeId, now)
 	}
 	if len(ci.Events) > maxEventsPerCheckIn {
-		return nil, errcode.New(errcode.Invalid, "at most %d events per check-in", maxEventsPerCheckIn)
+		return nil, nil, errcode.New(errcode.Invalid, "at most %d events per check-in", maxEventsPerCheckIn)
 	}
 	secs, err := sectionzip.Unpack(ci)
 	if err != nil {
-		return nil, errcode.New(errcode.Invalid, "%v", err)
+		return nil, nil, errcode.New(errcode.Invalid, "%v", err)
 	}
 	w := &store.CheckIn{ComputerID: conn.computerID, Now: now}
 	for _, s := range secs {
 		sec, err := sectionRecord(s)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		w.Sections = append(w.Sections, sec)
 		summarize(&w.Summary, s)
@@ -324,17 +336,11 @@ func (a *agentService) checkIn(ctx context.Context, conn *agentConn, ci *agentpr
 		seen[e.Id] = true
 		w.Events = append(w.Events, store.Event{ID: e.Id, Type: e.Type, OccurredAt: time.UnixMilli(e.TimeUnixMs), Data: string(e.DataJson)})
 	}
-	if len(w.Sections) > 0 || len(w.Events) > 0 {
-		inserted, err := a.store.ApplyCheckIn(ctx, w)
-		if err != nil {
-			return nil, errcode.New(errcode.Unavailable, "could not store the check-in; retry")
-		}
-		a.metrics.sectionsStored.Add(float64(len(w.Sections)))
-		a.metrics.events.WithLabelValues("stored").Add(float64(inserted))
-		a.metrics.events.WithLabelValues("duplicate").Add(float64(len(w.Events) - inserted))
-	}
 	a.metrics.events.WithLabelValues("rejected").Add(float64(len(ack.Rejected)))
-	return ack, nil
+	if len(w.Sections) == 0 && len(w.Events) == 0 {
+		return ack, nil, nil
+	}
+	return ack, w, nil
 }
 
 func invalidEvent(e *agentproto.Event) string {

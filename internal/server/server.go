@@ -309,6 +309,8 @@ func (s *Server) Run(ctx context.Context) error {
 	workCtx, stopWork := context.WithCancel(context.Background())
 	defer stopWork() // after the agent listener has stopped
 	s.svc.work = newWorkPool(workCtx, 4*runtime.GOMAXPROCS(0))
+	s.svc.writes = newBatcher(s.db, s.log, 256)
+	go s.svc.writes.run(workCtx)
 	errc := make(chan error, 2)
 	go func() {
 		err := s.grpc.Serve(countingListener{Listener: s.agentLn, in: &s.metrics.in, out: &s.metrics.out, conns: &s.conns})

@@ -48,47 +48,65 @@ type CheckIn struct {
 // ApplyCheckIn writes changed sections and new events in one transaction.
 // Events already stored (same computer and id) are skipped, so a retried
 // check-in never duplicates. It returns how many events were new.
-func (db *DB) ApplyCheckIn(ctx context.Context, c *CheckIn) (inserted int, err error) {
-	defer db.track("apply_check_in", time.Now(), &err)
+func (db *DB) ApplyCheckIn(ctx context.Context, c *CheckIn) (int, error) {
+	n, err := db.ApplyCheckIns(ctx, []*CheckIn{c})
+	if err != nil {
+		return 0, err
+	}
+	return n[0], nil
+}
+
+// ApplyCheckIns writes several check-ins in one transaction (group commit:
+// one sync for the whole batch) and returns the new events of each. Either
+// all are written or none.
+func (db *DB) ApplyCheckIns(ctx context.Context, cs []*CheckIn) (inserted []int, err error) {
+	defer db.track("apply_check_ins", time.Now(), &err)
 	err = db.tx(ctx, func(tx *sql.Tx) error {
-		inserted = 0
-		for _, s := range c.Sections {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO inventory_sections (computer_id, section, hash, data, updated_at) VALUES (?, ?, ?, ?, ?)
-				ON CONFLICT (computer_id, section) DO UPDATE SET hash = excluded.hash, data = excluded.data, updated_at = excluded.updated_at`,
-				c.ComputerID, s.Section, s.Hash, s.Data, ms(c.Now)); err != nil {
-				return err
+		inserted = make([]int, len(cs))
+		var events *sql.Stmt
+		for i, c := range cs {
+			for _, s := range c.Sections {
+				if _, err := tx.ExecContext(ctx, `INSERT INTO inventory_sections (computer_id, section, hash, data, updated_at) VALUES (?, ?, ?, ?, ?)
+					ON CONFLICT (computer_id, section) DO UPDATE SET hash = excluded.hash, data = excluded.data, updated_at = excluded.updated_at`,
+					c.ComputerID, s.Section, s.Hash, s.Data, ms(c.Now)); err != nil {
+					return err
+				}
 			}
-		}
-		if len(c.Events) > 0 {
-			stmt, err := tx.PrepareContext(ctx, `INSERT INTO computer_events (computer_id, event_id, type, occurred_at, received_at, data)
-				VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (computer_id, event_id) DO NOTHING`)
-			if err != nil {
-				return err
+			if len(c.Events) > 0 && events == nil {
+				var err error
+				events, err = tx.PrepareContext(ctx, `INSERT INTO computer_events (computer_id, event_id, type, occurred_at, received_at, data)
+					VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (computer_id, event_id) DO NOTHING`)
+				if err != nil {
+					return err
+				}
+				defer events.Close()
 			}
-			defer stmt.Close()
 			for _, e := range c.Events {
-				res, err := stmt.ExecContext(ctx, c.ComputerID, e.ID, e.Type, ms(e.OccurredAt), ms(c.Now), e.Data)
+				res, err := events.ExecContext(ctx, c.ComputerID, e.ID, e.Type, ms(e.OccurredAt), ms(c.Now), e.Data)
 				if err != nil {
 					return err
 				}
 				n, _ := res.RowsAffected()
-				inserted += int(n)
+				inserted[i] += int(n)
 			}
-		}
-		s := c.Summary
-		if s != (ComputerSummary{}) {
-			_, err := tx.ExecContext(ctx, `UPDATE computers SET
-				hostname = CASE WHEN ? <> '' THEN ? ELSE hostname END,
-				os_name = CASE WHEN ? <> '' THEN ? ELSE os_name END,
-				os_version = CASE WHEN ? <> '' THEN ? ELSE os_version END,
-				agent_version = CASE WHEN ? <> '' THEN ? ELSE agent_version END
-				WHERE id = ?`,
-				s.Hostname, s.Hostname, s.OSName, s.OSName, s.OSVersion, s.OSVersion, s.AgentVersion, s.AgentVersion, c.ComputerID)
-			return err
+			if s := c.Summary; s != (ComputerSummary{}) {
+				if _, err := tx.ExecContext(ctx, `UPDATE computers SET
+					hostname = CASE WHEN ? <> '' THEN ? ELSE hostname END,
+					os_name = CASE WHEN ? <> '' THEN ? ELSE os_name END,
+					os_version = CASE WHEN ? <> '' THEN ? ELSE os_version END,
+					agent_version = CASE WHEN ? <> '' THEN ? ELSE agent_version END
+					WHERE id = ?`,
+					s.Hostname, s.Hostname, s.OSName, s.OSName, s.OSVersion, s.OSVersion, s.AgentVersion, s.AgentVersion, c.ComputerID); err != nil {
+					return err
+				}
+			}
 		}
 		return nil
 	})
-	return inserted, err
+	if err != nil {
+		return nil, err
+	}
+	return inserted, nil
 }
 
 // InventorySections returns all stored sections of a computer.
