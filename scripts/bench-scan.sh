@@ -23,6 +23,7 @@ RUNS=${RUNS:-10}            # timed runs for mamori (about a second each)
 YARA_RUNS=${YARA_RUNS:-5}
 CLAM_RUNS=${CLAM_RUNS:-2}   # clamscan needs 20-60 s per run
 GEN=${GEN:-$REPO/../shared/bench/scan/gen.py}
+[ -f "$GEN" ] || GEN=$REPO/testdata/scanbench/gen.py
 DATA=$BENCH_DIR/data
 OUT=$BENCH_DIR/results.txt
 

@@ -16,8 +16,8 @@ import (
 	"github.com/mamori/mamori/internal/engine/matcher"
 )
 
-// genScript finds shared/bench/scan/gen.py beside the repository (or
-// $MAMORI_SCAN_GEN).
+// genScript finds shared/bench/scan/gen.py beside the repository, else the
+// repository's copy in testdata/scanbench (or $MAMORI_SCAN_GEN).
 func genScript(t testing.TB) string {
 	t.Helper()
 	if p := os.Getenv("MAMORI_SCAN_GEN"); p != "" {
@@ -28,7 +28,7 @@ func genScript(t testing.TB) string {
 		t.Fatal(err)
 	}
 	for {
-		for _, c := range []string{"shared/bench/scan/gen.py", "../shared/bench/scan/gen.py"} {
+		for _, c := range []string{"shared/bench/scan/gen.py", "../shared/bench/scan/gen.py", "testdata/scanbench/gen.py"} {
 			p := filepath.Join(dir, c)
 			if _, err := os.Stat(p); err == nil {
 				return p
