@@ -25,6 +25,7 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 	kaTimeout := fs.Duration("keepalive-timeout", "MAMORI_KEEPALIVE_TIMEOUT", 10e9, "time to wait for a ping answer before dropping the connection")
 	warn := fs.Duration("offline-warning", "MAMORI_OFFLINE_WARNING", 48*3600e9, "warn about computers not connected for this long")
 	crit := fs.Duration("offline-critical", "MAMORI_OFFLINE_CRITICAL", 336*3600e9, "critical level for computers not connected for this long")
+	wakeRate := fs.Int("wakeup-rate", "MAMORI_WAKEUP_RATE", 10000, "bulk wake-ups pushed per second")
 	sync := fs.String("sqlite-synchronous", "MAMORI_SQLITE_SYNCHRONOUS", "FULL", "SQLite synchronous mode: FULL (survives power loss) or NORMAL")
 	debug := fs.String("debug-listen", "MAMORI_DEBUG_LISTEN", "", "serve pprof profiles here (no authentication; use a loopback address)")
 	level := fs.String("log-level", "MAMORI_LOG_LEVEL", "info", "log level: debug, info, warn, error")
@@ -40,7 +41,7 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 		DataDir: *data, AgentListen: *agentListen, APIListen: *apiListen, Hosts: *hosts,
 		APICertFile: *apiCert, APIKeyFile: *apiKey, AdminPassword: os.Getenv("MAMORI_ADMIN_PASSWORD"),
 		CheckInInterval: *interval, KeepaliveTime: *kaTime, KeepaliveTimeout: *kaTimeout,
-		OfflineWarning: *warn, OfflineCritical: *crit, SQLiteSynchronous: *sync, DebugListen: *debug, Log: log,
+		OfflineWarning: *warn, OfflineCritical: *crit, SQLiteSynchronous: *sync, DebugListen: *debug, WakeupRate: *wakeRate, Log: log,
 	}
 	s, err := server.New(ctx, cfg)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -237,4 +238,30 @@ func TestResume_WallClockJumpReconnectsAndRecordsEvent(t *testing.T) {
 		t.Fatalf("slept_seconds = %d, want about 7200", data.Slept)
 	}
 	p.api.waitStatus(t, "laptop", "online", 10*time.Second)
+}
+
+func TestWakeMany_EveryConnectedAgentOfAGroupReplicates(t *testing.T) {
+	t.Parallel()
+	p := startInproc(t)
+	for _, n := range []string{"w1", "w2", "w3"} {
+		p.runAgent(t, agent.Config{Instance: n, Interval: time.Hour})
+	}
+	for _, n := range []string{"w1", "w2", "w3"} {
+		p.api.waitStatus(t, n, "online", 20*time.Second)
+	}
+	waitFor(t, 10*time.Second, "first check-ins", func() (bool, string) {
+		return p.api.metric(t, "mamori_agent_check_ins_total") >= 3, "fewer than 3"
+	})
+	before := p.api.metric(t, "mamori_wakeup_latency_seconds_count")
+	var r map[string]int
+	if code := p.api.do(t, "POST", "/api/v1/computers/wakeup", map[string]any{"group": "All"}, &r); code != 202 {
+		t.Fatalf("bulk wakeup: %d", code)
+	}
+	if r["requested"] != 3 || r["connected"] != 3 {
+		t.Fatalf("bulk wakeup answered %v", r)
+	}
+	waitFor(t, 10*time.Second, "three answered wake-ups", func() (bool, string) {
+		n := p.api.metric(t, "mamori_wakeup_latency_seconds_count") - before
+		return n == 3, fmt.Sprint(n)
+	})
 }

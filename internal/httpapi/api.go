@@ -32,6 +32,7 @@ type Store interface {
 	CreateGroup(ctx context.Context, parentID, name string) (*store.Group, error)
 	ListComputers(ctx context.Context, f store.ComputerFilter) ([]*store.Computer, int, error)
 	ComputerByID(ctx context.Context, id string) (*store.Computer, error)
+	ComputerIDs(ctx context.Context, groupIDs []string) ([]string, error)
 	InventorySections(ctx context.Context, computerID string) ([]store.InventorySection, error)
 	ComputerEvents(ctx context.Context, computerID string, f store.EventFilter) ([]store.Event, int, error)
 	RevokeComputer(ctx context.Context, id string, now time.Time) error
@@ -44,6 +45,7 @@ type Store interface {
 type Presence interface {
 	Live(computerID string) (online bool, lastSeen time.Time)
 	Wake(computerID, reason string) (string, error)
+	WakeMany(computerIDs []string, reason string) int
 	Disconnect(computerID string)
 }
 

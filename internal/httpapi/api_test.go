@@ -64,6 +64,19 @@ func (p *fakePresence) Wake(id, reason string) (string, error) {
 	return "wake-" + strconv.Itoa(len(p.wakes)), nil
 }
 
+func (p *fakePresence) WakeMany(ids []string, reason string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, id := range ids {
+		p.wakes = append(p.wakes, wakeCall{id, reason})
+		if _, ok := p.live[id]; ok {
+			n++
+		}
+	}
+	return n
+}
+
 func (p *fakePresence) Disconnect(id string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -1292,6 +1305,30 @@ func TestComputerWakeup(t *testing.T) {
 	if wakes, _ := f.presence.calls(); len(wakes) != 2 {
 		t.Errorf("Wake called %d times, want 2 (never for an unknown computer)", len(wakes))
 	}
+}
+
+func TestComputerWakeMany_ListOrGroup(t *testing.T) {
+	f := newFleet(t)
+	got := decodeAs[map[string]int](t, f.call(t, "POST", "/api/v1/computers/wakeup", `{"group":"Servers"}`), http.StatusAccepted)
+	if got["requested"] != 3 || got["connected"] != 1 {
+		t.Errorf("group Servers: %v, want 3 requested (db-01, web-01, web-02), 1 connected", got)
+	}
+	got = decodeAs[map[string]int](t, f.call(t, "POST", "/api/v1/computers/wakeup", `{"group":"Servers","recursive":false}`), http.StatusAccepted)
+	if got["requested"] != 1 {
+		t.Errorf("group Servers without subgroups: %v, want 1 requested", got)
+	}
+	got = decodeAs[map[string]int](t, f.call(t, "POST", "/api/v1/computers/wakeup", `{"computer_ids":["c-web01","c-lap7"]}`), http.StatusAccepted)
+	if got["requested"] != 2 || got["connected"] != 1 {
+		t.Errorf("ids: %v", got)
+	}
+	wakes, _ := f.presence.calls()
+	if len(wakes) != 6 {
+		t.Errorf("%d wake-ups recorded, want 6", len(wakes))
+	}
+	for _, body := range []string{`{}`, `{"group":"Servers","computer_ids":["c-db01"]}`, `{"computer_ids":` + jsonString(make([]string, 1001)) + `}`} {
+		wantError(t, f.call(t, "POST", "/api/v1/computers/wakeup", body), http.StatusBadRequest, errcode.Invalid)
+	}
+	wantError(t, f.call(t, "POST", "/api/v1/computers/wakeup", `{"group":"Nope"}`), http.StatusNotFound, errcode.NotFound)
 }
 
 func TestComputerRevoke(t *testing.T) {

@@ -232,6 +232,48 @@ func (a *API) wakeComputer(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+type wakeManyRequest struct {
+	ComputerIDs []string `json:"computer_ids"`
+	Group       string   `json:"group"`     // static group path; with recursive (default true) its subgroups too
+	Recursive   *bool    `json:"recursive"` // default true
+}
+
+// wakeComputers: POST /api/v1/computers/wakeup — wake a list of computers or
+// a whole static group; the pushes are paced by the server.
+func (a *API) wakeComputers(w http.ResponseWriter, r *http.Request) error {
+	var req wakeManyRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if (len(req.ComputerIDs) == 0) == (req.Group == "") {
+		return errcode.New(errcode.Invalid, "give either computer_ids or group")
+	}
+	if len(req.ComputerIDs) > store.MaxLimit {
+		return errcode.New(errcode.Invalid, "at most %d computer_ids; wake a group for more", store.MaxLimit)
+	}
+	ids := req.ComputerIDs
+	if req.Group != "" {
+		groups, err := a.cfg.Store.Groups(r.Context())
+		if err != nil {
+			return err
+		}
+		g, err := groups.Resolve(req.Group)
+		if err != nil {
+			return err
+		}
+		gids := []string{g.ID}
+		if req.Recursive == nil || *req.Recursive {
+			gids = groups.Descendants(g.ID)
+		}
+		if ids, err = a.cfg.Store.ComputerIDs(r.Context(), gids); err != nil {
+			return err
+		}
+	}
+	n := a.cfg.Presence.WakeMany(ids, "requested by "+principal(r).Username)
+	writeJSON(w, http.StatusAccepted, map[string]int{"requested": len(ids), "connected": n})
+	return nil
+}
+
 func (a *API) revokeComputer(w http.ResponseWriter, r *http.Request) error {
 	c, err := a.cfg.Store.ComputerByID(r.Context(), r.PathValue("id"))
 	if err != nil {

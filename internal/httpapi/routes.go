@@ -35,6 +35,7 @@ func (a *API) routes() []route {
 		{"DELETE", "/api/v1/session", user, a.logout},
 
 		{"GET", "/api/v1/computers", user, a.listComputers},
+		{"POST", "/api/v1/computers/wakeup", user, a.wakeComputers},
 		{"GET", "/api/v1/computers/{id}", user, a.getComputer},
 		{"GET", "/api/v1/computers/{id}/events", user, a.listComputerEvents},
 		{"POST", "/api/v1/computers/{id}/wakeup", user, a.wakeComputer},

@@ -58,6 +58,7 @@ type Hub struct {
 	metrics       *metrics
 	presenceFlush time.Duration
 	lastSeenFlush time.Duration
+	wakeRate      int // wake-ups pushed per second by WakeMany
 
 	mu      sync.Mutex
 	conns   map[string][]*agentConn // usually one per computer; more means a clone or a quick reconnect
@@ -66,10 +67,10 @@ type Hub struct {
 	flushMu sync.Mutex // serialises flushes
 }
 
-func newHub(st presenceStore, log *slog.Logger, m *metrics, presenceFlush, lastSeenFlush time.Duration) *Hub {
+func newHub(st presenceStore, log *slog.Logger, m *metrics, presenceFlush, lastSeenFlush time.Duration, wakeRate int) *Hub {
 	return &Hub{
 		store: st, log: log, metrics: m,
-		presenceFlush: presenceFlush, lastSeenFlush: lastSeenFlush,
+		presenceFlush: presenceFlush, lastSeenFlush: lastSeenFlush, wakeRate: wakeRate,
 		conns:   map[string][]*agentConn{},
 		pending: map[string]store.PresenceUpdate{},
 	}
@@ -187,6 +188,44 @@ func (h *Hub) Wake(computerID, reason string) (string, error) {
 		h.sendWake(c, id, reason)
 	}
 	return id, nil
+}
+
+// WakeMany wakes the connected computers among ids and returns how many
+// were connected. The pushes are paced at the hub's wake-up rate (default
+// 10,000 per second) in the background, so the check-ins that answer them
+// do not all arrive in the same instant.
+func (h *Hub) WakeMany(ids []string, reason string) int {
+	var targets []*agentConn
+	h.mu.Lock()
+	for _, id := range ids {
+		targets = append(targets, h.conns[id]...)
+	}
+	h.mu.Unlock()
+	if len(targets) == 0 {
+		return 0
+	}
+	wakeID := uuid.NewString()
+	go func() {
+		const tick = 10 * time.Millisecond
+		perTick := max(1, h.wakeRate/int(time.Second/tick))
+		t := time.NewTicker(tick)
+		defer t.Stop()
+		for i := 0; i < len(targets); i += perTick {
+			for _, c := range targets[i:min(i+perTick, len(targets))] {
+				h.sendWake(c, wakeID, reason)
+			}
+			<-t.C
+		}
+	}()
+	n := 0
+	seen := map[string]bool{}
+	for _, c := range targets {
+		if !seen[c.computerID] {
+			seen[c.computerID] = true
+			n++
+		}
+	}
+	return n
 }
 
 func (h *Hub) sendWake(c *agentConn, id, reason string) {

@@ -74,6 +74,8 @@ type Config struct {
 	// OfflineWarning/OfflineCritical: "not connected for" warning levels;
 	// defaults 48h and 336h (14 days).
 	OfflineWarning, OfflineCritical time.Duration
+	// WakeupRate paces bulk wake-ups (computers per second); default 10000.
+	WakeupRate int
 	// SQLiteSynchronous: FULL (default) or NORMAL.
 	SQLiteSynchronous string
 	// DebugListen, if set, serves Go's pprof profiles (plain HTTP, no
@@ -106,6 +108,12 @@ func (c *Config) setDefaults() error {
 	def(&c.OfflineCritical, 14*24*time.Hour)
 	if c.Log == nil {
 		c.Log = slog.Default()
+	}
+	if c.WakeupRate == 0 {
+		c.WakeupRate = 10000
+	}
+	if c.WakeupRate < 0 {
+		return errcode.New(errcode.Invalid, "wake-up rate must be positive")
 	}
 	if c.CheckInInterval < 0 || (c.CheckInInterval > 0 && c.CheckInInterval < time.Second) {
 		return errcode.New(errcode.Invalid, "check-in interval must be 0 or at least 1s")
@@ -187,7 +195,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.log.Info("marked computers offline after restart", "computers", n)
 	}
 
-	s.hub = newHub(s.db, s.log, s.metrics, cfg.PresenceFlush, cfg.LastSeenFlush)
+	s.hub = newHub(s.db, s.log, s.metrics, cfg.PresenceFlush, cfg.LastSeenFlush, cfg.WakeupRate)
 	enroll := &enrollment.Service{Store: s.db, CA: ca}
 	s.svc = &agentService{store: s.db, enroll: enroll, hub: s.hub, metrics: s.metrics, log: s.log, interval: cfg.CheckInInterval, now: time.Now,
 		drop: func(remote string) { closeConn(&s.conns, remote) }}

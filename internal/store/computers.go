@@ -185,6 +185,36 @@ func escapeLike(s string) string {
 	return r.Replace(s)
 }
 
+// ComputerIDs returns the ids of every computer in the given static groups
+// (nil: all), revoked ones excluded; for bulk operations, unpaginated.
+func (db *DB) ComputerIDs(ctx context.Context, groupIDs []string) (_ []string, err error) {
+	defer db.track("computer_ids", time.Now(), &err)
+	q, args := `SELECT id FROM computers WHERE revoked_at IS NULL`, []any{}
+	if groupIDs != nil {
+		if len(groupIDs) == 0 {
+			return nil, nil
+		}
+		q += " AND group_id IN (" + placeholders(len(groupIDs)) + ")"
+		for _, g := range groupIDs {
+			args = append(args, g)
+		}
+	}
+	rows, err := db.ro.QueryContext(ctx, q+" ORDER BY id", args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}
+
 // PresenceUpdate is one computer's connection state, written in batches.
 type PresenceUpdate struct {
 	ComputerID string
