@@ -10,7 +10,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 BIN       := bin
 export CGO_ENABLED ?= 0
 
-.PHONY: all build cross test test-short vet demo bench bench-agent proto clean
+.PHONY: all build cross test test-short vet demo bench bench-agent bench-scan proto clean
 
 all: build
 
@@ -46,6 +46,10 @@ bench: bench-agent
 
 bench-agent: build
 	./scripts/bench-agent.sh
+
+# Scanner vs clamscan vs yara on the generated corpus; see docs/engine.md.
+bench-scan:
+	./scripts/bench-scan.sh
 
 proto:
 	cd internal/agentproto && PATH="$$PATH:$$($(GO) env GOPATH)/bin" buf generate

@@ -7,7 +7,7 @@
 #
 # Steps: generate the scale-1 corpus once (shared/bench/scan/gen.py, cached in
 # $BENCH_DIR/data), install clamav/yara from Debian if missing (as root;
-# otherwise say so and skip them), build cmd/mamori-scanbench and the engine
+# otherwise say so and skip them), build mamori and mamori-agent and the engine
 # database, check Mamori's detections against expected.tsv, warm the page
 # cache, then time the scanners in interleaved rounds (hyperfine if
 # installed, else a loop with date) and report median wall time, MB/s,
@@ -70,18 +70,22 @@ command -v yara >/dev/null || have_yara=0
 [ -x /usr/bin/time ] || log "/usr/bin/time missing (apt-get install time): RSS will not be reported"
 
 # 3. Mamori: binary and engine database.
-BIN=$BENCH_DIR/mamori-scanbench
-log "building cmd/mamori-scanbench"
-(cd "$REPO" && CGO_ENABLED=0 go build -o "$BIN" ./cmd/mamori-scanbench)
+MAMORI=$BENCH_DIR/mamori
+AGENT=$BENCH_DIR/mamori-agent
+log "building mamori and mamori-agent"
+(cd "$REPO" && CGO_ENABLED=0 go build -o "$MAMORI" ./cmd/mamori && CGO_ENABLED=0 go build -o "$AGENT" ./cmd/mamori-agent)
+# The agent's scan command with a state directory that is not enrolled:
+# nothing is spooled for a server.
+NOSTATE=$BENCH_DIR/no-agent-state
 ENGINE=$BENCH_DIR/engine.mdb
-"$BIN" build --from "$SIGS" --out "$ENGINE" --version 1 >&2
+"$MAMORI" engine build --from "$SIGS" --out "$ENGINE" --version 1 >&2
 EMPTY=$BENCH_DIR/empty.bin
 : >"$EMPTY"
 
 # 4. Correctness: detections must equal expected.tsv.
 log "checking detections against expected.tsv"
 set +e
-"$BIN" scan --engine "$ENGINE" --json "$CORPUS" >"$BENCH_DIR/mamori.jsonl" 2>"$BENCH_DIR/mamori.stderr"
+"$AGENT" scan --state "$NOSTATE" --engine "$ENGINE" --json "$CORPUS" >"$BENCH_DIR/mamori.jsonl" 2>"$BENCH_DIR/mamori.stderr"
 code=$?
 set -e
 [ $code -eq 1 ] || die "mamori scan exited $code (want 1: detections, no errors); see $BENCH_DIR/mamori.stderr"
@@ -174,8 +178,8 @@ ROUNDS=${ROUNDS:-2}
 rm -f "$BENCH_DIR"/times-*.txt
 for round in $(seq "$ROUNDS"); do
 	log "round $round/$ROUNDS: mamori"
-	run_timed mamori $((RUNS / ROUNDS)) 1 "$BIN" scan --engine "$ENGINE" "$CORPUS"
-	run_timed mamori-load $((RUNS / ROUNDS)) 1 "$BIN" scan --engine "$ENGINE" "$EMPTY"
+	run_timed mamori $((RUNS / ROUNDS)) 1 "$AGENT" scan --state "$NOSTATE" --engine "$ENGINE" "$CORPUS"
+	run_timed mamori-load $((RUNS / ROUNDS)) 1 "$AGENT" scan --state "$NOSTATE" --engine "$ENGINE" "$EMPTY"
 	if [ $have_yara = 1 ]; then
 		log "round $round/$ROUNDS: yara -p 2"
 		run_timed yara $((YARA_RUNS / ROUNDS)) 1 yara -p 2 -r "$DATA/yara/rules.yar" "$CORPUS"
@@ -187,11 +191,11 @@ for round in $(seq "$ROUNDS"); do
 	fi
 done
 log "peak RSS"
-rss_mamori=$(rss_kb "$BIN" scan --engine "$ENGINE" "$CORPUS")
+rss_mamori=$(rss_kb "$AGENT" scan --state "$NOSTATE" --engine "$ENGINE" "$CORPUS")
 rss_clam=n/a rss_yara=n/a
 [ $have_clam = 0 ] || rss_clam=$(rss_kb clamscan --no-summary -r -d "$SIGS" "$CORPUS")
 [ $have_yara = 0 ] || rss_yara=$(rss_kb yara -p 2 -r "$DATA/yara/rules.yar" "$CORPUS")
-load_inproc=$("$BIN" info "$ENGINE" | awk -F: '/load\+compile/ {gsub(/^ +/, "", $2); print $2}')
+load_inproc=$("$MAMORI" engine info "$ENGINE" | awk -F: '/load\+compile/ {gsub(/^ +/, "", $2); print $2}')
 
 t_mamori=$(stat mamori 1) c_mamori=$(stat mamori 2)
 t_clam=$(stat clamscan 1) c_clam=$(stat clamscan 2)

@@ -16,6 +16,7 @@ import (
 	"syscall"
 
 	"github.com/mamori/mamori/internal/agent"
+	"github.com/mamori/mamori/internal/agent/scancmd"
 	"github.com/mamori/mamori/internal/errcode"
 	"github.com/mamori/mamori/internal/flagenv"
 	"github.com/mamori/mamori/internal/logging"
@@ -27,8 +28,10 @@ var version = "dev"
 const usage = `usage: mamori-agent <command> [flags]
 
 commands:
-  run        enroll (first run) and keep the computer connected to its server
-  version    print the version
+  run          enroll (first run) and keep the computer connected to its server
+  scan         scan files and directories (detections go to the server)
+  quarantine   list, restore or delete quarantined files
+  version      print the version
 
 Run "mamori-agent <command> -h" for the flags of a command.
 `
@@ -49,6 +52,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		err = runAgent(ctx, args[1:], stderr)
+	case "scan":
+		return scancmd.Scan(ctx, args[1:], stateDefault(), stdout, stderr)
+	case "quarantine":
+		return scancmd.Quarantine(args[1:], stateDefault(), stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "mamori-agent", version, runtime.GOOS+"/"+runtime.GOARCH)
 		return 0
@@ -81,6 +88,14 @@ func defaultState() string {
 		return "/Library/Application Support/Mamori/Agent"
 	}
 	return "/var/lib/mamori-agent"
+}
+
+// stateDefault is the state directory when --state is not given.
+func stateDefault() string {
+	if v := os.Getenv("MAMORI_AGENT_STATE"); v != "" {
+		return v
+	}
+	return defaultState()
 }
 
 func runAgent(ctx context.Context, args []string, stderr io.Writer) error {

@@ -3,6 +3,8 @@
 //	mamori server --data DIR [--agent-listen ADDR] [--api-listen ADDR] ...
 //	mamori token create --data DIR [--group PATH] [--ttl 24h] [--uses N]
 //	mamori ca fingerprint --data DIR
+//	mamori engine build --from DIR... --out FILE --version N
+//	mamori engine info FILE
 //	mamori version
 package main
 
@@ -16,6 +18,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/mamori/mamori/internal/engine/enginecli"
 	"github.com/mamori/mamori/internal/errcode"
 )
 
@@ -28,6 +31,8 @@ commands:
   server            run the management server
   token create      create an agent enrollment token
   ca fingerprint    print the CA fingerprint agents pin
+  engine build      compile signature sources into an engine database
+  engine info       describe an engine database
   version           print the version
 
 Run "mamori <command> -h" for the flags of a command.
@@ -53,6 +58,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runTokenCreate(ctx, rest[1:], stdout)
 	case cmd == "ca" && len(rest) > 0 && rest[0] == "fingerprint":
 		err = runCAFingerprint(rest[1:], stdout)
+	case cmd == "engine" && len(rest) > 0 && rest[0] == "build":
+		return enginecli.Build(rest[1:], stdout, stderr)
+	case cmd == "engine" && len(rest) > 0 && rest[0] == "info":
+		return enginecli.Info(rest[1:], stdout, stderr)
 	case cmd == "version" || cmd == "--version":
 		fmt.Fprintln(stdout, "mamori", version)
 	case cmd == "help" || cmd == "-h" || cmd == "--help":

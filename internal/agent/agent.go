@@ -24,6 +24,7 @@ import (
 
 	"github.com/mamori/mamori/internal/agent/inventory"
 	"github.com/mamori/mamori/internal/agent/outbox"
+	"github.com/mamori/mamori/internal/agent/spool"
 	"github.com/mamori/mamori/internal/agentproto"
 	"github.com/mamori/mamori/internal/errcode"
 	"github.com/mamori/mamori/internal/instance"
@@ -61,6 +62,9 @@ type Config struct {
 	// StopFlushTimeout is how long Run tries to deliver agent.stopped on the
 	// way out; default 3s.
 	StopFlushTimeout time.Duration
+	// SpoolInterval is how often events spooled by other agent commands
+	// (scan) are moved into the outbox; default 5s.
+	SpoolInterval time.Duration
 	// Log is the logger; default slog.Default().
 	Log *slog.Logger
 }
@@ -99,6 +103,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.StopFlushTimeout == 0 {
 		cfg.StopFlushTimeout = 3 * time.Second
+	}
+	if cfg.SpoolInterval == 0 {
+		cfg.SpoolInterval = 5 * time.Second
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = newRealClock()
@@ -342,6 +349,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	})
 
+	go a.importSpool(autoCtx)
+
 	select {
 	case err := <-done:
 		return err
@@ -357,6 +366,25 @@ func (a *Agent) Run(ctx context.Context) error {
 	stopAuto()
 	<-done
 	return nil
+}
+
+// importSpool moves events spooled by other agent commands into the outbox,
+// at start and then every SpoolInterval.
+func (a *Agent) importSpool(ctx context.Context) {
+	t := time.NewTicker(a.cfg.SpoolInterval)
+	defer t.Stop()
+	for {
+		if n, err := spool.Import(a.cfg.StateDir, a.ob); err != nil {
+			a.log.Warn("importing spooled events", "imported", n, "err", err)
+		} else if n > 0 {
+			a.log.Debug("imported spooled events", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // Close releases the outbox.

@@ -331,19 +331,20 @@ func (c *apiClient) login(t *testing.T, user, pw string) {
 }
 
 type computer struct {
-	ID                string `json:"id"`
-	Name              string `json:"name"`
-	Status            string `json:"status"`
-	LastSeen          string `json:"last_seen"`
-	AgentVersion      string `json:"agent_version"`
-	CloneSuspected    bool   `json:"clone_suspected"`
-	CloneReason       string `json:"clone_reason"`
-	ConnectionWarning string `json:"connection_warning"`
-	OS                struct{ Name, Version string }
-	Group             struct{ ID, Path string }
-	Revoked           bool                       `json:"revoked"`
-	Inventory         map[string]json.RawMessage `json:"inventory"`
-	RecentEvents      []event                    `json:"recent_events"`
+	ID                   string `json:"id"`
+	Name                 string `json:"name"`
+	Status               string `json:"status"`
+	LastSeen             string `json:"last_seen"`
+	AgentVersion         string `json:"agent_version"`
+	CloneSuspected       bool   `json:"clone_suspected"`
+	CloneReason          string `json:"clone_reason"`
+	ConnectionWarning    string `json:"connection_warning"`
+	OS                   struct{ Name, Version string }
+	Group                struct{ ID, Path string }
+	Revoked              bool                       `json:"revoked"`
+	UnresolvedDetections int                        `json:"unresolved_detections"`
+	Inventory            map[string]json.RawMessage `json:"inventory"`
+	RecentEvents         []event                    `json:"recent_events"`
 }
 
 type event struct {

@@ -36,6 +36,9 @@ type Store interface {
 	InventorySections(ctx context.Context, computerID string) ([]store.InventorySection, error)
 	ComputerEvents(ctx context.Context, computerID string, f store.EventFilter) ([]store.Event, int, error)
 	RevokeComputer(ctx context.Context, id string, now time.Time) error
+	ListDetections(ctx context.Context, f store.DetectionFilter) ([]*store.Detection, int, error)
+	DetectionByID(ctx context.Context, id string) (*store.Detection, error)
+	SetDetectionState(ctx context.Context, id, state, by string, now time.Time) error
 	ListEnrollmentTokens(ctx context.Context) ([]*store.EnrollmentToken, error)
 	RevokeEnrollmentToken(ctx context.Context, id string, now time.Time) error
 	Ping(ctx context.Context) error

@@ -1389,3 +1389,39 @@ func TestErrors_InternalFailuresDoNotLeakDetails(t *testing.T) {
 		}
 	}
 }
+
+func TestDetections_ListFilterResolve(t *testing.T) {
+	f := newFleet(t)
+	f.checkIn(t, &store.CheckIn{ComputerID: "c-web01", Now: f.now, Events: []store.Event{{
+		ID: "det-1", Type: store.DetectionEventType, OccurredAt: f.now.Add(-time.Hour),
+		Data: `{"signature":"EICAR-Test-File","path":"/srv/eicar.com","kind":"body","action":"quarantined"}`,
+	}}})
+	got := decodeAs[listResponse[detectionJSON]](t, f.call(t, "GET", "/api/v1/detections?group=Servers&state=unresolved", ""), http.StatusOK)
+	if got.Total != 1 || got.Items[0].Computer.Name != "web-01" || got.Items[0].Signature != "EICAR-Test-File" || got.Items[0].State != "unresolved" {
+		t.Fatalf("list = %+v", got)
+	}
+	if string(got.Items[0].Details) == "" || !strings.Contains(string(got.Items[0].Details), "quarantined") {
+		t.Fatalf("details = %s", got.Items[0].Details)
+	}
+	none := decodeAs[listResponse[detectionJSON]](t, f.call(t, "GET", "/api/v1/detections?group=Laptops", ""), http.StatusOK)
+	if none.Total != 0 || none.Items == nil {
+		t.Fatalf("Laptops: %+v (items must be [] not null)", none)
+	}
+	list := decodeAs[computerList](t, f.call(t, "GET", "/api/v1/computers?name=web-01", ""), http.StatusOK)
+	if list.Items[0].UnresolvedDetections != 1 {
+		t.Fatalf("unresolved_detections = %d", list.Items[0].UnresolvedDetections)
+	}
+	res := decodeAs[detectionJSON](t, f.call(t, "POST", "/api/v1/detections/det-1/resolve", ""), http.StatusOK)
+	if res.State != "resolved" || res.ResolvedBy != testUser || res.ResolvedAt == nil {
+		t.Fatalf("resolved = %+v", res)
+	}
+	un := decodeAs[detectionJSON](t, f.call(t, "POST", "/api/v1/detections/det-1/unresolve", ""), http.StatusOK)
+	if un.State != "unresolved" || un.ResolvedBy != "" {
+		t.Fatalf("unresolved = %+v", un)
+	}
+	for _, q := range []string{"state=maybe", "since=yesterday", "until=2026-13-01T00:00:00Z", "limit=0", "group=Nope", "name=" + strings.Repeat("x", 257)} {
+		wantError(t, f.call(t, "GET", "/api/v1/detections?"+q, ""), http.StatusBadRequest, errcode.Invalid)
+	}
+	wantError(t, f.call(t, "GET", "/api/v1/detections/nope", ""), http.StatusNotFound, errcode.NotFound)
+	wantError(t, f.call(t, "POST", "/api/v1/detections/nope/resolve", ""), http.StatusNotFound, errcode.NotFound)
+}

@@ -36,6 +36,8 @@ type computerJSON struct {
 	Group             groupRef `json:"group"`
 	EnrolledAt        *string  `json:"enrolled_at"`
 	Revoked           bool     `json:"revoked,omitempty"`
+	// UnresolvedDetections counts the computer's unresolved detections.
+	UnresolvedDetections int `json:"unresolved_detections"`
 }
 
 type computerDetail struct {
@@ -104,7 +106,7 @@ func (a *API) computerView(c *store.Computer, groups *store.GroupTree, now time.
 		LastSeen: timeJSON(last), ConnectedSince: timeJSON(since), ConnectionWarning: warning,
 		OS: osJSON{Name: c.OSName, Version: c.OSVersion}, Platform: c.Platform, AgentVersion: c.AgentVersion,
 		CloneSuspected: c.CloneSuspected, CloneReason: c.CloneReason, Group: g,
-		EnrolledAt: timeJSON(c.EnrolledAt), Revoked: !c.RevokedAt.IsZero(),
+		EnrolledAt: timeJSON(c.EnrolledAt), Revoked: !c.RevokedAt.IsZero(), UnresolvedDetections: c.UnresolvedDetections,
 	}
 }
 

@@ -1,6 +1,10 @@
 package httpapi
 
-import "net/http"
+import (
+	"net/http"
+
+	"github.com/mamori/mamori/internal/store"
+)
 
 type audience int
 
@@ -40,6 +44,11 @@ func (a *API) routes() []route {
 		{"GET", "/api/v1/computers/{id}/events", user, a.listComputerEvents},
 		{"POST", "/api/v1/computers/{id}/wakeup", user, a.wakeComputer},
 		{"POST", "/api/v1/computers/{id}/revoke", user, a.revokeComputer},
+
+		{"GET", "/api/v1/detections", user, a.listDetections},
+		{"GET", "/api/v1/detections/{id}", user, a.getDetection},
+		{"POST", "/api/v1/detections/{id}/resolve", user, a.setDetectionState(store.DetectionResolved)},
+		{"POST", "/api/v1/detections/{id}/unresolve", user, a.setDetectionState(store.DetectionUnresolved)},
 
 		{"GET", "/api/v1/groups", user, a.listGroups},
 		{"POST", "/api/v1/groups", user, a.createGroup},

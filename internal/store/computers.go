@@ -34,17 +34,21 @@ type Computer struct {
 	CloneReason         string
 	EnrolledAt          time.Time
 	RevokedAt           time.Time
+	// UnresolvedDetections is filled by ListComputers and ComputerByID.
+	UnresolvedDetections int
 }
 
 const computerColumns = `id, name, hostname, instance, group_id, status, last_seen, connected_since, platform, os_name, os_version,
-	agent_version, hardware_fingerprint, clone_suspected, clone_reason, enrolled_at, revoked_at`
+	agent_version, hardware_fingerprint, clone_suspected, clone_reason, enrolled_at, revoked_at,
+	(SELECT COUNT(*) FROM detections d WHERE d.computer_id = computers.id AND d.state = 'unresolved')`
 
 func scanComputer(row interface{ Scan(...any) error }) (*Computer, error) {
 	c := &Computer{}
 	var lastSeen, since, revoked sql.NullInt64
 	var enrolled int64
 	err := row.Scan(&c.ID, &c.Name, &c.Hostname, &c.Instance, &c.GroupID, &c.Status, &lastSeen, &since, &c.Platform,
-		&c.OSName, &c.OSVersion, &c.AgentVersion, &c.HardwareFingerprint, &c.CloneSuspected, &c.CloneReason, &enrolled, &revoked)
+		&c.OSName, &c.OSVersion, &c.AgentVersion, &c.HardwareFingerprint, &c.CloneSuspected, &c.CloneReason, &enrolled, &revoked,
+		&c.UnresolvedDetections)
 	if err != nil {
 		return nil, err
 	}

@@ -88,6 +88,11 @@ func (db *DB) ApplyCheckIns(ctx context.Context, cs []*CheckIn) (inserted []int,
 				}
 				n, _ := res.RowsAffected()
 				inserted[i] += int(n)
+				if n > 0 && e.Type == DetectionEventType {
+					if err := indexDetection(ctx, tx, c, &e); err != nil {
+						return err
+					}
+				}
 			}
 			if s := c.Summary; s != (ComputerSummary{}) {
 				if _, err := tx.ExecContext(ctx, `UPDATE computers SET

@@ -93,6 +93,19 @@ func (o *Outbox) Append(typ string, data any) (string, error) {
 		raw = b
 	}
 	e := Event{ID: uuid.NewString(), Type: typ, Time: time.Now().UTC(), Data: raw}
+	if err := o.Put(e); err != nil {
+		return "", err
+	}
+	return e.ID, nil
+}
+
+// Put queues an event that already has its id and time (an event handed
+// over by another process keeps its id, so handing it over twice never
+// duplicates it at the server).
+func (o *Outbox) Put(e Event) error {
+	if e.ID == "" || e.Type == "" {
+		return errors.New("an event needs an id and a type")
+	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	dropped := 0
@@ -117,7 +130,7 @@ func (o *Outbox) Append(typ string, data any) (string, error) {
 		return b.Put(key(seq), v)
 	})
 	if err != nil {
-		return "", err
+		return err
 	}
 	o.count += 1 - dropped
 	o.dropped += uint64(dropped)
@@ -125,7 +138,7 @@ func (o *Outbox) Append(typ string, data any) (string, error) {
 	case o.notify <- struct{}{}:
 	default:
 	}
-	return e.ID, nil
+	return nil
 }
 
 // Pending returns up to max of the oldest queued events.

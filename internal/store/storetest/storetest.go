@@ -113,6 +113,11 @@ var suite = []group{
 		{"RevokedComputerStaysOffline", testPresenceRevoked},
 		{"MarkAllOffline", testMarkAllOffline},
 	}},
+	{"Detections", []test{
+		{"DetectionEventsAreIndexedOnce", testDetectionsIndexedOnce},
+		{"FiltersAndStates", testDetectionsFiltersAndStates},
+		{"ApplyCheckInsWritesABatchAtomically", testApplyCheckInsBatch},
+	}},
 	{"Revocation", []test{
 		{"RevokeComputerRevokesItsCertificates", testRevokeComputer},
 		{"RevokeUnknownComputerIsNotFound", testRevokeUnknown},
@@ -1461,5 +1466,120 @@ func testAgentCertificateBySerial(t *testing.T, db *store.DB) {
 	for _, serial := range []string{"0A1B2C", "nope", ""} {
 		_, err := db.AgentCertificateBySerial(t.Context(), serial)
 		WantCode(t, err, errcode.NotFound)
+	}
+}
+
+func detectionEvent(id, sig, path string, at time.Time) store.Event {
+	return store.Event{ID: id, Type: store.DetectionEventType, OccurredAt: at,
+		Data: `{"signature":"` + sig + `","path":"` + path + `","kind":"body","action":"reported","sha256":"abc","engine_version":7}`}
+}
+
+func testDetectionsIndexedOnce(t *testing.T, db *store.DB) {
+	c := oneComputer(t, db)
+	ci := &store.CheckIn{ComputerID: c.ID, Now: T0.Add(time.Minute), Events: []store.Event{
+		detectionEvent("d1", "EICAR-Test-File", "/tmp/eicar.com", T0),
+		{ID: "d-bad", Type: store.DetectionEventType, OccurredAt: T0, Data: `{"path":"/no/signature"}`},
+		ev("other", "agent.started", T0),
+	}}
+	_, err := db.ApplyCheckIn(t.Context(), ci)
+	must(t, err)
+	_, err = db.ApplyCheckIn(t.Context(), ci) // a retried check-in
+	must(t, err)
+	ds, total, err := db.ListDetections(t.Context(), store.DetectionFilter{})
+	must(t, err)
+	if total != 1 || len(ds) != 1 {
+		t.Fatalf("%d detections, want 1 (the one with a signature, once)", total)
+	}
+	d := ds[0]
+	if d.ID != "d1" || d.ComputerID != c.ID || d.Signature != "EICAR-Test-File" || d.Path != "/tmp/eicar.com" || d.Kind != "body" ||
+		d.EngineVersion != 7 || d.State != store.DetectionUnresolved || !d.OccurredAt.Equal(T0) {
+		t.Fatalf("detection %+v", d)
+	}
+	if got := computer(t, db, c.ID); got.UnresolvedDetections != 1 {
+		t.Fatalf("UnresolvedDetections = %d, want 1", got.UnresolvedDetections)
+	}
+	if _, n, _ := db.ComputerEvents(t.Context(), c.ID, store.EventFilter{}); n != 3 {
+		t.Fatalf("%d events stored, want 3 (the malformed detection stays an event)", n)
+	}
+}
+
+func testDetectionsFiltersAndStates(t *testing.T, db *store.DB) {
+	g, err := db.CreateGroup(t.Context(), store.GroupAll, "Servers")
+	must(t, err)
+	a := Enroll(t, db, NewToken(t, db, g.ID, 0), T0, store.Computer{Name: "a"})
+	b := oneComputer(t, db)
+	for i, c := range []*store.Computer{a, b} {
+		_, err := db.ApplyCheckIn(t.Context(), &store.CheckIn{ComputerID: c.ID, Now: T0, Events: []store.Event{
+			detectionEvent(c.ID+"-1", "Win.Trojan.Agent", "/x", T0.Add(time.Duration(i)*time.Hour)),
+			detectionEvent(c.ID+"-2", "EICAR-Test-File", "/y", T0.Add(time.Duration(i)*time.Hour+time.Minute)),
+		}})
+		must(t, err)
+	}
+	count := func(f store.DetectionFilter) int {
+		t.Helper()
+		_, n, err := db.ListDetections(t.Context(), f)
+		must(t, err)
+		return n
+	}
+	cases := map[string]struct {
+		f    store.DetectionFilter
+		want int
+	}{
+		"all":            {store.DetectionFilter{}, 4},
+		"computer":       {store.DetectionFilter{ComputerID: a.ID}, 2},
+		"group":          {store.DetectionFilter{GroupIDs: []string{g.ID}}, 2},
+		"empty groups":   {store.DetectionFilter{GroupIDs: []string{}}, 0},
+		"name substring": {store.DetectionFilter{Signature: "trojan"}, 2},
+		"since":          {store.DetectionFilter{Since: T0.Add(30 * time.Minute)}, 2},
+		"until":          {store.DetectionFilter{Until: T0.Add(30 * time.Minute)}, 2},
+		"unresolved":     {store.DetectionFilter{State: store.DetectionUnresolved}, 4},
+	}
+	for name, tc := range cases {
+		if got := count(tc.f); got != tc.want {
+			t.Errorf("%s: %d, want %d", name, got, tc.want)
+		}
+	}
+	_, _, err = db.ListDetections(t.Context(), store.DetectionFilter{State: "gone"})
+	WantCode(t, err, errcode.Invalid)
+
+	must(t, db.SetDetectionState(t.Context(), a.ID+"-1", store.DetectionResolved, "alice", T0.Add(time.Hour)))
+	d, err := db.DetectionByID(t.Context(), a.ID+"-1")
+	must(t, err)
+	if d.State != store.DetectionResolved || d.ResolvedBy != "alice" || !d.ResolvedAt.Equal(T0.Add(time.Hour)) {
+		t.Fatalf("resolved detection %+v", d)
+	}
+	if count(store.DetectionFilter{State: store.DetectionResolved}) != 1 || computer(t, db, a.ID).UnresolvedDetections != 1 {
+		t.Fatal("resolving did not move the counts")
+	}
+	must(t, db.SetDetectionState(t.Context(), a.ID+"-1", store.DetectionUnresolved, "bob", T0))
+	if d, _ := db.DetectionByID(t.Context(), a.ID+"-1"); d.State != store.DetectionUnresolved || d.ResolvedBy != "" || !d.ResolvedAt.IsZero() {
+		t.Fatalf("unresolved again: %+v", d)
+	}
+	WantCode(t, db.SetDetectionState(t.Context(), "nope", store.DetectionResolved, "x", T0), errcode.NotFound)
+	WantCode(t, db.SetDetectionState(t.Context(), a.ID+"-1", "maybe", "x", T0), errcode.Invalid)
+	_, err = db.DetectionByID(t.Context(), "nope")
+	WantCode(t, err, errcode.NotFound)
+}
+
+func testApplyCheckInsBatch(t *testing.T, db *store.DB) {
+	a, b := oneComputer(t, db), oneComputer(t, db)
+	n, err := db.ApplyCheckIns(t.Context(), []*store.CheckIn{
+		{ComputerID: a.ID, Now: T0, Events: []store.Event{ev("e1", "x.y", T0), ev("e2", "x.y", T0)}},
+		{ComputerID: b.ID, Now: T0, Events: []store.Event{ev("e1", "x.y", T0)}},
+	})
+	must(t, err)
+	if len(n) != 2 || n[0] != 2 || n[1] != 1 {
+		t.Fatalf("inserted %v, want [2 1]", n)
+	}
+	// A batch with one bad write (unknown computer) writes nothing.
+	_, err = db.ApplyCheckIns(t.Context(), []*store.CheckIn{
+		{ComputerID: a.ID, Now: T0, Events: []store.Event{ev("e3", "x.y", T0)}},
+		{ComputerID: "no-such-computer", Now: T0, Events: []store.Event{ev("e4", "x.y", T0)}},
+	})
+	if err == nil {
+		t.Fatal("a batch writing events for an unknown computer succeeded")
+	}
+	if _, total, _ := db.ComputerEvents(t.Context(), a.ID, store.EventFilter{}); total != 2 {
+		t.Fatalf("computer a has %d events after the failed batch, want 2", total)
 	}
 }

@@ -1,0 +1,124 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/mamori/mamori/internal/errcode"
+	"github.com/mamori/mamori/internal/store"
+)
+
+type detectionJSON struct {
+	ID            string          `json:"id"`
+	Computer      computerRef     `json:"computer"`
+	OccurredAt    *string         `json:"occurred_at"`
+	ReceivedAt    *string         `json:"received_at"`
+	Signature     string          `json:"signature"`
+	Path          string          `json:"path"`
+	Kind          string          `json:"kind"`
+	Action        string          `json:"action"`
+	SHA256        string          `json:"sha256,omitempty"`
+	EngineVersion int64           `json:"engine_version"`
+	State         string          `json:"state"`
+	ResolvedBy    string          `json:"resolved_by,omitempty"`
+	ResolvedAt    *string         `json:"resolved_at"`
+	Details       json.RawMessage `json:"details"`
+}
+
+type computerRef struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+}
+
+func detectionView(d *store.Detection, name string) detectionJSON {
+	return detectionJSON{
+		ID: d.ID, Computer: computerRef{ID: d.ComputerID, Name: name}, OccurredAt: timeJSON(d.OccurredAt), ReceivedAt: timeJSON(d.ReceivedAt),
+		Signature: d.Signature, Path: d.Path, Kind: d.Kind, Action: d.Action, SHA256: d.SHA256, EngineVersion: d.EngineVersion,
+		State: d.State, ResolvedBy: d.ResolvedBy, ResolvedAt: timeJSON(d.ResolvedAt), Details: json.RawMessage(d.Data),
+	}
+}
+
+func timeParam(q, name string) (time.Time, error) {
+	if q == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339, q)
+	if err != nil {
+		return time.Time{}, errcode.New(errcode.Invalid, "%s must be an RFC 3339 time like 2026-01-31T12:00:00Z", name)
+	}
+	return t, nil
+}
+
+// listDetections: GET /api/v1/detections?computer=&group=&recursive=&state=&name=&since=&until=&limit=&offset=
+func (a *API) listDetections(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	limit, offset, err := page(r)
+	if err != nil {
+		return err
+	}
+	f := store.DetectionFilter{ComputerID: q.Get("computer"), State: q.Get("state"), Signature: q.Get("name"), Limit: limit, Offset: offset}
+	if len(f.Signature) > 256 || len(f.ComputerID) > 64 {
+		return errcode.New(errcode.Invalid, "filter value too long")
+	}
+	if f.Since, err = timeParam(q.Get("since"), "since"); err != nil {
+		return err
+	}
+	if f.Until, err = timeParam(q.Get("until"), "until"); err != nil {
+		return err
+	}
+	if path := q.Get("group"); path != "" {
+		groups, err := a.cfg.Store.Groups(r.Context())
+		if err != nil {
+			return err
+		}
+		g, err := groups.Resolve(path)
+		if err != nil {
+			return errcode.New(errcode.Invalid, "group filter: %s", errcode.Message(err))
+		}
+		f.GroupIDs = []string{g.ID}
+		if q.Get("recursive") != "false" {
+			f.GroupIDs = groups.Descendants(g.ID)
+		}
+	}
+	ds, total, err := a.cfg.Store.ListDetections(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	names := map[string]string{}
+	items := make([]detectionJSON, 0, len(ds))
+	for _, d := range ds {
+		if _, ok := names[d.ComputerID]; !ok {
+			if c, err := a.cfg.Store.ComputerByID(r.Context(), d.ComputerID); err == nil {
+				names[d.ComputerID] = c.Name
+			}
+		}
+		items = append(items, detectionView(d, names[d.ComputerID]))
+	}
+	writeJSON(w, http.StatusOK, list(items, total))
+	return nil
+}
+
+func (a *API) getDetection(w http.ResponseWriter, r *http.Request) error {
+	d, err := a.cfg.Store.DetectionByID(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	name := ""
+	if c, err := a.cfg.Store.ComputerByID(r.Context(), d.ComputerID); err == nil {
+		name = c.Name
+	}
+	writeJSON(w, http.StatusOK, detectionView(d, name))
+	return nil
+}
+
+func (a *API) setDetectionState(state string) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		id := r.PathValue("id")
+		if err := a.cfg.Store.SetDetectionState(r.Context(), id, state, principal(r).Username, a.cfg.Now()); err != nil {
+			return err
+		}
+		a.cfg.Log.Info("detection state changed", "detection", id, "state", state, "by", principal(r).Username)
+		return a.getDetection(w, r)
+	}
+}
