@@ -57,11 +57,13 @@ const (
 
 // TokenParams describe a new enrollment token.
 type TokenParams struct {
-	GroupPath   string        // static group for new computers; "" = Lost & Found
-	TTL         time.Duration // default 24h, 1m..365d
-	Uses        int           // 0 = unlimited
-	Description string
-	CreatedBy   string
+	GroupPath string // static group for new computers; "" = Lost & Found
+	// AccessGroupID is the group the token itself lives in; "" = All.
+	AccessGroupID string
+	TTL           time.Duration // default 24h, 1m..365d
+	Uses          int           // 0 = unlimited
+	Description   string
+	CreatedBy     string
 }
 
 // NewToken is a created token with its secret, shown exactly once.
@@ -102,14 +104,15 @@ func (s *Service) CreateToken(ctx context.Context, p TokenParams) (*NewToken, er
 	secret := NewSecret()
 	now := s.now().UTC().Truncate(time.Millisecond)
 	t := &store.EnrollmentToken{
-		ID:          uuid.NewString(),
-		SecretHash:  HashSecret(secret),
-		GroupID:     groupID,
-		Description: p.Description,
-		ExpiresAt:   now.Add(p.TTL),
-		UsesAllowed: p.Uses,
-		CreatedBy:   p.CreatedBy,
-		CreatedAt:   now,
+		ID:            uuid.NewString(),
+		SecretHash:    HashSecret(secret),
+		GroupID:       groupID,
+		AccessGroupID: p.AccessGroupID,
+		Description:   p.Description,
+		ExpiresAt:     now.Add(p.TTL),
+		UsesAllowed:   p.Uses,
+		CreatedBy:     p.CreatedBy,
+		CreatedAt:     now,
 	}
 	if err := s.Store.CreateEnrollmentToken(ctx, t); err != nil {
 		return nil, err

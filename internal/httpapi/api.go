@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/mamori/mamori/internal/auth"
@@ -26,21 +27,21 @@ import (
 	"github.com/mamori/mamori/internal/store"
 )
 
-// Store is what the API reads and writes directly.
+// Store is everything the API reads and writes; each area of the API
+// declares the few methods it needs next to its handlers.
 type Store interface {
-	Groups(ctx context.Context) (*store.GroupTree, error)
-	CreateGroup(ctx context.Context, parentID, name string) (*store.Group, error)
-	ListComputers(ctx context.Context, f store.ComputerFilter) ([]*store.Computer, int, error)
-	ComputerByID(ctx context.Context, id string) (*store.Computer, error)
-	ComputerIDs(ctx context.Context, groupIDs []string) ([]string, error)
-	InventorySections(ctx context.Context, computerID string) ([]store.InventorySection, error)
-	ComputerEvents(ctx context.Context, computerID string, f store.EventFilter) ([]store.Event, int, error)
-	RevokeComputer(ctx context.Context, id string, now time.Time) error
-	ListDetections(ctx context.Context, f store.DetectionFilter) ([]*store.Detection, int, error)
-	DetectionByID(ctx context.Context, id string) (*store.Detection, error)
-	SetDetectionState(ctx context.Context, id, state, by string, now time.Time) error
-	ListEnrollmentTokens(ctx context.Context) ([]*store.EnrollmentToken, error)
-	RevokeEnrollmentToken(ctx context.Context, id string, now time.Time) error
+	opsStore
+	computerStore
+	detectionStore
+	groupStore
+	tokenStore
+	userStore
+	permSetStore
+	auditStore
+	auth.PolicyStore
+}
+
+type opsStore interface {
 	Ping(ctx context.Context) error
 }
 
@@ -76,8 +77,9 @@ const (
 
 // API is the HTTP handler.
 type API struct {
-	cfg Config
-	mux *http.ServeMux
+	cfg         Config
+	mux         *http.ServeMux
+	retentionAt atomic.Int64 // Unix seconds of the last audit retention pass
 }
 
 // New builds the API handler.
@@ -132,69 +134,6 @@ func (s *statusRecorder) Header() http.Header         { return s.header }
 func (s *statusRecorder) Write(b []byte) (int, error) { return len(b), nil }
 func (s *statusRecorder) WriteHeader(code int)        { s.status = code }
 
-type principalKey struct{}
-
-// principal returns the authenticated caller of a user route.
-func principal(r *http.Request) *auth.Principal {
-	p, _ := r.Context().Value(principalKey{}).(*auth.Principal)
-	return p
-}
-
-// wrap applies the route's audience: public routes pass, user routes need a
-// valid session cookie (or, later, a bearer token).
-func (a *API) wrap(rt route) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w}
-		defer func() {
-			if rt.Audience != public || sw.status >= 400 {
-				a.cfg.Log.Debug("api", "method", r.Method, "path", r.URL.Path, "status", sw.status, "ms", time.Since(start).Milliseconds())
-			}
-		}()
-		if rt.Audience == user {
-			p, err := a.authenticate(r)
-			if err != nil {
-				writeError(sw, err, 0)
-				return
-			}
-			r = r.WithContext(context.WithValue(r.Context(), principalKey{}, p))
-		}
-		if err := rt.Handler(sw, r); err != nil {
-			if errcode.Of(err) == errcode.Internal {
-				a.cfg.Log.Error("api handler failed", "method", r.Method, "path", r.URL.Path, "err", err)
-			}
-			writeError(sw, err, 0)
-		}
-	})
-}
-
-func (a *API) authenticate(r *http.Request) (*auth.Principal, error) {
-	c, err := r.Cookie(SessionCookie)
-	if err != nil || c.Value == "" {
-		return nil, errcode.New(errcode.Unauthorized, "authentication required")
-	}
-	return a.cfg.Auth.Authenticate(r.Context(), c.Value)
-}
-
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
-}
-
 type errorBody struct {
 	Error struct {
 		Code    errcode.Code `json:"code"`
@@ -212,7 +151,7 @@ func writeError(w http.ResponseWriter, err error, status int) {
 		status = errcode.HTTPStatus(err)
 	}
 	if b.Error.Code == errcode.TooManyRequests {
-		w.Header().Set("Retry-After", strconv.Itoa(int(auth.LockoutFor.Seconds())))
+		w.Header().Set("Retry-After", "60")
 	}
 	writeJSON(w, status, b)
 }
@@ -328,4 +267,26 @@ func durationParam(s string) (time.Duration, error) {
 		return 0, errcode.New(errcode.Invalid, "ttl %q is not a positive duration like 24h or 90m", s)
 	}
 	return d, nil
+}
+
+// writeETag sets the ETag of a versioned object ("v" + version).
+func writeETag(w http.ResponseWriter, version int64) {
+	w.Header().Set("ETag", `"v`+strconv.FormatInt(version, 10)+`"`)
+}
+
+// versionOf returns the version a write is based on: the body's version
+// field, else the If-Match header ("v3" as sent in ETag). One of them is
+// required, so that concurrent edits are detected instead of overwriting.
+func versionOf(r *http.Request, body *int64) (int64, error) {
+	if body != nil {
+		return *body, nil
+	}
+	if m := strings.TrimSpace(r.Header.Get("If-Match")); m != "" {
+		v, err := strconv.ParseInt(strings.TrimPrefix(strings.Trim(m, `"`), "v"), 10, 64)
+		if err != nil {
+			return 0, errcode.New(errcode.Invalid, "If-Match must be an ETag this API sent, like \"v3\"")
+		}
+		return v, nil
+	}
+	return 0, errcode.New(errcode.Invalid, "give the version you edited (\"version\" in the body or an If-Match header) so that concurrent changes are detected")
 }

@@ -121,14 +121,15 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatalf("password.Hash: %v", err)
 	}
-	if err := db.CreateUser(t.Context(), &store.User{ID: testUserID, Username: testUser, PasswordHash: hash}); err != nil {
+	if err := db.CreateUser(t.Context(), &store.User{ID: testUserID, Username: testUser, PasswordHash: hash,
+		PermissionSetIDs: []string{store.PermSetAdministrator}}); err != nil {
 		t.Fatalf("CreateUser: %v", err)
 	}
 	f := &fixture{db: db, presence: newFakePresence(), now: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}
 	clock := func() time.Time { return f.now }
 	f.api = New(Config{
 		Store:         db,
-		Auth:          &auth.Service{Store: db},
+		Auth:          &auth.Service{Store: db, Now: clock},
 		Enrollment:    &enrollment.Service{Store: db, Now: clock},
 		Presence:      f.presence,
 		CAFingerprint: testFingerprint,
@@ -265,14 +266,14 @@ func TestLogin_RightCredentialsSetStrictSessionCookie(t *testing.T) {
 	f := newFixture(t)
 	rec := f.serve(t, request{method: "POST", path: "/api/v1/session", body: loginBody(testUser, testPassword)})
 	got := decodeAs[struct {
-		User      userJSON `json:"user"`
-		ExpiresAt string   `json:"expires_at"`
+		User      userRef `json:"user"`
+		ExpiresAt string  `json:"expires_at"`
 	}](t, rec, http.StatusOK)
-	if got.User != (userJSON{ID: testUserID, Username: testUser}) {
+	if got.User != (userRef{ID: testUserID, Username: testUser, HomeGroupID: store.GroupAll}) {
 		t.Errorf("user = %+v", got.User)
 	}
 	exp, err := time.Parse(time.RFC3339, got.ExpiresAt)
-	if err != nil || !exp.After(time.Now()) {
+	if err != nil || !exp.After(f.now) {
 		t.Errorf("expires_at %q not a future RFC 3339 time (%v)", got.ExpiresAt, err)
 	}
 	var cookie *http.Cookie
@@ -313,26 +314,50 @@ func TestLogin_WrongPasswordAndUnknownUserLookAlike(t *testing.T) {
 	}
 }
 
-func TestLogin_FiveFailuresLockTheUserAtThatAddress(t *testing.T) {
+func TestLogin_RepeatedFailuresLockTheAccountUntilTheLockoutExpires(t *testing.T) {
 	f := newFixture(t)
 	const attacker = "203.0.113.5:5555"
-	for i := range auth.MaxFailures {
+	pol := auth.Policy{}.Defaults()
+	for i := range pol.LockoutFailures - 1 {
 		rec := f.serve(t, request{method: "POST", path: "/api/v1/session", body: loginBody(testUser, "guess"+strconv.Itoa(i)), remote: attacker})
 		wantError(t, rec, http.StatusUnauthorized, errcode.Unauthorized)
 	}
-	// Locked now, even with the right password.
-	rec := f.serve(t, request{method: "POST", path: "/api/v1/session", body: loginBody(testUser, testPassword), remote: attacker})
+	// The last allowed failure locks the account.
+	rec := f.serve(t, request{method: "POST", path: "/api/v1/session", body: loginBody(testUser, "last guess"), remote: attacker})
 	wantError(t, rec, http.StatusTooManyRequests, errcode.TooManyRequests)
+	// Locked now, even with the right password and from another address.
+	rec = f.serve(t, request{method: "POST", path: "/api/v1/session", body: loginBody(testUser, testPassword), remote: "198.51.100.7:1000"})
+	msg := wantError(t, rec, http.StatusTooManyRequests, errcode.TooManyRequests)
+	wantContains(t, "message", msg, "locked")
 	if n, err := strconv.Atoi(rec.Header().Get("Retry-After")); err != nil || n <= 0 {
 		t.Errorf("Retry-After = %q, want a positive number of seconds", rec.Header().Get("Retry-After"))
 	}
 	if sc := rec.Header().Values("Set-Cookie"); len(sc) != 0 {
 		t.Errorf("locked login set cookies %q", sc)
 	}
-	// Another address is not locked out.
+	// The lockout expires.
+	f.now = f.now.Add(time.Duration(pol.LockoutMinutes)*time.Minute - time.Second)
+	rec = f.serve(t, request{method: "POST", path: "/api/v1/session", body: loginBody(testUser, testPassword), remote: attacker})
+	wantError(t, rec, http.StatusTooManyRequests, errcode.TooManyRequests)
+	f.now = f.now.Add(2 * time.Second)
+	rec = f.serve(t, request{method: "POST", path: "/api/v1/session", body: loginBody(testUser, testPassword), remote: attacker})
+	if rec.Code != http.StatusOK {
+		t.Errorf("login after the lockout expired: %d %s", rec.Code, rec.Body)
+	}
+}
+
+func TestLogin_AnAddressSprayingManyUsersIsThrottled(t *testing.T) {
+	f := newFixture(t)
+	const sprayer = "203.0.113.9:4444"
+	for i := range auth.IPMaxFailures {
+		rec := f.serve(t, request{method: "POST", path: "/api/v1/session", body: loginBody("user"+strconv.Itoa(i), "x"), remote: sprayer})
+		wantError(t, rec, http.StatusUnauthorized, errcode.Unauthorized)
+	}
+	rec := f.serve(t, request{method: "POST", path: "/api/v1/session", body: loginBody(testUser, testPassword), remote: sprayer})
+	wantError(t, rec, http.StatusTooManyRequests, errcode.TooManyRequests)
 	rec = f.serve(t, request{method: "POST", path: "/api/v1/session", body: loginBody(testUser, testPassword), remote: "198.51.100.7:1000"})
 	if rec.Code != http.StatusOK {
-		t.Errorf("login from another address: %d %s", rec.Code, rec.Body)
+		t.Errorf("the user was locked by someone else's spray: %d %s", rec.Code, rec.Body)
 	}
 }
 
@@ -387,7 +412,7 @@ func TestLogin_RejectsMalformedBodies(t *testing.T) {
 func TestSession_WhoamiThenLogoutEndsTheSession(t *testing.T) {
 	f := newLoggedIn(t)
 	who := decodeAs[sessionResponse](t, f.call(t, "GET", "/api/v1/session", ""), http.StatusOK)
-	if who.User != (userJSON{ID: testUserID, Username: testUser}) {
+	if who.User != (userRef{ID: testUserID, Username: testUser, HomeGroupID: store.GroupAll}) || who.Via != "session" || len(who.Permissions) == 0 {
 		t.Errorf("whoami user = %+v", who.User)
 	}
 
@@ -418,6 +443,7 @@ var publicRoutes = []string{
 	"GET /readyz",
 	"GET /metrics",
 	"GET /api/v1/ca",
+	"GET /api/v1/openapi.json",
 	"POST /api/v1/session",
 }
 
@@ -431,13 +457,14 @@ func concrete(pattern string) string {
 func TestRoutes_EveryUserRouteRequiresAValidSession(t *testing.T) {
 	f := newFixture(t)
 	ctx := t.Context()
-	now := time.Now()
+	now := f.now
 	// Sessions are written straight to the store: an expired one, and per
 	// route a valid one made the same way (so the expired one fails for its
 	// expiry alone; logout ends the valid one, hence one per route).
 	newSession := func(token string, expires time.Time) {
 		t.Helper()
-		s := store.Session{TokenHash: auth.HashToken(token), UserID: testUserID, CreatedAt: now.Add(-2 * time.Hour), ExpiresAt: expires, LastUsedAt: now.Add(-time.Hour)}
+		s := store.Session{TokenHash: auth.HashToken(token), UserID: testUserID, CreatedAt: now.Add(-2 * time.Hour), ExpiresAt: expires,
+			LastUsedAt: now.Add(-time.Hour), SecondFactor: true}
 		if err := f.db.CreateSession(ctx, &s); err != nil {
 			t.Fatal(err)
 		}
@@ -464,13 +491,13 @@ func TestRoutes_EveryUserRouteRequiresAValidSession(t *testing.T) {
 			}
 			continue
 		}
-		if rt.Audience != user {
+		if rt.Audience != user && rt.Audience != login {
 			t.Errorf("%s: unknown audience %d", key, rt.Audience)
 			continue
 		}
 		t.Run(key, func(t *testing.T) {
 			body := ""
-			if rt.Method == "POST" {
+			if rt.Method == "POST" || rt.Method == "PATCH" || rt.Method == "PUT" {
 				body = "{}"
 			}
 			msg := wantError(t, f.serve(t, request{method: rt.Method, path: path, body: body}), http.StatusUnauthorized, errcode.Unauthorized)

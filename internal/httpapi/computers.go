@@ -1,13 +1,44 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"time"
 
+	"github.com/mamori/mamori/internal/authz"
 	"github.com/mamori/mamori/internal/errcode"
 	"github.com/mamori/mamori/internal/store"
 )
+
+type computerStore interface {
+	Groups(ctx context.Context) (*store.GroupTree, error)
+	ListComputers(ctx context.Context, f store.ComputerFilter) ([]*store.Computer, int, error)
+	ComputerByID(ctx context.Context, id string) (*store.Computer, error)
+	ComputerIDs(ctx context.Context, groupIDs []string) ([]string, error)
+	InventorySections(ctx context.Context, computerID string) ([]store.InventorySection, error)
+	ComputerEvents(ctx context.Context, computerID string, f store.EventFilter) ([]store.Event, int, error)
+	RevokeComputer(ctx context.Context, id string, now time.Time) error
+	MoveComputer(ctx context.Context, id, groupID string, version int64) error
+	AddTag(ctx context.Context, computerID, tag string) error
+	RemoveTag(ctx context.Context, computerID, tag string) error
+	ComputerTags(ctx context.Context, computerID string) ([]string, error)
+	Tags(ctx context.Context, groupIDs []string) ([]store.TagCount, error)
+}
+
+// computerFor loads a computer and checks level on it (not_found when the
+// caller cannot see it).
+func (a *API) computerFor(r *http.Request, id string, l authz.Level) (*store.Computer, error) {
+	c, err := a.cfg.Store.ComputerByID(r.Context(), id)
+	if err != nil {
+		state(r).checked = true
+		return nil, err
+	}
+	if err := a.allowObject(r, authz.Computers, l, c.GroupID, "computer"); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
 
 type osJSON struct {
 	Name    string `json:"name"`
@@ -37,7 +68,9 @@ type computerJSON struct {
 	EnrolledAt        *string  `json:"enrolled_at"`
 	Revoked           bool     `json:"revoked,omitempty"`
 	// UnresolvedDetections counts the computer's unresolved detections.
-	UnresolvedDetections int `json:"unresolved_detections"`
+	UnresolvedDetections int      `json:"unresolved_detections"`
+	Tags                 []string `json:"tags,omitempty"`
+	Version              int64    `json:"version"`
 }
 
 type computerDetail struct {
@@ -107,6 +140,7 @@ func (a *API) computerView(c *store.Computer, groups *store.GroupTree, now time.
 		OS: osJSON{Name: c.OSName, Version: c.OSVersion}, Platform: c.Platform, AgentVersion: c.AgentVersion,
 		CloneSuspected: c.CloneSuspected, CloneReason: c.CloneReason, Group: g,
 		EnrolledAt: timeJSON(c.EnrolledAt), Revoked: !c.RevokedAt.IsZero(), UnresolvedDetections: c.UnresolvedDetections,
+		Version: c.Version,
 	}
 }
 
@@ -117,27 +151,34 @@ func (a *API) listComputers(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	f := store.ComputerFilter{Name: q.Get("name"), Status: q.Get("status"), Sort: q.Get("sort"), Limit: limit, Offset: offset}
-	if len(f.Name) > 256 {
-		return errcode.New(errcode.Invalid, "name filter longer than 256 bytes")
-	}
-	groups, err := a.cfg.Store.Groups(r.Context())
+	visible, err := a.scope(r, authz.Computers, authz.Read)
 	if err != nil {
 		return err
 	}
+	f := store.ComputerFilter{Name: q.Get("name"), Status: q.Get("status"), Tag: q.Get("tag"), Sort: q.Get("sort"), Limit: limit, Offset: offset}
+	if len(f.Name) > 256 || len(f.Tag) > store.MaxTagLen {
+		return errcode.New(errcode.Invalid, "name or tag filter too long")
+	}
+	groups, err := a.groups(r)
+	if err != nil {
+		return err
+	}
+	f.GroupIDs = visible
 	if path := q.Get("group"); path != "" {
 		g, err := groups.Resolve(path)
 		if err != nil {
 			return errcode.New(errcode.Invalid, "group filter: %s", errcode.Message(err))
 		}
+		var want []string
 		switch q.Get("recursive") {
 		case "", "true", "1":
-			f.GroupIDs = groups.Descendants(g.ID)
+			want = groups.Descendants(g.ID)
 		case "false", "0":
-			f.GroupIDs = []string{g.ID}
+			want = []string{g.ID}
 		default:
 			return errcode.New(errcode.Invalid, "recursive must be true or false")
 		}
+		f.GroupIDs = intersect(want, visible)
 	}
 	cs, total, err := a.cfg.Store.ListComputers(r.Context(), f)
 	if err != nil {
@@ -156,11 +197,11 @@ const recentEvents = 20
 
 func (a *API) getComputer(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
-	c, err := a.cfg.Store.ComputerByID(ctx, r.PathValue("id"))
+	c, err := a.computerFor(r, r.PathValue("id"), authz.Read)
 	if err != nil {
 		return err
 	}
-	groups, err := a.cfg.Store.Groups(ctx)
+	groups, err := a.groups(r)
 	if err != nil {
 		return err
 	}
@@ -169,6 +210,10 @@ func (a *API) getComputer(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	evs, _, err := a.cfg.Store.ComputerEvents(ctx, c.ID, store.EventFilter{Limit: recentEvents})
+	if err != nil {
+		return err
+	}
+	tags, err := a.cfg.Store.ComputerTags(ctx, c.ID)
 	if err != nil {
 		return err
 	}
@@ -183,6 +228,8 @@ func (a *API) getComputer(w http.ResponseWriter, r *http.Request) error {
 		d.Inventory[s.Section] = json.RawMessage(s.Data)
 		d.InventoryUpdatedAt[s.Section] = timeJSON(s.UpdatedAt)
 	}
+	d.Tags = tags
+	writeETag(w, c.Version)
 	writeJSON(w, http.StatusOK, d)
 	return nil
 }
@@ -205,7 +252,7 @@ func (a *API) listComputerEvents(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	c, err := a.cfg.Store.ComputerByID(r.Context(), r.PathValue("id"))
+	c, err := a.computerFor(r, r.PathValue("id"), authz.Read)
 	if err != nil {
 		return err
 	}
@@ -222,10 +269,11 @@ func (a *API) listComputerEvents(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) wakeComputer(w http.ResponseWriter, r *http.Request) error {
-	c, err := a.cfg.Store.ComputerByID(r.Context(), r.PathValue("id"))
+	c, err := a.computerFor(r, r.PathValue("id"), authz.Use)
 	if err != nil {
 		return err
 	}
+	auditObject(r, c.ID, c.Name)
 	id, err := a.cfg.Presence.Wake(c.ID, "requested by "+principal(r).Username)
 	if err != nil {
 		return err
@@ -255,20 +303,32 @@ func (a *API) wakeComputers(w http.ResponseWriter, r *http.Request) error {
 	}
 	ids := req.ComputerIDs
 	if req.Group != "" {
-		groups, err := a.cfg.Store.Groups(r.Context())
+		groups, err := a.groups(r)
 		if err != nil {
 			return err
 		}
 		g, err := groups.Resolve(req.Group)
 		if err != nil {
+			state(r).checked = true
+			return err
+		}
+		auditObject(r, g.ID, g.Path)
+		if err := a.allowObject(r, authz.Computers, authz.Use, g.ID, "static group"); err != nil {
 			return err
 		}
 		gids := []string{g.ID}
 		if req.Recursive == nil || *req.Recursive {
 			gids = groups.Descendants(g.ID)
 		}
-		if ids, err = a.cfg.Store.ComputerIDs(r.Context(), gids); err != nil {
+		usable, _ := a.scope(r, authz.Computers, authz.Use)
+		if ids, err = a.cfg.Store.ComputerIDs(r.Context(), intersect(gids, usable)); err != nil {
 			return err
+		}
+	} else {
+		for _, id := range ids {
+			if _, err := a.computerFor(r, id, authz.Use); err != nil {
+				return err
+			}
 		}
 	}
 	n := a.cfg.Presence.WakeMany(ids, "requested by "+principal(r).Username)
@@ -277,15 +337,146 @@ func (a *API) wakeComputers(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) revokeComputer(w http.ResponseWriter, r *http.Request) error {
-	c, err := a.cfg.Store.ComputerByID(r.Context(), r.PathValue("id"))
+	c, err := a.computerFor(r, r.PathValue("id"), authz.Write)
 	if err != nil {
 		return err
 	}
+	auditObject(r, c.ID, c.Name)
 	if err := a.cfg.Store.RevokeComputer(r.Context(), c.ID, a.cfg.Now()); err != nil {
 		return err
 	}
 	a.cfg.Presence.Disconnect(c.ID)
 	a.cfg.Log.Info("computer certificate revoked", "computer", c.ID, "name", c.Name, "by", principal(r).Username)
 	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// intersect returns the elements of a that are also in b.
+func intersect(a, b []string) []string {
+	in := make(map[string]bool, len(b))
+	for _, x := range b {
+		in[x] = true
+	}
+	out := []string{}
+	for _, x := range a {
+		if in[x] {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+type moveRequest struct {
+	Group   string `json:"group"`   // destination static group path
+	Version *int64 `json:"version"` // the computer's version (or If-Match)
+}
+
+// moveComputer: POST /api/v1/computers/{id}/move — write on computers in
+// both the current and the destination group.
+func (a *API) moveComputer(w http.ResponseWriter, r *http.Request) error {
+	var req moveRequest
+	if err := decode(w, r, &req); err != nil {
+		state(r).checked = true
+		return err
+	}
+	c, err := a.computerFor(r, r.PathValue("id"), authz.Write)
+	if err != nil {
+		return err
+	}
+	auditObject(r, c.ID, c.Name)
+	version, err := versionOf(r, req.Version)
+	if err != nil {
+		return err
+	}
+	tree, err := a.groups(r)
+	if err != nil {
+		return err
+	}
+	dest, err := tree.Resolve(req.Group)
+	if err != nil {
+		return err
+	}
+	if err := a.allow(r, authz.Computers, authz.Write, dest.ID); err != nil {
+		return err
+	}
+	from, _ := tree.Get(c.GroupID)
+	if err := a.cfg.Store.MoveComputer(r.Context(), c.ID, dest.ID, version); err != nil {
+		return err
+	}
+	fromPath := c.GroupID
+	if from != nil {
+		fromPath = from.Path
+	}
+	auditDiff(r, map[string]string{"group": fromPath}, map[string]string{"group": dest.Path})
+	moved, err := a.cfg.Store.ComputerByID(r.Context(), c.ID)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, a.computerView(moved, tree, a.cfg.Now()))
+	return nil
+}
+
+type tagRequest struct {
+	Tag string `json:"tag"`
+}
+
+func (a *API) addTag(w http.ResponseWriter, r *http.Request) error {
+	var req tagRequest
+	if err := decode(w, r, &req); err != nil {
+		state(r).checked = true
+		return err
+	}
+	c, err := a.computerFor(r, r.PathValue("id"), authz.Write)
+	if err != nil {
+		return err
+	}
+	auditObject(r, c.ID, c.Name)
+	if err := a.cfg.Store.AddTag(r.Context(), c.ID, req.Tag); err != nil {
+		return err
+	}
+	auditDiff(r, nil, map[string]string{"tag": req.Tag})
+	tags, err := a.cfg.Store.ComputerTags(r.Context(), c.ID)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string][]string{"tags": tags})
+	return nil
+}
+
+func (a *API) removeTag(w http.ResponseWriter, r *http.Request) error {
+	c, err := a.computerFor(r, r.PathValue("id"), authz.Write)
+	if err != nil {
+		return err
+	}
+	auditObject(r, c.ID, c.Name)
+	tag := r.PathValue("tag")
+	if err := a.cfg.Store.RemoveTag(r.Context(), c.ID, tag); err != nil {
+		return err
+	}
+	auditDiff(r, map[string]string{"tag": tag}, nil)
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+type tagJSON struct {
+	Tag       string `json:"tag"`
+	Computers int    `json:"computers"`
+}
+
+// listTags: GET /api/v1/tags — tags on the computers the caller can see.
+func (a *API) listTags(w http.ResponseWriter, r *http.Request) error {
+	visible, err := a.scope(r, authz.Computers, authz.Read)
+	if err != nil {
+		return err
+	}
+	tags, err := a.cfg.Store.Tags(r.Context(), visible)
+	if err != nil {
+		return err
+	}
+	items := make([]tagJSON, 0, len(tags))
+	for _, t := range tags {
+		items = append(items, tagJSON{t.Tag, t.Computers})
+	}
+	writeJSON(w, http.StatusOK, list(items, len(items)))
 	return nil
 }

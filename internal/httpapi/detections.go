@@ -1,13 +1,40 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"time"
 
+	"github.com/mamori/mamori/internal/authz"
 	"github.com/mamori/mamori/internal/errcode"
 	"github.com/mamori/mamori/internal/store"
 )
+
+type detectionStore interface {
+	ListDetections(ctx context.Context, f store.DetectionFilter) ([]*store.Detection, int, error)
+	DetectionByID(ctx context.Context, id string) (*store.Detection, error)
+	SetDetectionState(ctx context.Context, id, state, by string, now time.Time) error
+}
+
+// detectionFor loads a detection and checks level on detections in its
+// computer's group.
+func (a *API) detectionFor(r *http.Request, id string, l authz.Level) (*store.Detection, *store.Computer, error) {
+	d, err := a.cfg.Store.DetectionByID(r.Context(), id)
+	if err != nil {
+		state(r).checked = true
+		return nil, nil, err
+	}
+	c, err := a.cfg.Store.ComputerByID(r.Context(), d.ComputerID)
+	if err != nil {
+		state(r).checked = true
+		return nil, nil, err
+	}
+	if err := a.allowObject(r, authz.Detections, l, c.GroupID, "detection"); err != nil {
+		return nil, nil, err
+	}
+	return d, c, nil
+}
 
 type detectionJSON struct {
 	ID            string          `json:"id"`
@@ -53,11 +80,15 @@ func timeParam(q, name string) (time.Time, error) {
 // listDetections: GET /api/v1/detections?computer=&group=&recursive=&state=&name=&since=&until=&limit=&offset=
 func (a *API) listDetections(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
+	visible, err := a.scope(r, authz.Detections, authz.Read)
+	if err != nil {
+		return err
+	}
 	limit, offset, err := page(r)
 	if err != nil {
 		return err
 	}
-	f := store.DetectionFilter{ComputerID: q.Get("computer"), State: q.Get("state"), Signature: q.Get("name"), Limit: limit, Offset: offset}
+	f := store.DetectionFilter{GroupIDs: visible, ComputerID: q.Get("computer"), State: q.Get("state"), Signature: q.Get("name"), Limit: limit, Offset: offset}
 	if len(f.Signature) > 256 || len(f.ComputerID) > 64 {
 		return errcode.New(errcode.Invalid, "filter value too long")
 	}
@@ -68,7 +99,7 @@ func (a *API) listDetections(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if path := q.Get("group"); path != "" {
-		groups, err := a.cfg.Store.Groups(r.Context())
+		groups, err := a.groups(r)
 		if err != nil {
 			return err
 		}
@@ -76,10 +107,11 @@ func (a *API) listDetections(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return errcode.New(errcode.Invalid, "group filter: %s", errcode.Message(err))
 		}
-		f.GroupIDs = []string{g.ID}
+		want := []string{g.ID}
 		if q.Get("recursive") != "false" {
-			f.GroupIDs = groups.Descendants(g.ID)
+			want = groups.Descendants(g.ID)
 		}
+		f.GroupIDs = intersect(want, visible)
 	}
 	ds, total, err := a.cfg.Store.ListDetections(r.Context(), f)
 	if err != nil {
@@ -100,25 +132,30 @@ func (a *API) listDetections(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) getDetection(w http.ResponseWriter, r *http.Request) error {
-	d, err := a.cfg.Store.DetectionByID(r.Context(), r.PathValue("id"))
+	d, c, err := a.detectionFor(r, r.PathValue("id"), authz.Read)
 	if err != nil {
 		return err
 	}
-	name := ""
-	if c, err := a.cfg.Store.ComputerByID(r.Context(), d.ComputerID); err == nil {
-		name = c.Name
-	}
-	writeJSON(w, http.StatusOK, detectionView(d, name))
+	writeJSON(w, http.StatusOK, detectionView(d, c.Name))
 	return nil
 }
 
-func (a *API) setDetectionState(state string) func(http.ResponseWriter, *http.Request) error {
+func (a *API) setDetectionState(newState string) func(http.ResponseWriter, *http.Request) error {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		id := r.PathValue("id")
-		if err := a.cfg.Store.SetDetectionState(r.Context(), id, state, principal(r).Username, a.cfg.Now()); err != nil {
+		d, c, err := a.detectionFor(r, r.PathValue("id"), authz.Write)
+		if err != nil {
 			return err
 		}
-		a.cfg.Log.Info("detection state changed", "detection", id, "state", state, "by", principal(r).Username)
-		return a.getDetection(w, r)
+		auditObject(r, d.ID, d.Signature+" on "+c.Name)
+		if err := a.cfg.Store.SetDetectionState(r.Context(), d.ID, newState, principal(r).Username, a.cfg.Now()); err != nil {
+			return err
+		}
+		auditDiff(r, map[string]string{"state": d.State}, map[string]string{"state": newState})
+		updated, err := a.cfg.Store.DetectionByID(r.Context(), d.ID)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, detectionView(updated, c.Name))
+		return nil
 	}
 }

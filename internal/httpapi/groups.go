@@ -1,10 +1,22 @@
 package httpapi
 
 import (
+	"context"
 	"net/http"
+	"strconv"
 
+	"github.com/mamori/mamori/internal/authz"
+	"github.com/mamori/mamori/internal/errcode"
 	"github.com/mamori/mamori/internal/store"
 )
+
+type groupStore interface {
+	CreateGroup(ctx context.Context, parentID, name string) (*store.Group, error)
+	RenameGroup(ctx context.Context, id, name string, version int64) error
+	MoveGroup(ctx context.Context, id, newParent string, version int64) error
+	DeleteGroup(ctx context.Context, id, moveTo string, version int64) error
+	GroupMembersOf(ctx context.Context, id string) (store.GroupMembers, error)
+}
 
 type groupJSON struct {
 	ID        string  `json:"id"`
@@ -12,10 +24,24 @@ type groupJSON struct {
 	Path      string  `json:"path"`
 	ParentID  *string `json:"parent_id"`
 	CreatedAt *string `json:"created_at"`
+	Version   int64   `json:"version"`
+}
+
+type groupDetail struct {
+	groupJSON
+	Members membersJSON `json:"members"`
+}
+
+type membersJSON struct {
+	Subgroups        int `json:"subgroups"`
+	Computers        int `json:"computers"`
+	EnrollmentTokens int `json:"enrollment_tokens"`
+	PermissionSets   int `json:"permission_sets"`
+	Users            int `json:"users"`
 }
 
 func groupView(g *store.Group) groupJSON {
-	v := groupJSON{ID: g.ID, Name: g.Name, Path: g.Path, CreatedAt: timeJSON(g.CreatedAt)}
+	v := groupJSON{ID: g.ID, Name: g.Name, Path: g.Path, CreatedAt: timeJSON(g.CreatedAt), Version: g.Version}
 	if g.ParentID != "" {
 		p := g.ParentID
 		v.ParentID = &p
@@ -23,16 +49,55 @@ func groupView(g *store.Group) groupJSON {
 	return v
 }
 
+// groupFor resolves a group by id and checks level on groups there.
+func (a *API) groupFor(r *http.Request, id string, l authz.Level) (*store.Group, error) {
+	tree, err := a.groups(r)
+	if err != nil {
+		return nil, err
+	}
+	g, ok := tree.Get(id)
+	if !ok {
+		state(r).checked = true
+		return nil, errcode.New(errcode.NotFound, "static group not found")
+	}
+	if err := a.allowObject(r, authz.Groups, l, g.ID, "static group"); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// listGroups: GET /api/v1/groups — the groups the caller can read.
 func (a *API) listGroups(w http.ResponseWriter, r *http.Request) error {
-	t, err := a.cfg.Store.Groups(r.Context())
+	visible, err := a.scope(r, authz.Groups, authz.Read)
 	if err != nil {
 		return err
 	}
-	items := make([]groupJSON, 0, len(t.List()))
-	for _, g := range t.List() {
-		items = append(items, groupView(g))
+	in := map[string]bool{}
+	for _, g := range visible {
+		in[g] = true
+	}
+	tree, _ := a.groups(r)
+	items := []groupJSON{}
+	for _, g := range tree.List() {
+		if in[g.ID] {
+			items = append(items, groupView(g))
+		}
 	}
 	writeJSON(w, http.StatusOK, list(items, len(items)))
+	return nil
+}
+
+func (a *API) getGroup(w http.ResponseWriter, r *http.Request) error {
+	g, err := a.groupFor(r, r.PathValue("id"), authz.Read)
+	if err != nil {
+		return err
+	}
+	m, err := a.cfg.Store.GroupMembersOf(r.Context(), g.ID)
+	if err != nil {
+		return err
+	}
+	writeETag(w, g.Version)
+	writeJSON(w, http.StatusOK, groupDetail{groupView(g), membersJSON{m.Subgroups, m.Computers, m.EnrollmentTokens, m.PermissionSets, m.Users}})
 	return nil
 }
 
@@ -41,6 +106,7 @@ type createGroupRequest struct {
 	Name   string `json:"name"`
 }
 
+// createGroup: POST /api/v1/groups — write on groups in the parent.
 func (a *API) createGroup(w http.ResponseWriter, r *http.Request) error {
 	var req createGroupRequest
 	if err := decode(w, r, &req); err != nil {
@@ -49,12 +115,16 @@ func (a *API) createGroup(w http.ResponseWriter, r *http.Request) error {
 	if err := store.ValidateGroupName(req.Name); err != nil {
 		return err
 	}
-	t, err := a.cfg.Store.Groups(r.Context())
+	tree, err := a.groups(r)
 	if err != nil {
 		return err
 	}
-	parent, err := t.Resolve(req.Parent)
+	parent, err := tree.Resolve(req.Parent)
 	if err != nil {
+		return err
+	}
+	auditObject(r, "", parent.Path+store.PathSeparator+req.Name)
+	if err := a.allowObject(r, authz.Groups, authz.Write, parent.ID, "static group"); err != nil {
 		return err
 	}
 	g, err := a.cfg.Store.CreateGroup(r.Context(), parent.ID, req.Name)
@@ -62,7 +132,133 @@ func (a *API) createGroup(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	g.Path = parent.Path + store.PathSeparator + g.Name
-	a.cfg.Log.Info("static group created", "group", g.ID, "path", g.Path, "by", principal(r).Username)
+	auditObject(r, g.ID, g.Path)
+	auditDiff(r, nil, groupView(g))
+	writeETag(w, g.Version)
 	writeJSON(w, http.StatusCreated, groupView(g))
+	return nil
+}
+
+type renameGroupRequest struct {
+	Name    string `json:"name"`
+	Version *int64 `json:"version"`
+}
+
+// renameGroup: PATCH /api/v1/groups/{id} {"name","version"}.
+func (a *API) renameGroup(w http.ResponseWriter, r *http.Request) error {
+	var req renameGroupRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	g, err := a.groupFor(r, r.PathValue("id"), authz.Write)
+	if err != nil {
+		return err
+	}
+	auditObject(r, g.ID, g.Path)
+	version, err := versionOf(r, req.Version)
+	if err != nil {
+		return err
+	}
+	if err := a.cfg.Store.RenameGroup(r.Context(), g.ID, req.Name, version); err != nil {
+		return err
+	}
+	auditDiff(r, map[string]string{"name": g.Name}, map[string]string{"name": req.Name})
+	return a.respondGroup(w, r, g.ID, http.StatusOK)
+}
+
+func (a *API) respondGroup(w http.ResponseWriter, r *http.Request, id string, status int) error {
+	tree, err := a.cfg.Store.Groups(r.Context())
+	if err != nil {
+		return err
+	}
+	g, ok := tree.Get(id)
+	if !ok {
+		return errcode.New(errcode.NotFound, "static group not found")
+	}
+	writeETag(w, g.Version)
+	writeJSON(w, status, groupView(g))
+	return nil
+}
+
+type moveGroupRequest struct {
+	Parent  string `json:"parent"`
+	Version *int64 `json:"version"`
+}
+
+// moveGroup: POST /api/v1/groups/{id}/move — write on groups at the group
+// and at the new parent; never into itself or its subtree.
+func (a *API) moveGroup(w http.ResponseWriter, r *http.Request) error {
+	var req moveGroupRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	g, err := a.groupFor(r, r.PathValue("id"), authz.Write)
+	if err != nil {
+		return err
+	}
+	auditObject(r, g.ID, g.Path)
+	version, err := versionOf(r, req.Version)
+	if err != nil {
+		return err
+	}
+	tree, _ := a.groups(r)
+	dest, err := tree.Resolve(req.Parent)
+	if err != nil {
+		return err
+	}
+	if err := a.allow(r, authz.Groups, authz.Write, dest.ID); err != nil {
+		return err
+	}
+	if err := a.cfg.Store.MoveGroup(r.Context(), g.ID, dest.ID, version); err != nil {
+		return err
+	}
+	auditDiff(r, map[string]string{"path": g.Path}, map[string]string{"path": dest.Path + store.PathSeparator + g.Name})
+	return a.respondGroup(w, r, g.ID, http.StatusOK)
+}
+
+// deleteGroup: DELETE /api/v1/groups/{id}?version=N[&move_to=PATH] — only
+// an empty group, unless its computers and objects move to move_to (write
+// on computers and groups there).
+func (a *API) deleteGroup(w http.ResponseWriter, r *http.Request) error {
+	g, err := a.groupFor(r, r.PathValue("id"), authz.Write)
+	if err != nil {
+		return err
+	}
+	auditObject(r, g.ID, g.Path)
+	q := r.URL.Query()
+	var vp *int64
+	if v := q.Get("version"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return errcode.New(errcode.Invalid, "version must be an integer")
+		}
+		vp = &n
+	}
+	version, err := versionOf(r, vp)
+	if err != nil {
+		return err
+	}
+	moveTo := ""
+	if p := q.Get("move_to"); p != "" {
+		tree, _ := a.groups(r)
+		dest, err := tree.Resolve(p)
+		if err != nil {
+			return err
+		}
+		for _, f := range []authz.Functionality{authz.Groups, authz.Computers} {
+			if err := a.allow(r, f, authz.Write, dest.ID); err != nil {
+				return err
+			}
+		}
+		moveTo = dest.ID
+	}
+	if err := a.allow(r, authz.Computers, authz.Write, g.ID); err != nil {
+		return err
+	}
+	if err := a.cfg.Store.DeleteGroup(r.Context(), g.ID, moveTo, version); err != nil {
+		return err
+	}
+	auditDiff(r, groupView(g), nil)
+	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

@@ -232,9 +232,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("API certificate: %w", err)
 		}
 	}
+	sealer, err := auth.LoadOrCreateSealer(filepath.Join(cfg.DataDir, "secret.key"))
+	if err != nil {
+		return nil, fmt.Errorf("secret key: %w", err)
+	}
 	api := httpapi.New(httpapi.Config{
 		Store:           s.db,
-		Auth:            &auth.Service{Store: s.db},
+		Auth:            &auth.Service{Store: s.db, Sealer: sealer},
 		Enrollment:      enroll,
 		Presence:        s.hub,
 		CAFingerprint:   ca.Fingerprint(),
@@ -297,7 +301,8 @@ func (s *Server) bootstrapAdmin(ctx context.Context) error {
 	} else {
 		s.log.Info("created first admin user with the password from MAMORI_ADMIN_PASSWORD", "username", "admin")
 	}
-	return s.db.CreateUser(ctx, &store.User{ID: uuid.NewString(), Username: "admin", PasswordHash: hash})
+	return s.db.CreateUser(ctx, &store.User{ID: uuid.NewString(), Username: "admin", PasswordHash: hash,
+		HomeGroupID: store.GroupAll, PermissionSetIDs: []string{store.PermSetAdministrator}})
 }
 
 // AgentAddr is the bound agent listener address.

@@ -36,10 +36,11 @@ type Computer struct {
 	RevokedAt           time.Time
 	// UnresolvedDetections is filled by ListComputers and ComputerByID.
 	UnresolvedDetections int
+	Version              int64
 }
 
 const computerColumns = `id, name, hostname, instance, group_id, status, last_seen, connected_since, platform, os_name, os_version,
-	agent_version, hardware_fingerprint, clone_suspected, clone_reason, enrolled_at, revoked_at,
+	agent_version, hardware_fingerprint, clone_suspected, clone_reason, enrolled_at, revoked_at, version,
 	(SELECT COUNT(*) FROM detections d WHERE d.computer_id = computers.id AND d.state = 'unresolved')`
 
 func scanComputer(row interface{ Scan(...any) error }) (*Computer, error) {
@@ -48,7 +49,7 @@ func scanComputer(row interface{ Scan(...any) error }) (*Computer, error) {
 	var enrolled int64
 	err := row.Scan(&c.ID, &c.Name, &c.Hostname, &c.Instance, &c.GroupID, &c.Status, &lastSeen, &since, &c.Platform,
 		&c.OSName, &c.OSVersion, &c.AgentVersion, &c.HardwareFingerprint, &c.CloneSuspected, &c.CloneReason, &enrolled, &revoked,
-		&c.UnresolvedDetections)
+		&c.Version, &c.UnresolvedDetections)
 	if err != nil {
 		return nil, err
 	}
@@ -68,6 +69,7 @@ type ComputerFilter struct {
 	Name           string   // case-insensitive substring of the name or host name
 	Status         string   // online, offline
 	GroupIDs       []string // member of any of these static groups
+	Tag            string   // carries this tag
 	IncludeRevoked bool
 	// Sort is a field name, optionally prefixed with "-" for descending:
 	// name (default), last_seen, status, enrolled_at, os_name.
@@ -128,6 +130,10 @@ func (db *DB) ListComputers(ctx context.Context, f ComputerFilter) (_ []*Compute
 		for _, g := range f.GroupIDs {
 			args = append(args, g)
 		}
+	}
+	if f.Tag != "" {
+		where = append(where, "id IN (SELECT computer_id FROM computer_tags WHERE tag = ?)")
+		args = append(args, f.Tag)
 	}
 	order, err := orderBy(f.Sort, computerSorts, "name")
 	if err != nil {

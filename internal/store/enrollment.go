@@ -12,8 +12,11 @@ import (
 type EnrollmentToken struct {
 	ID          string
 	SecretHash  string
-	GroupID     string
-	Description string
+	GroupID     string // where computers enrolled with the token land
+	// AccessGroupID is the static group the token itself lives in (who may
+	// see and revoke it); default All.
+	AccessGroupID string
+	Description   string
 	ExpiresAt   time.Time
 	UsesAllowed int // 0: unlimited
 	Uses        int
@@ -25,22 +28,25 @@ type EnrollmentToken struct {
 // CreateEnrollmentToken stores t.
 func (db *DB) CreateEnrollmentToken(ctx context.Context, t *EnrollmentToken) (err error) {
 	defer db.track("create_enrollment_token", time.Now(), &err)
-	_, err = db.rw.ExecContext(ctx, `INSERT INTO enrollment_tokens (id, secret_hash, group_id, description, expires_at, uses_allowed, uses, created_by, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)`,
-		t.ID, t.SecretHash, t.GroupID, t.Description, ms(t.ExpiresAt), t.UsesAllowed, t.CreatedBy, ms(t.CreatedAt))
+	if t.AccessGroupID == "" {
+		t.AccessGroupID = GroupAll
+	}
+	_, err = db.rw.ExecContext(ctx, `INSERT INTO enrollment_tokens (id, secret_hash, group_id, access_group_id, description, expires_at, uses_allowed, uses, created_by, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?)`,
+		t.ID, t.SecretHash, t.GroupID, t.AccessGroupID, t.Description, ms(t.ExpiresAt), t.UsesAllowed, t.CreatedBy, ms(t.CreatedAt))
 	if isUniqueViolation(err) {
 		return errcode.New(errcode.Conflict, "enrollment token already exists")
 	}
 	return err
 }
 
-const tokenColumns = `id, secret_hash, group_id, description, expires_at, uses_allowed, uses, created_by, created_at, revoked_at`
+const tokenColumns = `id, secret_hash, group_id, access_group_id, description, expires_at, uses_allowed, uses, created_by, created_at, revoked_at`
 
 func scanToken(row interface{ Scan(...any) error }) (*EnrollmentToken, error) {
 	t := &EnrollmentToken{}
 	var exp, created int64
 	var revoked sql.NullInt64
-	if err := row.Scan(&t.ID, &t.SecretHash, &t.GroupID, &t.Description, &exp, &t.UsesAllowed, &t.Uses, &t.CreatedBy, &created, &revoked); err != nil {
+	if err := row.Scan(&t.ID, &t.SecretHash, &t.GroupID, &t.AccessGroupID, &t.Description, &exp, &t.UsesAllowed, &t.Uses, &t.CreatedBy, &created, &revoked); err != nil {
 		return nil, err
 	}
 	t.ExpiresAt, t.CreatedAt, t.RevokedAt = fromMS(exp), fromMS(created), fromNullMS(revoked)

@@ -28,6 +28,7 @@ type Group struct {
 	Name      string
 	Path      string // "All/Servers/Web"
 	CreatedAt time.Time
+	Version   int64
 }
 
 // GroupTree is a snapshot of all static groups, indexed for path lookups.
@@ -84,7 +85,7 @@ func NormalizeGroupPath(path string) string {
 // Groups loads the static group tree.
 func (db *DB) Groups(ctx context.Context) (_ *GroupTree, err error) {
 	defer db.track("groups", time.Now(), &err)
-	rows, err := db.ro.QueryContext(ctx, `SELECT id, COALESCE(parent_id, ''), name, created_at FROM static_groups`)
+	rows, err := db.ro.QueryContext(ctx, `SELECT id, COALESCE(parent_id, ''), name, created_at, version FROM static_groups`)
 	if err != nil {
 		return nil, err
 	}
@@ -93,7 +94,7 @@ func (db *DB) Groups(ctx context.Context) (_ *GroupTree, err error) {
 	for rows.Next() {
 		g := &Group{}
 		var created int64
-		if err := rows.Scan(&g.ID, &g.ParentID, &g.Name, &created); err != nil {
+		if err := rows.Scan(&g.ID, &g.ParentID, &g.Name, &created, &g.Version); err != nil {
 			return nil, err
 		}
 		g.CreatedAt = fromMS(created)
@@ -154,7 +155,7 @@ func (db *DB) CreateGroup(ctx context.Context, parentID, name string) (_ *Group,
 	if err := ValidateGroupName(name); err != nil {
 		return nil, err
 	}
-	g := &Group{ID: uuid.NewString(), ParentID: parentID, Name: name, CreatedAt: time.Now().UTC().Truncate(time.Millisecond)}
+	g := &Group{ID: uuid.NewString(), ParentID: parentID, Name: name, CreatedAt: time.Now().UTC().Truncate(time.Millisecond), Version: 1}
 	err = db.tx(ctx, func(tx *sql.Tx) error {
 		var n int
 		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM static_groups WHERE id = ?`, parentID).Scan(&n); err != nil {
@@ -174,4 +175,180 @@ func (db *DB) CreateGroup(ctx context.Context, parentID, name string) (_ *Group,
 		return nil, err
 	}
 	return g, nil
+}
+
+// IsWithin reports whether group id is ancestor or a descendant of it
+// (ancestor included).
+func (t *GroupTree) IsWithin(id, ancestor string) bool {
+	for depth := 0; id != "" && depth < 256; depth++ {
+		if id == ancestor {
+			return true
+		}
+		g, ok := t.byID[id]
+		if !ok {
+			return false
+		}
+		id = g.ParentID
+	}
+	return false
+}
+
+// RenameGroup renames a group if its version is still version. All cannot
+// be renamed (invalid). Returns conflict for a sibling with the name or a
+// concurrent change, not_found for an unknown group.
+func (db *DB) RenameGroup(ctx context.Context, id, name string, version int64) (err error) {
+	defer db.track("rename_group", time.Now(), &err)
+	if id == GroupAll {
+		return errcode.New(errcode.Invalid, "the All group cannot be renamed")
+	}
+	if err := ValidateGroupName(name); err != nil {
+		return err
+	}
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE static_groups SET name = ?, version = version + 1 WHERE id = ? AND version = ?`, name, id, version)
+		if isUniqueViolation(err) {
+			return errcode.New(errcode.Conflict, "a group named %q already exists there", name)
+		}
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return versionConflict(ctx, tx, "static_groups", id, "group")
+		}
+		return nil
+	})
+}
+
+// MoveGroup moves a group under newParent if its version is still version.
+// Moving All, or moving a group into itself or its own subtree (a cycle),
+// is invalid.
+func (db *DB) MoveGroup(ctx context.Context, id, newParent string, version int64) (err error) {
+	defer db.track("move_group", time.Now(), &err)
+	if id == GroupAll {
+		return errcode.New(errcode.Invalid, "the All group cannot be moved")
+	}
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		if err := groupExists(ctx, tx, newParent); err != nil {
+			return err
+		}
+		// Walk up from the new parent: meeting the group itself is a cycle.
+		for cur, depth := newParent, 0; cur != ""; depth++ {
+			if cur == id {
+				return errcode.New(errcode.Invalid, "a group cannot be moved into itself or one of its subgroups")
+			}
+			if depth > 256 {
+				return errcode.New(errcode.Invalid, "group tree too deep")
+			}
+			var parent sql.NullString
+			if err := tx.QueryRowContext(ctx, `SELECT parent_id FROM static_groups WHERE id = ?`, cur).Scan(&parent); err != nil {
+				return err
+			}
+			cur = parent.String
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE static_groups SET parent_id = ?, version = version + 1 WHERE id = ? AND version = ?`, newParent, id, version)
+		if isUniqueViolation(err) {
+			return errcode.New(errcode.Conflict, "the destination already has a group with that name")
+		}
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return versionConflict(ctx, tx, "static_groups", id, "group")
+		}
+		return nil
+	})
+}
+
+// GroupMembers counts what lives in a group (not its subgroups' members).
+type GroupMembers struct {
+	Subgroups, Computers, EnrollmentTokens, PermissionSets, Users int
+}
+
+// Empty reports whether nothing lives in the group.
+func (m GroupMembers) Empty() bool { return m == GroupMembers{} }
+
+func groupMembers(ctx context.Context, q interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}, id string) (GroupMembers, error) {
+	var m GroupMembers
+	err := q.QueryRowContext(ctx, `SELECT
+		(SELECT COUNT(*) FROM static_groups WHERE parent_id = ?),
+		(SELECT COUNT(*) FROM computers WHERE group_id = ? AND revoked_at IS NULL),
+		(SELECT COUNT(*) FROM enrollment_tokens WHERE group_id = ? OR access_group_id = ?),
+		(SELECT COUNT(*) FROM permission_sets WHERE group_id = ?),
+		(SELECT COUNT(*) FROM users WHERE home_group_id = ?)`, id, id, id, id, id, id).
+		Scan(&m.Subgroups, &m.Computers, &m.EnrollmentTokens, &m.PermissionSets, &m.Users)
+	return m, err
+}
+
+// GroupMembersOf counts what lives in a group.
+func (db *DB) GroupMembersOf(ctx context.Context, id string) (_ GroupMembers, err error) {
+	defer db.track("group_members", time.Now(), &err)
+	return groupMembers(ctx, db.ro, id)
+}
+
+// DeleteGroup deletes a group. It must have no subgroups. Its computers and
+// objects (tokens, permission sets, users' home group) move to moveTo when
+// given; without moveTo the group must be empty (conflict otherwise).
+// Permission sets whose scope names the group lose it (never re-scoped to
+// the destination, which could widen what they grant). All and Lost &
+// Found cannot be deleted.
+func (db *DB) DeleteGroup(ctx context.Context, id, moveTo string, version int64) (err error) {
+	defer db.track("delete_group", time.Now(), &err)
+	if id == GroupAll || id == GroupLostFound {
+		return errcode.New(errcode.Invalid, "the All and Lost & Found groups cannot be deleted")
+	}
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		var v int64
+		if err := tx.QueryRowContext(ctx, `SELECT version FROM static_groups WHERE id = ?`, id).Scan(&v); err != nil {
+			return notFound(err, "group not found")
+		}
+		if v != version {
+			return errcode.New(errcode.Conflict, "the group was changed by someone else; reload it and try again")
+		}
+		m, err := groupMembers(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if m.Subgroups > 0 {
+			return errcode.New(errcode.Conflict, "the group has %d subgroups; delete or move them first", m.Subgroups)
+		}
+		if moveTo == "" {
+			if !m.Empty() {
+				return errcode.New(errcode.Conflict, "the group is not empty (%d computers, %d enrollment tokens, %d permission sets, %d users); give a group to move them to",
+					m.Computers, m.EnrollmentTokens, m.PermissionSets, m.Users)
+			}
+		} else {
+			if moveTo == id {
+				return errcode.New(errcode.Invalid, "cannot move members into the group being deleted")
+			}
+			if err := groupExists(ctx, tx, moveTo); err != nil {
+				return err
+			}
+			for _, q := range []string{
+				`UPDATE computers SET group_id = ? WHERE group_id = ?`,
+				`UPDATE enrollment_tokens SET group_id = ? WHERE group_id = ?`,
+				`UPDATE enrollment_tokens SET access_group_id = ? WHERE access_group_id = ?`,
+				`UPDATE permission_sets SET group_id = ? WHERE group_id = ?`,
+				`UPDATE users SET home_group_id = ? WHERE home_group_id = ?`,
+			} {
+				if _, err := tx.ExecContext(ctx, q, moveTo, id); err != nil {
+					return err
+				}
+			}
+		}
+		// Revoked computers keep no place; they move with the rest or to Lost & Found.
+		dest := moveTo
+		if dest == "" {
+			dest = GroupLostFound
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE computers SET group_id = ? WHERE group_id = ?`, dest, id); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM permission_set_groups WHERE group_id = ?`, id); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `DELETE FROM static_groups WHERE id = ?`, id)
+		return err
+	})
 }

@@ -1,0 +1,342 @@
+package httpapi
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/mamori/mamori/internal/auth"
+	"github.com/mamori/mamori/internal/authz"
+	"github.com/mamori/mamori/internal/errcode"
+	"github.com/mamori/mamori/internal/password"
+	"github.com/mamori/mamori/internal/store"
+)
+
+// world is a fixture with objects in All/Servers and principals with
+// different rights.
+type world struct {
+	*fixture
+	servers, laptops               string // group ids
+	computer, detection, token, ps string // object ids, all in Servers
+	victim                         string // a user whose home is Servers
+	cookies                        map[string]string
+}
+
+// asUser creates a user holding sets and a live session for them.
+func (w *world) asUser(t *testing.T, name, home string, sets ...string) string {
+	t.Helper()
+	hash, _ := password.Hash("long enough password 1")
+	u := &store.User{ID: uuid.NewString(), Username: name, PasswordHash: hash, HomeGroupID: home, PermissionSetIDs: sets}
+	if err := w.db.CreateUser(t.Context(), u); err != nil {
+		t.Fatal(err)
+	}
+	token := "session-of-" + name
+	if err := w.db.CreateSession(t.Context(), &store.Session{TokenHash: auth.HashToken(token), UserID: u.ID, CreatedAt: w.now,
+		ExpiresAt: w.now.Add(time.Hour), LastUsedAt: w.now, SecondFactor: true}); err != nil {
+		t.Fatal(err)
+	}
+	return token
+}
+
+func (w *world) permSet(t *testing.T, name string, groups []string, level int) string {
+	t.Helper()
+	ps := &store.PermissionSet{ID: uuid.NewString(), Name: name, GroupID: store.GroupAll, Groups: groups, Grants: map[string]int{}}
+	for _, f := range authz.All {
+		ps.Grants[string(f)] = level
+	}
+	if err := w.db.CreatePermissionSet(t.Context(), ps); err != nil {
+		t.Fatal(err)
+	}
+	return ps.ID
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	w := &world{fixture: newLoggedIn(t), cookies: map[string]string{}}
+	srv := w.createGroup(t, "", "Servers")
+	lap := w.createGroup(t, "", "Laptops")
+	w.servers, w.laptops = srv.ID, lap.ID
+	w.seed(t, computerSeed{id: "c-srv", name: "srv-01", group: "Servers"})
+	w.computer = "c-srv"
+	w.checkIn(t, &store.CheckIn{ComputerID: "c-srv", Now: w.now, Events: []store.Event{{ID: "det-srv", Type: store.DetectionEventType,
+		OccurredAt: w.now, Data: `{"signature":"EICAR-Test-File","path":"/x"}`}}})
+	w.detection = "det-srv"
+	if err := w.db.AddTag(t.Context(), "c-srv", "prod"); err != nil {
+		t.Fatal(err)
+	}
+	tok := decodeAs[tokenJSON](t, w.call(t, "POST", "/api/v1/enrollment-tokens", `{"group":"Servers","access_group":"Servers"}`), http.StatusCreated)
+	w.token = tok.ID
+	w.ps = w.permSet(t, "Servers operators", []string{w.servers}, 3)
+	psObj, _ := w.db.PermissionSetByID(t.Context(), w.ps)
+	psObj.GroupID = w.servers
+	if err := w.db.UpdatePermissionSet(t.Context(), psObj); err != nil {
+		t.Fatal(err)
+	}
+	hash, _ := password.Hash("long enough password 1")
+	victim := &store.User{ID: uuid.NewString(), Username: "victim", PasswordHash: hash, HomeGroupID: w.servers}
+	if err := w.db.CreateUser(t.Context(), victim); err != nil {
+		t.Fatal(err)
+	}
+	w.victim = victim.ID
+	w.cookies["nobody"] = w.asUser(t, "nobody", store.GroupAll)
+	w.cookies["laptops-admin"] = w.asUser(t, "laptops-admin", w.laptops, w.permSet(t, "Laptops admins", []string{w.laptops}, 3))
+	w.cookies["reviewer"] = w.asUser(t, "reviewer-user", store.GroupAll, store.PermSetReviewer)
+	return w
+}
+
+// target gives each route a concrete path and a body aimed at the objects
+// in Servers.
+func (w *world) target(rt route) (path, body string) {
+	path = rt.Pattern
+	ids := map[string]string{
+		"/api/v1/computers/":         w.computer,
+		"/api/v1/detections/":        w.detection,
+		"/api/v1/groups/":            w.servers,
+		"/api/v1/enrollment-tokens/": w.token,
+		"/api/v1/users/":             w.victim,
+		"/api/v1/permission-sets/":   w.ps,
+		"/api/v1/tokens/":            "no-such-token",
+	}
+	for prefix, id := range ids {
+		if strings.HasPrefix(path, prefix) {
+			path = strings.Replace(path, "{id}", id, 1)
+		}
+	}
+	path = strings.Replace(path, "{tag}", "prod", 1)
+	bodies := map[string]string{
+		"POST /api/v1/computers/wakeup":      `{"group":"Servers"}`,
+		"POST /api/v1/computers/{id}/move":   `{"group":"Servers","version":1}`,
+		"POST /api/v1/computers/{id}/tags":   `{"tag":"new"}`,
+		"POST /api/v1/groups":                `{"parent":"Servers","name":"Sub"}`,
+		"PATCH /api/v1/groups/{id}":          `{"name":"Renamed","version":1}`,
+		"POST /api/v1/groups/{id}/move":      `{"parent":"All","version":1}`,
+		"POST /api/v1/enrollment-tokens":     `{"group":"Servers","access_group":"Servers"}`,
+		"POST /api/v1/users":                 `{"username":"new-user","password":"long enough password 2","home_group":"Servers"}`,
+		"PATCH /api/v1/users/{id}":           `{"description":"x","version":1}`,
+		"POST /api/v1/users/{id}/password":   `{"password":"long enough password 3"}`,
+		"POST /api/v1/permission-sets":       `{"name":"s","group":"Servers","groups":["Servers"],"grants":{"computers":"read"}}`,
+		"PATCH /api/v1/permission-sets/{id}": `{"description":"x","version":2}`,
+		"PUT /api/v1/settings/security":      `{"min_password_length":14,"version":0}`,
+	}
+	body = bodies[rt.Method+" "+rt.Pattern]
+	if body == "" && (rt.Method == "POST" || rt.Method == "PATCH" || rt.Method == "PUT") {
+		body = "{}"
+	}
+	if rt.Pattern == "/api/v1/groups/{id}" && rt.Method == "DELETE" {
+		path += "?version=1"
+	}
+	return path, body
+}
+
+// selfRoutes act on the caller's own account: being logged in is enough.
+var selfRoutes = map[string]bool{
+	"GET /api/v1/session": true, "DELETE /api/v1/session": true, "POST /api/v1/session/totp": true,
+	"POST /api/v1/session/totp/enroll": true, "POST /api/v1/session/totp/confirm": true, "POST /api/v1/session/password": true,
+	"GET /api/v1/tokens": true, "POST /api/v1/tokens": true, "DELETE /api/v1/tokens/{id}": true,
+}
+
+// listRoutes answer with what the caller may see (possibly nothing).
+var listRoutes = map[string]bool{
+	"GET /api/v1/computers": true, "GET /api/v1/tags": true, "GET /api/v1/detections": true, "GET /api/v1/groups": true,
+	"GET /api/v1/enrollment-tokens": true, "GET /api/v1/users": true, "GET /api/v1/permission-sets": true,
+}
+
+func TestAuthorization_EveryRouteRefusesWhoMayNot(t *testing.T) {
+	w := newWorld(t)
+	secrets := []string{w.computer, w.detection, w.token, w.ps, w.victim, "srv-01", "Servers operators"}
+	for _, rt := range w.api.routes() {
+		key := rt.Method + " " + rt.Pattern
+		if rt.Audience == public || selfRoutes[key] {
+			continue
+		}
+		path, body := w.target(rt)
+		t.Run(key, func(t *testing.T) {
+			for _, who := range []string{"nobody", "laptops-admin"} {
+				rec := w.serve(t, request{method: rt.Method, path: path, body: body, cookie: w.cookies[who]})
+				if listRoutes[key] {
+					if rec.Code != http.StatusOK {
+						t.Errorf("%s: list answered %d %s", who, rec.Code, rec.Body)
+					}
+					for _, s := range secrets {
+						if strings.Contains(rec.Body.String(), s) {
+							t.Errorf("%s: list leaks %q: %s", who, s, rec.Body)
+						}
+					}
+					continue
+				}
+				if rec.Code != http.StatusForbidden && rec.Code != http.StatusNotFound {
+					t.Errorf("%s: %d %s, want 403 or 404", who, rec.Code, rec.Body)
+				}
+			}
+			// The reviewer reads everything and changes nothing.
+			rec := w.serve(t, request{method: rt.Method, path: path, body: body, cookie: w.cookies["reviewer"]})
+			if rt.Method == "GET" {
+				if rec.Code != http.StatusOK {
+					t.Errorf("reviewer: read answered %d %s", rec.Code, rec.Body)
+				}
+			} else if rec.Code != http.StatusForbidden {
+				t.Errorf("reviewer: write answered %d %s, want 403", rec.Code, rec.Body)
+			}
+		})
+	}
+	// The administrator is not refused (after everyone else: their writes
+	// change the world; a 404 after an earlier delete is fine).
+	for _, rt := range w.api.routes() {
+		if rt.Audience == public || selfRoutes[rt.Method+" "+rt.Pattern] {
+			continue
+		}
+		path, body := w.target(rt)
+		rec := w.call(t, rt.Method, path, body)
+		if rec.Code == http.StatusForbidden || rec.Code == http.StatusUnauthorized || rec.Code == http.StatusInternalServerError {
+			t.Errorf("administrator: %s %s: %d %s", rt.Method, path, rec.Code, rec.Body)
+		}
+	}
+}
+
+func TestAuthorization_LaptopsAdminCanActInLaptops(t *testing.T) {
+	w := newWorld(t)
+	c := w.cookies["laptops-admin"]
+	rec := w.serve(t, request{method: "POST", path: "/api/v1/groups", body: `{"parent":"Laptops","name":"Floor 2"}`, cookie: c})
+	if rec.Code != http.StatusCreated {
+		t.Fatalf("create group in Laptops: %d %s", rec.Code, rec.Body)
+	}
+	// Moving a group of theirs under Servers (which they cannot write) is refused.
+	g := decodeAs[groupJSON](t, rec, http.StatusCreated)
+	rec = w.serve(t, request{method: "POST", path: "/api/v1/groups/" + g.ID + "/move", body: `{"parent":"Servers","version":1}`, cookie: c})
+	wantError(t, rec, http.StatusForbidden, errcode.Forbidden)
+	// Users created in Laptops with a set they cover.
+	rec = w.serve(t, request{method: "POST", path: "/api/v1/users", body: `{"username":"lap-user","password":"long enough password 9"}`, cookie: c})
+	if rec.Code != http.StatusCreated {
+		t.Fatalf("create user at home: %d %s", rec.Code, rec.Body)
+	}
+	if u := decodeAs[userJSON](t, rec, http.StatusCreated); u.HomeGroup.ID != w.laptops {
+		t.Fatalf("new user's home %+v, want the creator's home Laptops", u.HomeGroup)
+	}
+}
+
+func TestAuthorization_NobodyHandsOutMoreThanTheyHold(t *testing.T) {
+	w := newWorld(t)
+	c := w.cookies["laptops-admin"]
+	// A set granting on All is wider than Laptops.
+	rec := w.serve(t, request{method: "POST", path: "/api/v1/permission-sets", body: `{"name":"grab","group":"Laptops","groups":["All"],"grants":{"computers":"read"}}`, cookie: c})
+	wantError(t, rec, http.StatusForbidden, errcode.Forbidden)
+	// The built-in Administrator set cannot be assigned by them.
+	rec = w.serve(t, request{method: "POST", path: "/api/v1/users", body: `{"username":"mole","password":"long enough password 7","permission_sets":["administrator"]}`, cookie: c})
+	if rec.Code != http.StatusForbidden && rec.Code != http.StatusNotFound {
+		t.Fatalf("assigning Administrator: %d %s", rec.Code, rec.Body)
+	}
+	// Nobody changes their own permission sets.
+	me := decodeAs[sessionResponse](t, w.call(t, "GET", "/api/v1/session", ""), http.StatusOK)
+	u := decodeAs[userJSON](t, w.call(t, "GET", "/api/v1/users/"+me.User.ID, ""), http.StatusOK)
+	rec = w.call(t, "PATCH", "/api/v1/users/"+me.User.ID, fmt.Sprintf(`{"permission_sets":["reviewer"],"version":%d}`, u.Version))
+	wantError(t, rec, http.StatusForbidden, errcode.Forbidden)
+	rec = w.call(t, "PATCH", "/api/v1/users/"+me.User.ID, fmt.Sprintf(`{"disabled":true,"version":%d}`, u.Version))
+	wantError(t, rec, http.StatusForbidden, errcode.Forbidden)
+}
+
+func TestAuthorization_BackstopFailsAHandlerThatNeverChecked(t *testing.T) {
+	w := newWorld(t)
+	forgetful := route{Method: "GET", Pattern: "/api/v1/forgetful", Audience: user, Handler: func(rw http.ResponseWriter, r *http.Request) error {
+		writeJSON(rw, http.StatusOK, map[string]string{"secret": "leaked"})
+		return nil
+	}}
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("GET", "/api/v1/forgetful", nil)
+	req.AddCookie(&http.Cookie{Name: SessionCookie, Value: w.cookie})
+	w.api.wrap(forgetful).ServeHTTP(rec, req)
+	if rec.Code != http.StatusInternalServerError || strings.Contains(rec.Body.String(), "leaked") {
+		t.Fatalf("backstop let through %d %s", rec.Code, rec.Body)
+	}
+}
+
+func auditCount(t *testing.T, f *fixture) int {
+	t.Helper()
+	_, n, err := f.db.ListAudit(t.Context(), store.AuditFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestAudit_EveryWriteRouteLeavesExactlyOneRecord(t *testing.T) {
+	w := newWorld(t)
+	for _, rt := range w.api.routes() {
+		key := rt.Method + " " + rt.Pattern
+		mutating := rt.Method != "GET" && rt.Method != "HEAD"
+		if mutating != (rt.Audit != "") {
+			t.Errorf("%s: mutating=%v but audit %q", key, mutating, rt.Audit)
+			continue
+		}
+		if !mutating {
+			continue
+		}
+		path, body := w.target(rt)
+		for _, who := range []string{"reviewer", "admin"} {
+			cookie := w.cookies[who]
+			if who == "admin" {
+				cookie = w.cookie
+			}
+			if key == "DELETE /api/v1/session" || key == "POST /api/v1/session/password" {
+				cookie = w.asUser(t, fmt.Sprintf("throwaway-%d", time.Now().UnixNano()), store.GroupAll) // ends its session
+			}
+			before := auditCount(t, w.fixture)
+			rec := w.serve(t, request{method: rt.Method, path: path, body: body, cookie: cookie})
+			after := auditCount(t, w.fixture)
+			if after-before != 1 {
+				t.Errorf("%s as %s (%d): %d audit records, want exactly 1", key, who, rec.Code, after-before)
+				continue
+			}
+			es, _, _ := w.db.ListAudit(t.Context(), store.AuditFilter{Limit: 1})
+			e := es[0]
+			wantDomain, wantAction, _ := strings.Cut(rt.Audit, ".")
+			wantResult := store.AuditSuccess
+			if rec.Code >= 400 {
+				wantResult = store.AuditFailure
+			}
+			if e.Domain != wantDomain || e.Action != wantAction || e.Result != wantResult || e.RemoteAddr == "" || e.At.IsZero() {
+				t.Errorf("%s as %s: record %+v (status %d)", key, who, e, rec.Code)
+			}
+			if key != "POST /api/v1/session" && e.Username == "" {
+				t.Errorf("%s as %s: record names nobody", key, who)
+			}
+		}
+	}
+}
+
+func TestAudit_RecordsWhoWhatAndTheDiff(t *testing.T) {
+	w := newWorld(t)
+	g := decodeAs[groupJSON](t, w.call(t, "GET", "/api/v1/groups/"+w.servers, ""), http.StatusOK)
+	w.call(t, "PATCH", "/api/v1/groups/"+w.servers, fmt.Sprintf(`{"name":"Servers-2","version":%d}`, g.Version))
+	es, _, _ := w.db.ListAudit(t.Context(), store.AuditFilter{Domain: "groups", Action: "rename"})
+	if len(es) != 1 || es[0].Username != testUser || es[0].ObjectID != w.servers || es[0].Diff != `{"name":["Servers","Servers-2"]}` {
+		t.Fatalf("rename record %+v", es)
+	}
+	// Failed logins are recorded with the attempted name.
+	w.serve(t, request{method: "POST", path: "/api/v1/session", body: loginBody("mallory", "nope")})
+	es, _, _ = w.db.ListAudit(t.Context(), store.AuditFilter{Domain: "session", Result: store.AuditFailure})
+	if len(es) == 0 || es[0].Username != "mallory" || es[0].Detail == "" {
+		t.Fatalf("failed login record %+v", es)
+	}
+	// Reading: filters and CSV export; nothing deletes entries.
+	list := decodeAs[listResponse[auditJSON]](t, w.call(t, "GET", "/api/v1/audit?domain=groups&action=rename", ""), http.StatusOK)
+	if list.Total != 1 || list.Items[0].ObjectName == "" {
+		t.Fatalf("audit list %+v", list)
+	}
+	rec := w.call(t, "GET", "/api/v1/audit/export?user="+testUser, "")
+	if rec.Code != 200 || !strings.HasPrefix(rec.Header().Get("Content-Type"), "text/csv") || !strings.Contains(rec.Body.String(), "groups,rename") {
+		t.Fatalf("CSV export %d %s: %s", rec.Code, rec.Header().Get("Content-Type"), rec.Body)
+	}
+	for _, q := range []string{"since=yesterday", "result=maybe", "limit=0"} {
+		wantError(t, w.call(t, "GET", "/api/v1/audit?"+q, ""), http.StatusBadRequest, errcode.Invalid)
+	}
+	for _, m := range []string{"DELETE", "PUT", "POST", "PATCH"} {
+		if rec := w.call(t, m, "/api/v1/audit", "{}"); rec.Code != http.StatusMethodNotAllowed {
+			t.Errorf("%s /api/v1/audit: %d", m, rec.Code)
+		}
+	}
+}
