@@ -168,13 +168,18 @@ func TestInventoryDelta_OnlyChangedSectionsAreSent(t *testing.T) {
 		})
 	}
 	updated := p.api.computer(t, c.ID)
-	wake() // nothing changed: nothing stored
+	// Nothing changed: nothing stored. The agent sends a check-in only after
+	// the previous one was acknowledged, so once the second wake-up's
+	// check-in arrives the first one is complete.
+	wake()
+	wake()
 	if n := p.api.metric(t, "mamori_inventory_sections_stored_total"); n != 6 {
-		t.Fatalf("a no-change check-in stored %v sections in total, want still 6", n)
+		t.Fatalf("no-change check-ins stored %v sections in total, want still 6", n)
 	}
 	col.mu.Lock()
 	col.extra = []*agentproto.Package{{Name: "zz-mamori-test", Version: "1.2.3", Architecture: "all"}}
 	col.mu.Unlock()
+	wake()
 	wake()
 	if n := p.api.metric(t, "mamori_inventory_sections_stored_total"); n != 7 {
 		t.Fatalf("after one section changed %v sections were stored in total, want 7", n)
