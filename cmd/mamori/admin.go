@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/user"
+	"time"
 
 	"github.com/mamori/mamori/internal/enrollment"
 	"github.com/mamori/mamori/internal/errcode"
@@ -43,8 +45,13 @@ func runTokenCreate(ctx context.Context, args []string, stdout io.Writer) error 
 	}
 	defer db.Close()
 	svc := &enrollment.Service{Store: db}
-	nt, err := svc.CreateToken(ctx, enrollment.TokenParams{GroupPath: *group, TTL: *ttl, Uses: *uses, Description: *desc, CreatedBy: "cli"})
+	nt, err := svc.CreateToken(ctx, enrollment.TokenParams{GroupPath: *group, TTL: *ttl, Uses: *uses, Description: *desc, CreatedBy: "cli (" + osUser() + ")"})
 	if err != nil {
+		return err
+	}
+	if err := db.AppendAudit(ctx, &store.AuditEntry{At: time.Now().UTC(), Username: osUser(), Via: "cli", Domain: "enrollment_tokens",
+		Action: "create", ObjectID: nt.Token.ID, ObjectName: nt.Token.Description, Result: store.AuditSuccess,
+		Diff: fmt.Sprintf(`{"group":[null,%q],"uses_allowed":[null,%d]}`, nt.GroupPath, nt.Token.UsesAllowed)}); err != nil {
 		return err
 	}
 	fp := pki.Fingerprint(ca.Raw)
@@ -86,4 +93,11 @@ func noServerData(dir string, err error) error {
 		return errcode.New(errcode.NotFound, "%s holds no server CA; start the server once with: mamori server --data %s", dir, dir)
 	}
 	return err
+}
+
+func osUser() string {
+	if u, err := user.Current(); err == nil {
+		return u.Username
+	}
+	return "unknown"
 }

@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -31,9 +32,17 @@ type Store interface {
 	EnrollComputer(ctx context.Context, secretHash string, now time.Time, c *store.Computer, cert *store.AgentCertificate) error
 }
 
+// AuditLog receives the audit entries of enrollments.
+type AuditLog interface {
+	AppendAudit(ctx context.Context, e *store.AuditEntry) error
+}
+
 // Service issues tokens and enrolls computers.
 type Service struct {
 	Store Store
+	// Audit, when set, records every enrollment attempt (success and
+	// refusal) in the audit log: enrollments add computers.
+	Audit AuditLog
 	// CA signs agent certificates; nil is allowed for token creation only.
 	CA  *pki.CA
 	Now func() time.Time // default time.Now
@@ -137,6 +146,7 @@ func HashSecret(secret string) string {
 
 // Request is an agent's enrollment request.
 type Request struct {
+	Remote              string // the agent's address, for the audit log
 	Token               string
 	CSR                 []byte
 	Hostname            string
@@ -157,7 +167,8 @@ type Result struct {
 // Enroll validates req, consumes one use of its token and returns the new
 // computer and its certificate. Returns unauthorized for an unknown, expired,
 // revoked or used-up token and invalid for a malformed request.
-func (s *Service) Enroll(ctx context.Context, req Request) (*Result, error) {
+func (s *Service) Enroll(ctx context.Context, req Request) (res *Result, err error) {
+	defer func() { s.audit(ctx, req, res, err) }()
 	if err := req.validate(); err != nil {
 		return nil, err
 	}
@@ -233,4 +244,23 @@ func printable(s string) bool {
 func isHex(s string) bool {
 	_, err := hex.DecodeString(s)
 	return err == nil
+}
+
+func (s *Service) audit(ctx context.Context, req Request, res *Result, err error) {
+	if s.Audit == nil {
+		return
+	}
+	name := req.Hostname
+	if req.Instance != "" {
+		name = req.Instance
+	}
+	e := &store.AuditEntry{At: s.now().UTC(), Username: "(agent)", Via: "agent", RemoteAddr: req.Remote,
+		Domain: "computers", Action: "enroll", ObjectName: name, Result: store.AuditSuccess}
+	if err != nil {
+		e.Result, e.Detail = store.AuditFailure, errcode.Message(err)
+	} else {
+		e.ObjectID = res.Computer.ID
+		e.Diff = `{"group":[null,` + strconv.Quote(res.GroupPath) + `],"clone_suspected":[null,` + strconv.FormatBool(res.Computer.CloneSuspected) + `]}`
+	}
+	_ = s.Audit.AppendAudit(context.WithoutCancel(ctx), e) // best effort: an enrollment is not refused for the audit log
 }
