@@ -37,6 +37,7 @@ type Store interface {
 	tokenStore
 	userStore
 	permSetStore
+	dynGroupStore
 	auditStore
 	auth.PolicyStore
 }
@@ -55,10 +56,13 @@ type Presence interface {
 
 // Config wires the API.
 type Config struct {
-	Store         Store
-	Auth          *auth.Service
-	Enrollment    *enrollment.Service
-	Presence      Presence
+	Store      Store
+	Auth       *auth.Service
+	Enrollment *enrollment.Service
+	Presence   Presence
+	// DynamicGroups evaluates dynamic group templates; nil disables
+	// previews and background re-evaluation.
+	DynamicGroups DynamicGroups
 	CAFingerprint string
 	CAPEM         []byte
 	Metrics       http.Handler

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/mamori/mamori/internal/auth"
+	"github.com/mamori/mamori/internal/dyngroup"
 	"github.com/mamori/mamori/internal/enrollment"
 	"github.com/mamori/mamori/internal/errcode"
 	"github.com/mamori/mamori/internal/password"
@@ -130,6 +131,7 @@ func newFixture(t *testing.T) *fixture {
 	f.api = New(Config{
 		Store:         db,
 		Auth:          &auth.Service{Store: db, Now: clock},
+		DynamicGroups: &dyngroup.Evaluator{Store: db, Now: clock},
 		Enrollment:    &enrollment.Service{Store: db, Now: clock},
 		Presence:      f.presence,
 		CAFingerprint: testFingerprint,

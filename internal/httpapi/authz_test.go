@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +24,7 @@ type world struct {
 	*fixture
 	servers, laptops               string // group ids
 	computer, detection, token, ps string // object ids, all in Servers
+	dyn                            string // a dynamic group under Servers
 	victim                         string // a user whose home is Servers
 	cookies                        map[string]string
 }
@@ -83,6 +85,12 @@ func newWorld(t *testing.T) *world {
 		t.Fatal(err)
 	}
 	w.victim = victim.ID
+	dg := &store.DynamicGroup{ID: uuid.NewString(), Name: "nginx servers", StaticParentID: w.servers,
+		Template: `{"op":"and","rules":[{"field":"software","operator":"=","value":"nginx"}]}`}
+	if err := w.db.CreateDynamicGroup(t.Context(), dg); err != nil {
+		t.Fatal(err)
+	}
+	w.dyn = dg.ID
 	w.cookies["nobody"] = w.asUser(t, "nobody", store.GroupAll)
 	w.cookies["laptops-admin"] = w.asUser(t, "laptops-admin", w.laptops, w.permSet(t, "Laptops admins", []string{w.laptops}, 3))
 	w.cookies["reviewer"] = w.asUser(t, "reviewer-user", store.GroupAll, store.PermSetReviewer)
@@ -101,6 +109,7 @@ func (w *world) target(rt route) (path, body string) {
 		"/api/v1/users/":             w.victim,
 		"/api/v1/permission-sets/":   w.ps,
 		"/api/v1/tokens/":            "no-such-token",
+		"/api/v1/dynamic-groups/":    w.dyn,
 	}
 	for prefix, id := range ids {
 		if strings.HasPrefix(path, prefix) {
@@ -122,13 +131,18 @@ func (w *world) target(rt route) (path, body string) {
 		"POST /api/v1/permission-sets":       `{"name":"s","group":"Servers","groups":["Servers"],"grants":{"computers":"read"}}`,
 		"PATCH /api/v1/permission-sets/{id}": `{"description":"x","version":2}`,
 		"PUT /api/v1/settings/security":      `{"min_password_length":14,"version":0}`,
+		"POST /api/v1/dynamic-groups":        `{"name":"d","parent":"Servers","template":{"op":"and","rules":[{"field":"tag","operator":"=","value":"x"}]}}`,
+		"PATCH /api/v1/dynamic-groups/{id}":  `{"description":"x","version":1}`,
 	}
 	body = bodies[rt.Method+" "+rt.Pattern]
 	if body == "" && (rt.Method == "POST" || rt.Method == "PATCH" || rt.Method == "PUT") {
 		body = "{}"
 	}
-	if rt.Pattern == "/api/v1/groups/{id}" && rt.Method == "DELETE" {
+	if (rt.Pattern == "/api/v1/groups/{id}" || rt.Pattern == "/api/v1/dynamic-groups/{id}") && rt.Method == "DELETE" {
 		path += "?version=1"
+	}
+	if rt.Pattern == "/api/v1/dynamic-groups/preview" {
+		path += "?parent=Servers&template=" + url.QueryEscape(`{"op":"and","rules":[{"field":"tag","operator":"=","value":"x"}]}`)
 	}
 	return path, body
 }
@@ -142,6 +156,7 @@ var selfRoutes = map[string]bool{
 
 // listRoutes answer with what the caller may see (possibly nothing).
 var listRoutes = map[string]bool{
+	"GET /api/v1/dynamic-groups": true, "GET /api/v1/dynamic-groups/fields": true,
 	"GET /api/v1/computers": true, "GET /api/v1/tags": true, "GET /api/v1/detections": true, "GET /api/v1/groups": true,
 	"GET /api/v1/enrollment-tokens": true, "GET /api/v1/users": true, "GET /api/v1/permission-sets": true,
 }

@@ -79,6 +79,7 @@ type computerDetail struct {
 	Inventory           map[string]json.RawMessage `json:"inventory"`
 	InventoryUpdatedAt  map[string]*string         `json:"inventory_updated_at"`
 	RecentEvents        []eventJSON                `json:"recent_events"`
+	DynamicGroups       []string                   `json:"dynamic_groups"`
 }
 
 type eventJSON struct {
@@ -155,7 +156,8 @@ func (a *API) listComputers(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	f := store.ComputerFilter{Name: q.Get("name"), Status: q.Get("status"), Tag: q.Get("tag"), Sort: q.Get("sort"), Limit: limit, Offset: offset}
+	f := store.ComputerFilter{Name: q.Get("name"), Status: q.Get("status"), Tag: q.Get("tag"), DynamicGroupID: q.Get("dynamic_group"),
+		Sort: q.Get("sort"), Limit: limit, Offset: offset}
 	if len(f.Name) > 256 || len(f.Tag) > store.MaxTagLen {
 		return errcode.New(errcode.Invalid, "name or tag filter too long")
 	}
@@ -217,6 +219,10 @@ func (a *API) getComputer(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	dyn, err := a.cfg.Store.ComputerDynamicGroups(ctx, c.ID)
+	if err != nil {
+		return err
+	}
 	d := computerDetail{
 		computerJSON:        a.computerView(c, groups, a.cfg.Now()),
 		HardwareFingerprint: c.HardwareFingerprint,
@@ -229,6 +235,7 @@ func (a *API) getComputer(w http.ResponseWriter, r *http.Request) error {
 		d.InventoryUpdatedAt[s.Section] = timeJSON(s.UpdatedAt)
 	}
 	d.Tags = tags
+	d.DynamicGroups = dyn
 	writeETag(w, c.Version)
 	writeJSON(w, http.StatusOK, d)
 	return nil

@@ -88,6 +88,15 @@ func (a *API) routes() []route {
 		{Method: "POST", Pattern: "/api/v1/groups/{id}/move", Audience: user, Audit: "groups.move", Handler: a.moveGroup},
 		{Method: "DELETE", Pattern: "/api/v1/groups/{id}", Audience: user, Audit: "groups.delete", Handler: a.deleteGroup},
 
+		{Method: "GET", Pattern: "/api/v1/dynamic-groups", Audience: user, Handler: a.listDynGroups},
+		{Method: "POST", Pattern: "/api/v1/dynamic-groups", Audience: user, Audit: "dynamic_groups.create", Handler: a.createDynGroup},
+		{Method: "GET", Pattern: "/api/v1/dynamic-groups/fields", Audience: user, Handler: a.dynFields},
+		{Method: "GET", Pattern: "/api/v1/dynamic-groups/preview", Audience: user, Handler: a.previewDynGroup},
+		{Method: "GET", Pattern: "/api/v1/dynamic-groups/{id}", Audience: user, Handler: a.getDynGroup},
+		{Method: "PATCH", Pattern: "/api/v1/dynamic-groups/{id}", Audience: user, Audit: "dynamic_groups.update", Handler: a.updateDynGroup},
+		{Method: "DELETE", Pattern: "/api/v1/dynamic-groups/{id}", Audience: user, Audit: "dynamic_groups.delete", Handler: a.deleteDynGroup},
+		{Method: "GET", Pattern: "/api/v1/dynamic-groups/{id}/members", Audience: user, Handler: a.dynMembers},
+
 		{Method: "GET", Pattern: "/api/v1/enrollment-tokens", Audience: user, Handler: a.listTokens},
 		{Method: "POST", Pattern: "/api/v1/enrollment-tokens", Audience: user, Audit: "enrollment_tokens.create", Handler: a.createToken},
 		{Method: "DELETE", Pattern: "/api/v1/enrollment-tokens/{id}", Audience: user, Audit: "enrollment_tokens.revoke", Handler: a.revokeToken},

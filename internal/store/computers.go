@@ -69,6 +69,7 @@ type ComputerFilter struct {
 	Name           string   // case-insensitive substring of the name or host name
 	Status         string   // online, offline
 	GroupIDs       []string // member of any of these static groups
+	DynamicGroupID string   // member of this dynamic group
 	Tag            string   // carries this tag
 	IncludeRevoked bool
 	// Sort is a field name, optionally prefixed with "-" for descending:
@@ -134,6 +135,10 @@ func (db *DB) ListComputers(ctx context.Context, f ComputerFilter) (_ []*Compute
 	if f.Tag != "" {
 		where = append(where, "id IN (SELECT computer_id FROM computer_tags WHERE tag = ?)")
 		args = append(args, f.Tag)
+	}
+	if f.DynamicGroupID != "" {
+		where = append(where, "id IN (SELECT computer_id FROM dynamic_group_members WHERE group_id = ?)")
+		args = append(args, f.DynamicGroupID)
 	}
 	order, err := orderBy(f.Sort, computerSorts, "name")
 	if err != nil {
@@ -267,6 +272,11 @@ func (db *DB) ApplyPresence(ctx context.Context, ups []PresenceUpdate) (err erro
 			if err != nil {
 				return err
 			}
+			if u.Status != "" {
+				if err := bumpChange(ctx, tx, u.ComputerID); err != nil {
+					return err
+				}
+			}
 		}
 		return nil
 	})
@@ -286,6 +296,10 @@ func (db *DB) MarkAllOffline(ctx context.Context) (n int64, err error) {
 // MarkCloneSuspected flags a computer as a suspected clone with a reason.
 func (db *DB) MarkCloneSuspected(ctx context.Context, id, reason string) (err error) {
 	defer db.track("mark_clone", time.Now(), &err)
-	_, err = db.rw.ExecContext(ctx, `UPDATE computers SET clone_suspected = 1, clone_reason = ? WHERE id = ?`, reason, id)
-	return err
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE computers SET clone_suspected = 1, clone_reason = ? WHERE id = ?`, reason, id); err != nil {
+			return err
+		}
+		return bumpChange(ctx, tx, id)
+	})
 }

@@ -174,20 +174,24 @@ func (db *DB) DetectionByID(ctx context.Context, id string) (_ *Detection, err e
 // unresolved again. Returns not_found for an unknown id.
 func (db *DB) SetDetectionState(ctx context.Context, id, state, by string, now time.Time) (err error) {
 	defer db.track("set_detection_state", time.Now(), &err)
-	var res sql.Result
-	switch state {
-	case DetectionResolved:
-		res, err = db.rw.ExecContext(ctx, `UPDATE detections SET state = 'resolved', resolved_by = ?, resolved_at = ? WHERE id = ?`, by, ms(now), id)
-	case DetectionUnresolved:
-		res, err = db.rw.ExecContext(ctx, `UPDATE detections SET state = 'unresolved', resolved_by = '', resolved_at = NULL WHERE id = ?`, id)
-	default:
+	if state != DetectionResolved && state != DetectionUnresolved {
 		return errcode.New(errcode.Invalid, "state must be unresolved or resolved")
 	}
-	if err != nil {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		var res sql.Result
+		if state == DetectionResolved {
+			res, err = tx.ExecContext(ctx, `UPDATE detections SET state = 'resolved', resolved_by = ?, resolved_at = ? WHERE id = ?`, by, ms(now), id)
+		} else {
+			res, err = tx.ExecContext(ctx, `UPDATE detections SET state = 'unresolved', resolved_by = '', resolved_at = NULL WHERE id = ?`, id)
+		}
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return errcode.New(errcode.NotFound, "detection not found")
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE computers SET change_seq = (SELECT COALESCE(MAX(change_seq), 0) + 1 FROM computers)
+			WHERE id = (SELECT computer_id FROM detections WHERE id = ?)`, id)
 		return err
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return errcode.New(errcode.NotFound, "detection not found")
-	}
-	return nil
+	})
 }

@@ -177,6 +177,9 @@ func (db *DB) EnrollComputer(ctx context.Context, secretHash string, now time.Ti
 					"same hardware fingerprint as "+c.Name+" ("+c.ID+"), enrolled later", tw.id); err != nil {
 					return err
 				}
+				if err := bumpChange(ctx, tx, tw.id); err != nil {
+					return err
+				}
 			}
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO computers (id, name, hostname, instance, group_id, status, platform, agent_version,
@@ -186,9 +189,11 @@ func (db *DB) EnrollComputer(ctx context.Context, secretHash string, now time.Ti
 			c.HardwareFingerprint, c.CloneSuspected, c.CloneReason, ms(now), t.ID); err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO agent_certificates (serial, computer_id, issued_at, not_after) VALUES (?, ?, ?, ?)`,
-			cert.Serial, c.ID, ms(cert.IssuedAt), ms(cert.NotAfter))
-		return err
+		if _, err := tx.ExecContext(ctx, `INSERT INTO agent_certificates (serial, computer_id, issued_at, not_after) VALUES (?, ?, ?, ?)`,
+			cert.Serial, c.ID, ms(cert.IssuedAt), ms(cert.NotAfter)); err != nil {
+			return err
+		}
+		return bumpChange(ctx, tx, c.ID)
 	})
 }
 
@@ -219,7 +224,9 @@ func (db *DB) RevokeComputer(ctx context.Context, id string, now time.Time) (err
 		if n, _ := res.RowsAffected(); n == 0 {
 			return errcode.New(errcode.NotFound, "computer not found")
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE agent_certificates SET revoked_at = COALESCE(revoked_at, ?) WHERE computer_id = ?`, ms(now), id)
-		return err
+		if _, err := tx.ExecContext(ctx, `UPDATE agent_certificates SET revoked_at = COALESCE(revoked_at, ?) WHERE computer_id = ?`, ms(now), id); err != nil {
+			return err
+		}
+		return bumpChange(ctx, tx, id)
 	})
 }

@@ -94,6 +94,11 @@ func (db *DB) ApplyCheckIns(ctx context.Context, cs []*CheckIn) (inserted []int,
 					}
 				}
 			}
+			if len(c.Sections) > 0 || c.Summary != (ComputerSummary{}) || hasDetection(c.Events) {
+				if err := bumpChange(ctx, tx, c.ComputerID); err != nil {
+					return err
+				}
+			}
 			if s := c.Summary; s != (ComputerSummary{}) {
 				if _, err := tx.ExecContext(ctx, `UPDATE computers SET
 					hostname = CASE WHEN ? <> '' THEN ? ELSE hostname END,
@@ -197,4 +202,13 @@ func (db *DB) ComputerEvents(ctx context.Context, computerID string, f EventFilt
 		out = append(out, e)
 	}
 	return out, total, rows.Err()
+}
+
+func hasDetection(es []Event) bool {
+	for _, e := range es {
+		if e.Type == DetectionEventType {
+			return true
+		}
+	}
+	return false
 }

@@ -34,28 +34,33 @@ func (db *DB) AddTag(ctx context.Context, computerID, tag string) (err error) {
 	}
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		var n int
-		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM computer_tags WHERE computer_id = ?`, computerID).Scan(&n); err != nil {
+		// The tag being added does not count: re-adding it stays a no-op at the limit.
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM computer_tags WHERE computer_id = ? AND tag <> ?`, computerID, tag).Scan(&n); err != nil {
 			return err
 		}
 		if n >= MaxTagsPerComputer {
 			return errcode.New(errcode.Invalid, "a computer has at most %d tags", MaxTagsPerComputer)
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO computer_tags (computer_id, tag) VALUES (?, ?) ON CONFLICT DO NOTHING`, computerID, tag)
-		return err
+		if _, err := tx.ExecContext(ctx, `INSERT INTO computer_tags (computer_id, tag) VALUES (?, ?) ON CONFLICT DO NOTHING`, computerID, tag); err != nil {
+			return err
+		}
+		return bumpChange(ctx, tx, computerID)
 	})
 }
 
 // RemoveTag removes a tag from a computer; not_found if it did not have it.
 func (db *DB) RemoveTag(ctx context.Context, computerID, tag string) (err error) {
 	defer db.track("remove_tag", time.Now(), &err)
-	res, err := db.rw.ExecContext(ctx, `DELETE FROM computer_tags WHERE computer_id = ? AND tag = ?`, computerID, tag)
-	if err != nil {
-		return err
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return errcode.New(errcode.NotFound, "the computer has no tag %q", tag)
-	}
-	return nil
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM computer_tags WHERE computer_id = ? AND tag = ?`, computerID, tag)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return errcode.New(errcode.NotFound, "the computer has no tag %q", tag)
+		}
+		return bumpChange(ctx, tx, computerID)
+	})
 }
 
 // ComputerTags returns a computer's tags, sorted.
@@ -127,6 +132,6 @@ func (db *DB) MoveComputer(ctx context.Context, id, groupID string, version int6
 		if n, _ := res.RowsAffected(); n == 0 {
 			return versionConflict(ctx, tx, "computers", id, "computer")
 		}
-		return nil
+		return bumpChange(ctx, tx, id)
 	})
 }
