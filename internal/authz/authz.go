@@ -157,6 +157,18 @@ func (p *Permissions) Groups(f Functionality, level Level, tree *store.GroupTree
 	return out
 }
 
+// SeesGroup reports whether the permissions give at least read on some
+// functionality in group: whether the caller may learn that the group
+// exists.
+func (p *Permissions) SeesGroup(group string, tree *store.GroupTree) bool {
+	for f := range p.byFunc {
+		if !global[f] && p.Allows(f, Read, group, tree) {
+			return true
+		}
+	}
+	return false
+}
+
 // Any reports whether the permissions give at least level on f anywhere.
 func (p *Permissions) Any(f Functionality, level Level) bool {
 	for _, s := range p.byFunc[f] {

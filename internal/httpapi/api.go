@@ -38,6 +38,7 @@ type Store interface {
 	userStore
 	permSetStore
 	dynGroupStore
+	policyStore
 	auditStore
 	auth.PolicyStore
 }
@@ -63,10 +64,13 @@ type Config struct {
 	// DynamicGroups evaluates dynamic group templates; nil disables
 	// previews and background re-evaluation.
 	DynamicGroups DynamicGroups
-	CAFingerprint string
-	CAPEM         []byte
-	Metrics       http.Handler
-	Log           *slog.Logger
+	// Configurations computes effective configurations; nil disables the
+	// effective-config endpoint and configuration pushes.
+	Configurations Configurations
+	CAFingerprint  string
+	CAPEM          []byte
+	Metrics        http.Handler
+	Log            *slog.Logger
 	// Connection warning thresholds for computers not seen for a while.
 	OfflineWarning  time.Duration // default 48h
 	OfflineCritical time.Duration // default 14 days
@@ -293,4 +297,13 @@ func versionOf(r *http.Request, body *int64) (int64, error) {
 		return v, nil
 	}
 	return 0, errcode.New(errcode.Invalid, "give the version you edited (\"version\" in the body or an If-Match header) so that concurrent changes are detected")
+}
+
+// rawOr returns s as raw JSON, or def when s is empty (stored data written
+// before a field existed).
+func rawOr(s, def string) json.RawMessage {
+	if s == "" {
+		return json.RawMessage(def)
+	}
+	return json.RawMessage(s)
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/mamori/mamori/internal/enrollment"
 	"github.com/mamori/mamori/internal/errcode"
 	"github.com/mamori/mamori/internal/password"
+	"github.com/mamori/mamori/internal/policy"
 	"github.com/mamori/mamori/internal/store"
 )
 
@@ -129,13 +130,14 @@ func newFixture(t *testing.T) *fixture {
 	f := &fixture{db: db, presence: newFakePresence(), now: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}
 	clock := func() time.Time { return f.now }
 	f.api = New(Config{
-		Store:         db,
-		Auth:          &auth.Service{Store: db, Now: clock},
-		DynamicGroups: &dyngroup.Evaluator{Store: db, Now: clock},
-		Enrollment:    &enrollment.Service{Store: db, Now: clock},
-		Presence:      f.presence,
-		CAFingerprint: testFingerprint,
-		CAPEM:         []byte(testCAPEM),
+		Store:          db,
+		Auth:           &auth.Service{Store: db, Now: clock},
+		DynamicGroups:  &dyngroup.Evaluator{Store: db, Now: clock},
+		Configurations: &policy.Service{Store: db},
+		Enrollment:     &enrollment.Service{Store: db, Now: clock},
+		Presence:       f.presence,
+		CAFingerprint:  testFingerprint,
+		CAPEM:          []byte(testCAPEM),
 		Metrics: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			io.WriteString(w, "mamori_up 1\n")
 		}),

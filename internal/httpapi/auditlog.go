@@ -221,7 +221,7 @@ func (a *API) exportAudit(w http.ResponseWriter, r *http.Request) error {
 	cw := csv.NewWriter(&buf)
 	cw.Write([]string{"seq", "at", "user_id", "username", "via", "remote_addr", "domain", "action", "object_id", "object_name", "diff", "result", "detail"})
 	err = a.cfg.Store.EachAudit(r.Context(), f, func(e *store.AuditEntry) error {
-		return cw.Write([]string{strconv.FormatInt(e.Seq, 10), *timeJSON(e.At), e.UserID, csvSafe(e.Username), e.Via, e.RemoteAddr, e.Domain, e.Action,
+		return cw.Write([]string{strconv.FormatInt(e.Seq, 10), e.At.UTC().Format("2006-01-02T15:04:05.000Z07:00"), e.UserID, csvSafe(e.Username), e.Via, e.RemoteAddr, e.Domain, e.Action,
 			csvSafe(e.ObjectID), csvSafe(e.ObjectName), csvSafe(e.Diff), e.Result, csvSafe(e.Detail)})
 	})
 	if err != nil {

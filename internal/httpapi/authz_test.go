@@ -25,6 +25,7 @@ type world struct {
 	servers, laptops               string // group ids
 	computer, detection, token, ps string // object ids, all in Servers
 	dyn                            string // a dynamic group under Servers
+	policy, assignment             string // a policy in Servers assigned to Servers
 	victim                         string // a user whose home is Servers
 	cookies                        map[string]string
 }
@@ -91,6 +92,16 @@ func newWorld(t *testing.T) *world {
 		t.Fatal(err)
 	}
 	w.dyn = dg.ID
+	pol := &store.PolicyRow{ID: uuid.NewString(), Name: "Servers agent", Product: "agent", GroupID: w.servers,
+		Settings: `{"log_level":{"flag":"apply","value":"debug"}}`}
+	if err := w.db.CreatePolicy(t.Context(), pol); err != nil {
+		t.Fatal(err)
+	}
+	as := &store.PolicyAssignment{ID: uuid.NewString(), PolicyID: pol.ID, TargetType: "static", TargetID: w.servers}
+	if err := w.db.AssignPolicy(t.Context(), as); err != nil {
+		t.Fatal(err)
+	}
+	w.policy, w.assignment = pol.ID, as.ID
 	w.cookies["nobody"] = w.asUser(t, "nobody", store.GroupAll)
 	w.cookies["laptops-admin"] = w.asUser(t, "laptops-admin", w.laptops, w.permSet(t, "Laptops admins", []string{w.laptops}, 3))
 	w.cookies["reviewer"] = w.asUser(t, "reviewer-user", store.GroupAll, store.PermSetReviewer)
@@ -110,6 +121,7 @@ func (w *world) target(rt route) (path, body string) {
 		"/api/v1/permission-sets/":   w.ps,
 		"/api/v1/tokens/":            "no-such-token",
 		"/api/v1/dynamic-groups/":    w.dyn,
+		"/api/v1/policies/":          w.policy,
 	}
 	for prefix, id := range ids {
 		if strings.HasPrefix(path, prefix) {
@@ -117,28 +129,33 @@ func (w *world) target(rt route) (path, body string) {
 		}
 	}
 	path = strings.Replace(path, "{tag}", "prod", 1)
+	path = strings.Replace(path, "{aid}", w.assignment, 1)
 	bodies := map[string]string{
-		"POST /api/v1/computers/wakeup":      `{"group":"Servers"}`,
-		"POST /api/v1/computers/{id}/move":   `{"group":"Servers","version":1}`,
-		"POST /api/v1/computers/{id}/tags":   `{"tag":"new"}`,
-		"POST /api/v1/groups":                `{"parent":"Servers","name":"Sub"}`,
-		"PATCH /api/v1/groups/{id}":          `{"name":"Renamed","version":1}`,
-		"POST /api/v1/groups/{id}/move":      `{"parent":"All","version":1}`,
-		"POST /api/v1/enrollment-tokens":     `{"group":"Servers","access_group":"Servers"}`,
-		"POST /api/v1/users":                 `{"username":"new-user","password":"long enough password 2","home_group":"Servers"}`,
-		"PATCH /api/v1/users/{id}":           `{"description":"x","version":1}`,
-		"POST /api/v1/users/{id}/password":   `{"password":"long enough password 3"}`,
-		"POST /api/v1/permission-sets":       `{"name":"s","group":"Servers","groups":["Servers"],"grants":{"computers":"read"}}`,
-		"PATCH /api/v1/permission-sets/{id}": `{"description":"x","version":2}`,
-		"PUT /api/v1/settings/security":      `{"min_password_length":14,"version":0}`,
-		"POST /api/v1/dynamic-groups":        `{"name":"d","parent":"Servers","template":{"op":"and","rules":[{"field":"tag","operator":"=","value":"x"}]}}`,
-		"PATCH /api/v1/dynamic-groups/{id}":  `{"description":"x","version":1}`,
+		"POST /api/v1/computers/wakeup":                 `{"group":"Servers"}`,
+		"POST /api/v1/computers/{id}/move":              `{"group":"Servers","version":1}`,
+		"POST /api/v1/computers/{id}/tags":              `{"tag":"new"}`,
+		"POST /api/v1/groups":                           `{"parent":"Servers","name":"Sub"}`,
+		"PATCH /api/v1/groups/{id}":                     `{"name":"Renamed","version":1}`,
+		"POST /api/v1/groups/{id}/move":                 `{"parent":"All","version":1}`,
+		"POST /api/v1/enrollment-tokens":                `{"group":"Servers","access_group":"Servers"}`,
+		"POST /api/v1/users":                            `{"username":"new-user","password":"long enough password 2","home_group":"Servers"}`,
+		"PATCH /api/v1/users/{id}":                      `{"description":"x","version":1}`,
+		"POST /api/v1/users/{id}/password":              `{"password":"long enough password 3"}`,
+		"POST /api/v1/permission-sets":                  `{"name":"s","group":"Servers","groups":["Servers"],"grants":{"computers":"read"}}`,
+		"PATCH /api/v1/permission-sets/{id}":            `{"description":"x","version":2}`,
+		"PUT /api/v1/settings/security":                 `{"min_password_length":14,"version":0}`,
+		"POST /api/v1/dynamic-groups":                   `{"name":"d","parent":"Servers","template":{"op":"and","rules":[{"field":"tag","operator":"=","value":"x"}]}}`,
+		"PATCH /api/v1/dynamic-groups/{id}":             `{"description":"x","version":1}`,
+		"POST /api/v1/policies":                         `{"name":"p2","product":"agent","group":"Servers"}`,
+		"PATCH /api/v1/policies/{id}":                   `{"description":"x","version":1}`,
+		"POST /api/v1/policies/{id}/assignments":        `{"target_type":"static","target":"Servers","rank":1}`,
+		"PATCH /api/v1/policies/{id}/assignments/{aid}": `{"rank":5}`,
 	}
 	body = bodies[rt.Method+" "+rt.Pattern]
 	if body == "" && (rt.Method == "POST" || rt.Method == "PATCH" || rt.Method == "PUT") {
 		body = "{}"
 	}
-	if (rt.Pattern == "/api/v1/groups/{id}" || rt.Pattern == "/api/v1/dynamic-groups/{id}") && rt.Method == "DELETE" {
+	if (rt.Pattern == "/api/v1/groups/{id}" || rt.Pattern == "/api/v1/dynamic-groups/{id}" || rt.Pattern == "/api/v1/policies/{id}") && rt.Method == "DELETE" {
 		path += "?version=1"
 	}
 	if rt.Pattern == "/api/v1/dynamic-groups/preview" {
@@ -157,6 +174,7 @@ var selfRoutes = map[string]bool{
 // listRoutes answer with what the caller may see (possibly nothing).
 var listRoutes = map[string]bool{
 	"GET /api/v1/dynamic-groups": true, "GET /api/v1/dynamic-groups/fields": true,
+	"GET /api/v1/policies": true, "GET /api/v1/policies/schema": true,
 	"GET /api/v1/computers": true, "GET /api/v1/tags": true, "GET /api/v1/detections": true, "GET /api/v1/groups": true,
 	"GET /api/v1/enrollment-tokens": true, "GET /api/v1/users": true, "GET /api/v1/permission-sets": true,
 }
@@ -223,7 +241,9 @@ func TestAuthorization_LaptopsAdminCanActInLaptops(t *testing.T) {
 	// Moving a group of theirs under Servers (which they cannot write) is refused.
 	g := decodeAs[groupJSON](t, rec, http.StatusCreated)
 	rec = w.serve(t, request{method: "POST", path: "/api/v1/groups/" + g.ID + "/move", body: `{"parent":"Servers","version":1}`, cookie: c})
-	wantError(t, rec, http.StatusForbidden, errcode.Forbidden)
+	wantError(t, rec, http.StatusNotFound, errcode.NotFound) // they cannot even see Servers
+	rec = w.serve(t, request{method: "POST", path: "/api/v1/groups/" + g.ID + "/move", body: `{"parent":"All","version":1}`, cookie: c})
+	wantError(t, rec, http.StatusForbidden, errcode.Forbidden) // All is known to all; writing there is not allowed
 	// Users created in Laptops with a set they cover.
 	rec = w.serve(t, request{method: "POST", path: "/api/v1/users", body: `{"username":"lap-user","password":"long enough password 9"}`, cookie: c})
 	if rec.Code != http.StatusCreated {

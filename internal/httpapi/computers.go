@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/mamori/mamori/internal/authz"
@@ -36,6 +37,9 @@ func (a *API) computerFor(r *http.Request, id string, l authz.Level) (*store.Com
 	}
 	if err := a.allowObject(r, authz.Computers, l, c.GroupID, "computer"); err != nil {
 		return nil, err
+	}
+	if l > authz.Read && !c.RevokedAt.IsZero() {
+		return nil, errcode.New(errcode.Conflict, "the computer's certificate was revoked; it is no longer managed")
 	}
 	return c, nil
 }
@@ -167,7 +171,7 @@ func (a *API) listComputers(w http.ResponseWriter, r *http.Request) error {
 	}
 	f.GroupIDs = visible
 	if path := q.Get("group"); path != "" {
-		g, err := groups.Resolve(path)
+		g, err := a.resolveGroup(r, path)
 		if err != nil {
 			return errcode.New(errcode.Invalid, "group filter: %s", errcode.Message(err))
 		}
@@ -231,11 +235,11 @@ func (a *API) getComputer(w http.ResponseWriter, r *http.Request) error {
 		RecentEvents:        events(evs),
 	}
 	for _, s := range secs {
-		d.Inventory[s.Section] = json.RawMessage(s.Data)
+		d.Inventory[s.Section] = rawOr(s.Data, "{}")
 		d.InventoryUpdatedAt[s.Section] = timeJSON(s.UpdatedAt)
 	}
 	d.Tags = tags
-	d.DynamicGroups = dyn
+	d.DynamicGroups = a.visibleDynGroups(r, dyn)
 	writeETag(w, c.Version)
 	writeJSON(w, http.StatusOK, d)
 	return nil
@@ -308,13 +312,13 @@ func (a *API) wakeComputers(w http.ResponseWriter, r *http.Request) error {
 	if len(req.ComputerIDs) > store.MaxLimit {
 		return errcode.New(errcode.Invalid, "at most %d computer_ids; wake a group for more", store.MaxLimit)
 	}
-	ids := req.ComputerIDs
+	ids := sortedCopy(req.ComputerIDs)
 	if req.Group != "" {
 		groups, err := a.groups(r)
 		if err != nil {
 			return err
 		}
-		g, err := groups.Resolve(req.Group)
+		g, err := a.resolveGroup(r, req.Group)
 		if err != nil {
 			state(r).checked = true
 			return err
@@ -327,7 +331,10 @@ func (a *API) wakeComputers(w http.ResponseWriter, r *http.Request) error {
 		if req.Recursive == nil || *req.Recursive {
 			gids = groups.Descendants(g.ID)
 		}
-		usable, _ := a.scope(r, authz.Computers, authz.Use)
+		usable, err := a.scope(r, authz.Computers, authz.Use)
+		if err != nil {
+			return err
+		}
 		if ids, err = a.cfg.Store.ComputerIDs(r.Context(), intersect(gids, usable)); err != nil {
 			return err
 		}
@@ -395,11 +402,14 @@ func (a *API) moveComputer(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if strings.TrimSpace(req.Group) == "" {
+		return errcode.New(errcode.Invalid, "group (the destination path) is required")
+	}
 	tree, err := a.groups(r)
 	if err != nil {
 		return err
 	}
-	dest, err := tree.Resolve(req.Group)
+	dest, err := a.resolveGroup(r, req.Group)
 	if err != nil {
 		return err
 	}
@@ -410,6 +420,7 @@ func (a *API) moveComputer(w http.ResponseWriter, r *http.Request) error {
 	if err := a.cfg.Store.MoveComputer(r.Context(), c.ID, dest.ID, version); err != nil {
 		return err
 	}
+	a.requeue([]string{c.ID}) // its static path, so its policies, changed
 	fromPath := c.GroupID
 	if from != nil {
 		fromPath = from.Path
@@ -419,6 +430,7 @@ func (a *API) moveComputer(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	writeETag(w, moved.Version)
 	writeJSON(w, http.StatusOK, a.computerView(moved, tree, a.cfg.Now()))
 	return nil
 }

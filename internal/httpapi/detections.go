@@ -62,7 +62,7 @@ func detectionView(d *store.Detection, name string) detectionJSON {
 	return detectionJSON{
 		ID: d.ID, Computer: computerRef{ID: d.ComputerID, Name: name}, OccurredAt: timeJSON(d.OccurredAt), ReceivedAt: timeJSON(d.ReceivedAt),
 		Signature: d.Signature, Path: d.Path, Kind: d.Kind, Action: d.Action, SHA256: d.SHA256, EngineVersion: d.EngineVersion,
-		State: d.State, ResolvedBy: d.ResolvedBy, ResolvedAt: timeJSON(d.ResolvedAt), Details: json.RawMessage(d.Data),
+		State: d.State, ResolvedBy: d.ResolvedBy, ResolvedAt: timeJSON(d.ResolvedAt), Details: rawOr(d.Data, "{}"),
 	}
 }
 
@@ -103,13 +103,18 @@ func (a *API) listDetections(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		g, err := groups.Resolve(path)
+		g, err := a.resolveGroup(r, path)
 		if err != nil {
 			return errcode.New(errcode.Invalid, "group filter: %s", errcode.Message(err))
 		}
-		want := []string{g.ID}
-		if q.Get("recursive") != "false" {
+		var want []string
+		switch q.Get("recursive") {
+		case "", "true", "1":
 			want = groups.Descendants(g.ID)
+		case "false", "0":
+			want = []string{g.ID}
+		default:
+			return errcode.New(errcode.Invalid, "recursive must be true or false")
 		}
 		f.GroupIDs = intersect(want, visible)
 	}

@@ -115,11 +115,14 @@ func (a *API) listDynGroups(w http.ResponseWriter, r *http.Request) error {
 	for _, g := range visible {
 		in[g] = true
 	}
-	all, err := a.dynIndex(r)
+	list, err := a.cfg.Store.DynamicGroups(r.Context())
 	if err != nil {
 		return err
 	}
-	list, _ := a.cfg.Store.DynamicGroups(r.Context())
+	all := make(map[string]*store.DynamicGroup, len(list))
+	for _, g := range list {
+		all[g.ID] = g
+	}
 	tree, _ := a.groups(r)
 	items := []dynGroupJSON{}
 	for _, g := range list {
@@ -131,6 +134,7 @@ func (a *API) listDynGroups(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// list2 is a whole (unpaged) list.
 func list2[T any](items []T) listResponse[T] { return list(items, len(items)) }
 
 func (a *API) getDynGroup(w http.ResponseWriter, r *http.Request) error {
@@ -180,15 +184,11 @@ func (a *API) dynParent(r *http.Request, req dynGroupRequest) (static, dynamic, 
 		}
 		return "", p.ID, rootOf(p, all), nil
 	default:
-		tree, err := a.groups(r)
-		if err != nil {
-			return "", "", "", err
-		}
 		path := "All"
 		if req.Parent != nil {
 			path = *req.Parent
 		}
-		g, err := tree.Resolve(path)
+		g, err := a.resolveGroup(r, path)
 		if err != nil {
 			return "", "", "", err
 		}
@@ -231,6 +231,9 @@ func (a *API) createDynGroup(w http.ResponseWriter, r *http.Request) error {
 	canon, _ := json.Marshal(tpl)
 	g := &store.DynamicGroup{ID: uuid.NewString(), Name: *req.Name, StaticParentID: static, DynamicParentID: dynamic, Template: string(canon)}
 	if req.Description != nil {
+		if len(*req.Description) > 512 {
+			return errcode.New(errcode.Invalid, "description longer than 512 bytes")
+		}
 		g.Description = *req.Description
 	}
 	if err := a.cfg.Store.CreateDynamicGroup(r.Context(), g); err != nil {
@@ -276,6 +279,9 @@ func (a *API) updateDynGroup(w http.ResponseWriter, r *http.Request) error {
 		g.Name = *req.Name
 	}
 	if req.Description != nil {
+		if len(*req.Description) > 512 {
+			return errcode.New(errcode.Invalid, "description longer than 512 bytes")
+		}
 		g.Description = *req.Description
 	}
 	changedTemplate := false
@@ -402,4 +408,21 @@ func (a *API) previewDynGroup(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"items": items, "total": len(ids) - hidden})
 	return nil
+}
+
+// visibleDynGroups keeps the dynamic groups whose static root the caller may
+// read groups in.
+func (a *API) visibleDynGroups(r *http.Request, ids []string) []string {
+	all, err := a.dynIndex(r)
+	if err != nil {
+		return []string{}
+	}
+	tree, _ := a.groups(r)
+	out := []string{}
+	for _, id := range ids {
+		if g, ok := all[id]; ok && principal(r).Permissions.Allows(authz.Groups, authz.Read, rootOf(g, all), tree) {
+			out = append(out, id)
+		}
+	}
+	return out
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/mamori/mamori/internal/authz"
 	"github.com/mamori/mamori/internal/errcode"
@@ -115,11 +116,7 @@ func (a *API) createGroup(w http.ResponseWriter, r *http.Request) error {
 	if err := store.ValidateGroupName(req.Name); err != nil {
 		return err
 	}
-	tree, err := a.groups(r)
-	if err != nil {
-		return err
-	}
-	parent, err := tree.Resolve(req.Parent)
+	parent, err := a.resolveGroup(r, req.Parent)
 	if err != nil {
 		return err
 	}
@@ -201,8 +198,10 @@ func (a *API) moveGroup(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	tree, _ := a.groups(r)
-	dest, err := tree.Resolve(req.Parent)
+	if strings.TrimSpace(req.Parent) == "" {
+		return errcode.New(errcode.Invalid, "parent (the destination path) is required")
+	}
+	dest, err := a.resolveGroup(r, req.Parent)
 	if err != nil {
 		return err
 	}
@@ -240,20 +239,22 @@ func (a *API) deleteGroup(w http.ResponseWriter, r *http.Request) error {
 	}
 	moveTo := ""
 	if p := q.Get("move_to"); p != "" {
-		tree, _ := a.groups(r)
-		dest, err := tree.Resolve(p)
+		dest, err := a.resolveGroup(r, p)
 		if err != nil {
 			return err
 		}
-		for _, f := range []authz.Functionality{authz.Groups, authz.Computers} {
-			if err := a.allow(r, f, authz.Write, dest.ID); err != nil {
+		moveTo = dest.ID
+	}
+	// Whatever moves needs write where it is and where it goes.
+	for _, f := range []authz.Functionality{authz.Groups, authz.Computers, authz.Users, authz.EnrollmentTokens, authz.Policies} {
+		for _, at := range []string{g.ID, moveTo} {
+			if at == "" {
+				continue
+			}
+			if err := a.allow(r, f, authz.Write, at); err != nil {
 				return err
 			}
 		}
-		moveTo = dest.ID
-	}
-	if err := a.allow(r, authz.Computers, authz.Write, g.ID); err != nil {
-		return err
 	}
 	if err := a.cfg.Store.DeleteGroup(r.Context(), g.ID, moveTo, version); err != nil {
 		return err

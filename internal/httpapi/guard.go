@@ -236,3 +236,21 @@ func (a *API) scope(r *http.Request, f authz.Functionality, l authz.Level) ([]st
 // session, password, second factor, API tokens): being authenticated is the
 // authorization.
 func self(r *http.Request) { state(r).checked = true }
+
+// resolveGroup finds a static group by the path a caller gave; a group the
+// caller may not see at all answers not_found like a missing one, so paths
+// cannot be probed (All, the root, is known to everyone).
+func (a *API) resolveGroup(r *http.Request, path string) (*store.Group, error) {
+	tree, err := a.groups(r)
+	if err != nil {
+		return nil, err
+	}
+	g, err := tree.Resolve(path)
+	if err != nil {
+		return nil, err
+	}
+	if g.ID != store.GroupAll && !principal(r).Permissions.SeesGroup(g.ID, tree) { // everyone knows All
+		return nil, errcode.New(errcode.NotFound, "static group %q not found", path)
+	}
+	return g, nil
+}

@@ -107,10 +107,6 @@ type permSetRequest struct {
 
 // apply validates req onto ps.
 func (a *API) applyPermSet(r *http.Request, ps *store.PermissionSet, req permSetRequest) error {
-	tree, err := a.groups(r)
-	if err != nil {
-		return err
-	}
 	if req.Name != nil {
 		n := strings.TrimSpace(*req.Name)
 		if n == "" || len(n) > 128 || n != *req.Name {
@@ -125,7 +121,7 @@ func (a *API) applyPermSet(r *http.Request, ps *store.PermissionSet, req permSet
 		ps.Description = *req.Description
 	}
 	if req.Group != nil {
-		g, err := tree.Resolve(*req.Group)
+		g, err := a.resolveGroup(r, *req.Group)
 		if err != nil {
 			return err
 		}
@@ -137,7 +133,7 @@ func (a *API) applyPermSet(r *http.Request, ps *store.PermissionSet, req permSet
 		}
 		ps.Groups = nil
 		for _, p := range *req.Groups {
-			g, err := tree.Resolve(p)
+			g, err := a.resolveGroup(r, p)
 			if err != nil {
 				return err
 			}

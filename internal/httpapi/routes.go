@@ -97,6 +97,18 @@ func (a *API) routes() []route {
 		{Method: "DELETE", Pattern: "/api/v1/dynamic-groups/{id}", Audience: user, Audit: "dynamic_groups.delete", Handler: a.deleteDynGroup},
 		{Method: "GET", Pattern: "/api/v1/dynamic-groups/{id}/members", Audience: user, Handler: a.dynMembers},
 
+		{Method: "GET", Pattern: "/api/v1/policies/schema", Audience: user, Handler: a.policySchema},
+		{Method: "GET", Pattern: "/api/v1/policies", Audience: user, Handler: a.listPolicies},
+		{Method: "POST", Pattern: "/api/v1/policies", Audience: user, Audit: "policies.create", Handler: a.createPolicy},
+		{Method: "GET", Pattern: "/api/v1/policies/{id}", Audience: user, Handler: a.getPolicy},
+		{Method: "PATCH", Pattern: "/api/v1/policies/{id}", Audience: user, Audit: "policies.update", Handler: a.updatePolicy},
+		{Method: "DELETE", Pattern: "/api/v1/policies/{id}", Audience: user, Audit: "policies.delete", Handler: a.deletePolicy},
+		{Method: "GET", Pattern: "/api/v1/policies/{id}/assignments", Audience: user, Handler: a.listAssignments},
+		{Method: "POST", Pattern: "/api/v1/policies/{id}/assignments", Audience: user, Audit: "policies.assign", Handler: a.assignPolicy},
+		{Method: "PATCH", Pattern: "/api/v1/policies/{id}/assignments/{aid}", Audience: user, Audit: "policies.rank", Handler: a.rankAssignment},
+		{Method: "DELETE", Pattern: "/api/v1/policies/{id}/assignments/{aid}", Audience: user, Audit: "policies.unassign", Handler: a.unassignPolicy},
+		{Method: "GET", Pattern: "/api/v1/computers/{id}/effective-config", Audience: user, Handler: a.effectiveConfig},
+
 		{Method: "GET", Pattern: "/api/v1/enrollment-tokens", Audience: user, Handler: a.listTokens},
 		{Method: "POST", Pattern: "/api/v1/enrollment-tokens", Audience: user, Audit: "enrollment_tokens.create", Handler: a.createToken},
 		{Method: "DELETE", Pattern: "/api/v1/enrollment-tokens/{id}", Audience: user, Audit: "enrollment_tokens.revoke", Handler: a.revokeToken},

@@ -51,6 +51,9 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) error {
 	if req.Username == "" || req.Password == "" {
 		return errcode.New(errcode.Invalid, "username and password are required")
 	}
+	if req.TOTPCode != "" && req.RecoveryCode != "" {
+		return errcode.New(errcode.Invalid, "give totp_code or recovery_code, not both")
+	}
 	res, err := a.cfg.Auth.Login(r.Context(), auth.LoginRequest{Username: req.Username, Password: req.Password,
 		TOTPCode: req.TOTPCode, RecoveryCode: req.RecoveryCode, Remote: remoteAddr(r)})
 	if err != nil {
@@ -66,8 +69,12 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) error {
 	}
 	a.cfg.Log.Info("login", "username", res.User.Username, "remote", remoteAddr(r), "restriction", res.Restriction)
 	setSessionCookie(w, res.Token)
-	writeJSON(w, http.StatusOK, sessionResponse{User: userRef{ID: res.User.ID, Username: res.User.Username, HomeGroupID: res.User.HomeGroupID},
-		Via: auth.ViaSession, ExpiresAt: timeJSON(res.ExpiresAt), Restriction: res.Restriction, Permissions: []grantJSON{}})
+	out := sessionResponse{User: userRef{ID: res.User.ID, Username: res.User.Username, HomeGroupID: res.User.HomeGroupID},
+		Via: auth.ViaSession, ExpiresAt: timeJSON(res.ExpiresAt), Restriction: res.Restriction, Permissions: []grantJSON{}}
+	if p, err := a.cfg.Auth.Authenticate(r.Context(), res.Token); err == nil && p.Restriction == "" {
+		out.Permissions = grants(p)
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -77,11 +84,17 @@ func (a *API) whoami(w http.ResponseWriter, r *http.Request) error {
 	p := principal(r)
 	out := sessionResponse{User: userRef{ID: p.UserID, Username: p.Username, HomeGroupID: p.HomeGroupID}, Via: p.Via,
 		Restriction: p.Restriction, Permissions: []grantJSON{}}
-	for _, g := range p.Permissions.Summary() {
-		out.Permissions = append(out.Permissions, grantJSON{Functionality: string(g.Functionality), Level: g.Level.String(), GroupIDs: g.Groups})
-	}
+	out.Permissions = grants(p)
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+func grants(p *auth.Principal) []grantJSON {
+	out := []grantJSON{}
+	for _, g := range p.Permissions.Summary() {
+		out = append(out, grantJSON{Functionality: string(g.Functionality), Level: g.Level.String(), GroupIDs: g.Groups})
+	}
+	return out
 }
 
 // logout: DELETE /api/v1/session.
@@ -117,7 +130,11 @@ func (a *API) secondFactor(w http.ResponseWriter, r *http.Request) error {
 	if req.RecoveryCode != "" {
 		state(r).audit.detail = "recovery code used"
 	}
-	p.Restriction = ""
+	fresh, err := a.authenticate(r) // other restrictions may remain (password change, 2FA setup)
+	if err != nil {
+		return err
+	}
+	state(r).principal = fresh
 	return a.whoami(w, r)
 }
 

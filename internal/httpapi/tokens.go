@@ -90,7 +90,7 @@ func (a *API) createToken(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	target, err := groups.Resolve(orDefault(req.Group, "All/Lost & Found"))
+	target, err := a.resolveGroup(r, orDefault(req.Group, "All/Lost & Found"))
 	if err != nil {
 		return err
 	}
@@ -99,7 +99,7 @@ func (a *API) createToken(w http.ResponseWriter, r *http.Request) error {
 		access, _ = groups.Get(store.GroupAll)
 	}
 	if req.AccessGroup != "" {
-		if access, err = groups.Resolve(req.AccessGroup); err != nil {
+		if access, err = a.resolveGroup(r, req.AccessGroup); err != nil {
 			return err
 		}
 	}

@@ -171,7 +171,7 @@ func (a *API) createUser(w http.ResponseWriter, r *http.Request) error {
 		home, _ = tree.Get(store.GroupAll)
 	}
 	if req.HomeGroup != "" {
-		if home, err = tree.Resolve(req.HomeGroup); err != nil {
+		if home, err = a.resolveGroup(r, req.HomeGroup); err != nil {
 			return err
 		}
 	}
@@ -242,7 +242,7 @@ func (a *API) updateUser(w http.ResponseWriter, r *http.Request) error {
 		u.Description = *req.Description
 	}
 	if req.HomeGroup != nil {
-		g, err := tree.Resolve(*req.HomeGroup)
+		g, err := a.resolveGroup(r, *req.HomeGroup)
 		if err != nil {
 			return err
 		}
@@ -275,7 +275,9 @@ func (a *API) updateUser(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if u.Disabled {
-		a.cfg.Store.DeleteUserSessions(r.Context(), u.ID)
+		if err := a.cfg.Store.DeleteUserSessions(r.Context(), u.ID); err != nil {
+			return err
+		}
 	}
 	after := a.userView(u, tree)
 	auditDiff(r, before, after)
@@ -330,6 +332,9 @@ func (a *API) resetPassword(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	auditObject(r, u.ID, u.Username)
+	if u.ID == principal(r).UserID {
+		return errcode.New(errcode.Forbidden, "change your own password with POST /api/v1/session/password (it asks for the current one)")
+	}
 	must := req.MustChange == nil || *req.MustChange
 	if err := a.cfg.Auth.SetPassword(r.Context(), u, req.Password, must); err != nil {
 		return err
@@ -347,6 +352,9 @@ func (a *API) removeTOTP(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	auditObject(r, u.ID, u.Username)
+	if u.ID == principal(r).UserID {
+		return errcode.New(errcode.Forbidden, "another administrator must remove your second factor")
+	}
 	if !u.TOTPEnabled && u.TOTPPending == "" {
 		return errcode.New(errcode.Conflict, "the user has no second factor")
 	}

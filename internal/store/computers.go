@@ -37,10 +37,13 @@ type Computer struct {
 	// UnresolvedDetections is filled by ListComputers and ComputerByID.
 	UnresolvedDetections int
 	Version              int64
+	// ConfigVersion is the configuration version the server computed;
+	// ConfigApplied the one the agent reported applied.
+	ConfigVersion, ConfigApplied string
 }
 
 const computerColumns = `id, name, hostname, instance, group_id, status, last_seen, connected_since, platform, os_name, os_version,
-	agent_version, hardware_fingerprint, clone_suspected, clone_reason, enrolled_at, revoked_at, version,
+	agent_version, hardware_fingerprint, clone_suspected, clone_reason, enrolled_at, revoked_at, version, config_version, config_applied_version,
 	(SELECT COUNT(*) FROM detections d WHERE d.computer_id = computers.id AND d.state = 'unresolved')`
 
 func scanComputer(row interface{ Scan(...any) error }) (*Computer, error) {
@@ -49,7 +52,7 @@ func scanComputer(row interface{ Scan(...any) error }) (*Computer, error) {
 	var enrolled int64
 	err := row.Scan(&c.ID, &c.Name, &c.Hostname, &c.Instance, &c.GroupID, &c.Status, &lastSeen, &since, &c.Platform,
 		&c.OSName, &c.OSVersion, &c.AgentVersion, &c.HardwareFingerprint, &c.CloneSuspected, &c.CloneReason, &enrolled, &revoked,
-		&c.Version, &c.UnresolvedDetections)
+		&c.Version, &c.ConfigVersion, &c.ConfigApplied, &c.UnresolvedDetections)
 	if err != nil {
 		return nil, err
 	}

@@ -134,6 +134,9 @@ func (db *DB) DeleteDynamicGroup(ctx context.Context, id string, version int64) 
 		if n > 0 {
 			return errcode.New(errcode.Conflict, "the dynamic group has %d dynamic subgroups; delete them first", n)
 		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM policy_assignments WHERE target_type = 'dynamic' AND target_id = ?`, id); err != nil {
+			return err
+		}
 		_, err := tx.ExecContext(ctx, `DELETE FROM dynamic_groups WHERE id = ?`, id)
 		return err
 	})

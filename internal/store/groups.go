@@ -348,6 +348,9 @@ func (db *DB) DeleteGroup(ctx context.Context, id, moveTo string, version int64)
 		if _, err := tx.ExecContext(ctx, `DELETE FROM permission_set_groups WHERE group_id = ?`, id); err != nil {
 			return err
 		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM policy_assignments WHERE target_type = 'static' AND target_id = ?`, id); err != nil {
+			return err
+		}
 		_, err = tx.ExecContext(ctx, `DELETE FROM static_groups WHERE id = ?`, id)
 		return err
 	})

@@ -1,0 +1,289 @@
+package policy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/mamori/mamori/internal/store"
+)
+
+// Store is what the configuration service reads and writes.
+type Store interface {
+	Groups(ctx context.Context) (*store.GroupTree, error)
+	ComputerByID(ctx context.Context, id string) (*store.Computer, error)
+	ComputerIDs(ctx context.Context, groupIDs []string) ([]string, error)
+	DynamicGroups(ctx context.Context) ([]*store.DynamicGroup, error)
+	DynamicMembershipsOf(ctx context.Context, computerIDs []string) (map[string][]string, error)
+	Policies(ctx context.Context) ([]*store.PolicyRow, error)
+	PolicyAssignments(ctx context.Context, policyID string) ([]*store.PolicyAssignment, error)
+	SetDesiredConfig(ctx context.Context, versions map[string]string) error
+}
+
+// Service computes computers' effective configurations from the store and
+// tells whoever delivers them (the agent endpoint) which computers'
+// configuration changed.
+type Service struct {
+	Store Store
+	// Changed, when set, receives the computers whose configuration
+	// version changed after Recompute.
+	Changed func(computerIDs []string)
+
+	mu      sync.Mutex
+	all     bool
+	pending map[string]bool
+	once    sync.Once
+	kick    chan struct{}
+}
+
+// world is everything ordering needs, loaded once.
+type world struct {
+	tree     *store.GroupTree
+	dyn      []DynGroup
+	dynNames map[string]string
+	policies map[string]*Policy
+	assigns  []Assignment
+}
+
+func (s *Service) load(ctx context.Context) (*world, error) {
+	w := &world{policies: map[string]*Policy{}, dynNames: map[string]string{}}
+	var err error
+	if w.tree, err = s.Store.Groups(ctx); err != nil {
+		return nil, err
+	}
+	dyns, err := s.Store.DynamicGroups(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range dyns {
+		w.dyn = append(w.dyn, DynGroup{ID: d.ID, Name: d.Name, StaticParentID: d.StaticParentID, DynamicParent: d.DynamicParentID})
+		w.dynNames[d.ID] = d.Name
+	}
+	ps, err := s.Store.Policies(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range ps {
+		pol, err := FromRow(p)
+		if err != nil {
+			return nil, fmt.Errorf("policy %s: %w", p.ID, err)
+		}
+		w.policies[p.ID] = pol
+	}
+	as, err := s.Store.PolicyAssignments(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range as {
+		name := a.TargetID
+		switch a.TargetType {
+		case TargetStatic:
+			if g, ok := w.tree.Get(a.TargetID); ok {
+				name = g.Path
+			}
+		case TargetDynamic:
+			name = w.dynNames[a.TargetID]
+		}
+		w.assigns = append(w.assigns, Assignment{ID: a.ID, PolicyID: a.PolicyID, TargetType: a.TargetType, TargetID: a.TargetID, TargetName: name, Rank: a.Rank})
+	}
+	return w, nil
+}
+
+// FromRow decodes a stored policy.
+func FromRow(p *store.PolicyRow) (*Policy, error) {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(p.Settings), &raw); err != nil {
+		return nil, err
+	}
+	settings, err := ParseSettings(p.Product, raw)
+	if err != nil {
+		return nil, err
+	}
+	return &Policy{ID: p.ID, Name: p.Name, Product: p.Product, Settings: settings}, nil
+}
+
+func (w *world) effective(c *store.Computer, memberOf []string) []Effective {
+	var path []string
+	for g := c.GroupID; g != ""; {
+		path = append([]string{g}, path...)
+		gr, ok := w.tree.Get(g)
+		if !ok || len(path) > 256 {
+			break
+		}
+		g = gr.ParentID
+	}
+	member := map[string]bool{}
+	for _, d := range memberOf {
+		member[d] = true
+	}
+	assigns := make([]Assignment, len(w.assigns))
+	copy(assigns, w.assigns)
+	for i := range assigns {
+		if assigns[i].TargetType == TargetComputer && assigns[i].TargetID == c.ID {
+			assigns[i].TargetName = c.Name
+		}
+	}
+	return Compute(Order(c.ID, path, w.dyn, member, assigns), w.policies)
+}
+
+// Effective returns a computer's effective configuration and the document
+// its agent gets.
+func (s *Service) Effective(ctx context.Context, computerID string) ([]Effective, *Document, error) {
+	w, err := s.load(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := s.Store.ComputerByID(ctx, computerID)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := s.Store.DynamicMembershipsOf(ctx, []string{c.ID})
+	if err != nil {
+		return nil, nil, err
+	}
+	eff := w.effective(c, invert(m)[c.ID])
+	return eff, NewDocument(eff), nil
+}
+
+// invert turns group -> computers into computer -> groups.
+func invert(m map[string][]string) map[string][]string {
+	out := map[string][]string{}
+	for g, cs := range m {
+		for _, c := range cs {
+			out[c] = append(out[c], g)
+		}
+	}
+	return out
+}
+
+// Recompute recomputes the configuration version of computers (nil: all),
+// records it, and reports those whose version changed to Changed.
+func (s *Service) Recompute(ctx context.Context, ids []string) error {
+	w, err := s.load(ctx)
+	if err != nil {
+		return err
+	}
+	if ids == nil {
+		if ids, err = s.Store.ComputerIDs(ctx, nil); err != nil {
+			return err
+		}
+	}
+	var changed []string
+	for start := 0; start < len(ids); start += 500 {
+		chunk := ids[start:min(start+500, len(ids))]
+		m, err := s.Store.DynamicMembershipsOf(ctx, chunk)
+		if err != nil {
+			return err
+		}
+		memberOf := invert(m)
+		versions := map[string]string{}
+		for _, id := range chunk {
+			c, err := s.Store.ComputerByID(ctx, id)
+			if err != nil {
+				continue // gone meanwhile
+			}
+			v := NewDocument(w.effective(c, memberOf[id])).Version
+			if v != c.ConfigVersion {
+				versions[id] = v
+				changed = append(changed, id)
+			}
+		}
+		if err := s.Store.SetDesiredConfig(ctx, versions); err != nil {
+			return err
+		}
+	}
+	if len(changed) > 0 && s.Changed != nil {
+		s.Changed(changed)
+	}
+	return nil
+}
+
+// Queue asks for a recomputation: of the given computers, or of all when
+// ids is nil. It never blocks; Run does the work.
+func (s *Service) Queue(ids []string) {
+	s.mu.Lock()
+	if ids == nil {
+		s.all = true
+	} else {
+		if s.pending == nil {
+			s.pending = map[string]bool{}
+		}
+		for _, id := range ids {
+			s.pending[id] = true
+		}
+	}
+	s.mu.Unlock()
+	s.wake()
+}
+
+func (s *Service) wake() {
+	s.once.Do(func() { s.kick = make(chan struct{}, 1) })
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// EventStore gives Run the dynamic group membership changes.
+type EventStore interface {
+	ServerEventsAfter(ctx context.Context, after int64, types []string, limit int) ([]store.ServerEvent, error)
+}
+
+// Run recomputes what was queued (coalescing bursts) and follows dynamic
+// group membership changes, until ctx ends.
+func (s *Service) Run(ctx context.Context, events EventStore, log interface{ Error(string, ...any) }) {
+	s.wake()
+	seq := s.lastSeq(ctx, events) // earlier changes are covered by the first full pass
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	s.Queue(nil) // the first pass covers everything
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			for {
+				evs, err := events.ServerEventsAfter(ctx, seq, []string{store.EventJoinedDynamicGroup, store.EventLeftDynamicGroup}, 1000)
+				if err != nil || len(evs) == 0 {
+					break
+				}
+				var ids []string
+				for _, e := range evs {
+					ids = append(ids, e.ComputerID)
+					seq = e.Seq
+				}
+				s.Queue(ids)
+			}
+		case <-s.kick:
+			time.Sleep(100 * time.Millisecond) // let a burst of edits settle
+			s.mu.Lock()
+			all, ids := s.all, make([]string, 0, len(s.pending))
+			for id := range s.pending {
+				ids = append(ids, id)
+			}
+			s.all, s.pending = false, nil
+			s.mu.Unlock()
+			if all {
+				ids = nil
+			} else if len(ids) == 0 {
+				continue
+			}
+			if err := s.Recompute(ctx, ids); err != nil && ctx.Err() == nil {
+				log.Error("recomputing configurations", "err", err)
+			}
+		}
+	}
+}
+
+func (s *Service) lastSeq(ctx context.Context, events EventStore) int64 {
+	var seq int64
+	for {
+		evs, err := events.ServerEventsAfter(ctx, seq, nil, 10000)
+		if err != nil || len(evs) == 0 {
+			return seq
+		}
+		seq = evs[len(evs)-1].Seq
+	}
+}
