@@ -6,6 +6,9 @@
 //	mamori engine build --from DIR... --out FILE --version N
 //	mamori engine info FILE
 //	mamori version
+//	mamori login --server URL [--user NAME] [--ca-fingerprint sha256:HEX | --ca-file FILE]
+//	mamori logout | whoami
+//	mamori users|groups|tokens|enrollment-tokens|permission-sets|audit|computers SUBCOMMAND ...
 package main
 
 import (
@@ -18,6 +21,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/mamori/mamori/internal/admincli"
 	"github.com/mamori/mamori/internal/engine/enginecli"
 	"github.com/mamori/mamori/internal/errcode"
 )
@@ -35,6 +39,8 @@ commands:
   engine info       describe an engine database
   version           print the version
 
+administration through the REST API of a running server:
+` + admincli.Usage + `
 Run "mamori <command> -h" for the flags of a command.
 `
 
@@ -62,6 +68,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return enginecli.Build(rest[1:], stdout, stderr)
 	case cmd == "engine" && len(rest) > 0 && rest[0] == "info":
 		return enginecli.Info(rest[1:], stdout, stderr)
+	case admincli.IsCommand(cmd):
+		return admincli.Run(ctx, args, os.Stdin, stdout, stderr)
 	case cmd == "version" || cmd == "--version":
 		fmt.Fprintln(stdout, "mamori", version)
 	case cmd == "help" || cmd == "-h" || cmd == "--help":

@@ -1,0 +1,191 @@
+package admincli
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/mamori/mamori/internal/apiclient"
+	"github.com/mamori/mamori/internal/errcode"
+)
+
+// computers: mamori computers list|show|move|tag|untag.
+func (inv *invocation) computers(args []string) error {
+	return inv.group(args, map[string]func([]string) error{
+		"list":  inv.computersList,
+		"show":  inv.computersShow,
+		"move":  inv.computersMove,
+		"tag":   inv.computersTag,
+		"untag": inv.computersUntag,
+	})
+}
+
+// findComputer resolves a computer id, else an exact computer name.
+func (inv *invocation) findComputer(c *apiclient.Client, idOrName string) (*apiclient.Computer, error) {
+	comp, err := c.GetComputer(inv.ctx, idOrName)
+	if !errcode.Is(err, errcode.NotFound) {
+		return comp, err
+	}
+	l, lerr := c.ListComputers(inv.ctx, apiclient.ComputerQuery{Name: idOrName, Page: apiclient.Page{Limit: 1000}})
+	if lerr != nil {
+		return nil, lerr
+	}
+	var ids []string
+	for _, x := range l.Items {
+		if x.Name == idOrName {
+			ids = append(ids, x.ID)
+		}
+	}
+	switch len(ids) {
+	case 0:
+		return nil, errcode.New(errcode.NotFound, "computer %q not found", idOrName)
+	case 1:
+		return c.GetComputer(inv.ctx, ids[0])
+	}
+	return nil, errcode.New(errcode.Invalid, "%d computers are named %q; give the id", len(ids), idOrName)
+}
+
+func (inv *invocation) computersList(args []string) error {
+	fs := inv.flags("[--name TEXT] [--status online|offline] [--group PATH] [--tag TAG] [--sort FIELD] [--limit N] [--offset N]")
+	g := inv.globalFlags(fs, true)
+	var q apiclient.ComputerQuery
+	fs.StringVar(&q.Name, "name", "", "only computers whose name contains TEXT")
+	fs.StringVar(&q.Status, "status", "", "only online or offline computers")
+	fs.StringVar(&q.Group, "group", "", "only computers in this static group and its subgroups")
+	fs.StringVar(&q.Tag, "tag", "", "only computers with this tag")
+	fs.StringVar(&q.Sort, "sort", "", "name, last_seen, status, enrolled_at or os_name; a leading - descends")
+	page := pageFlags(fs)
+	if _, err := inv.parse(fs, args, 0, 0); err != nil {
+		return err
+	}
+	q.Page = *page
+	c, err := inv.client(g)
+	if err != nil {
+		return err
+	}
+	l, err := c.ListComputers(inv.ctx, q)
+	if err != nil {
+		return err
+	}
+	inv.moreNote(g, len(l.Items), l.Total, page.Offset)
+	return inv.emit(g, l.JSON(), func(w io.Writer) {
+		fmt.Fprintln(w, "NAME\tSTATUS\tGROUP\tOS\tLAST SEEN\tID")
+		for _, x := range l.Items {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", x.Name, computerStatus(x), x.Group.Path, orDash(strings.TrimSpace(x.OS.Name+" "+x.OS.Version)), ts(x.LastSeen), x.ID)
+		}
+	})
+}
+
+func computerStatus(x apiclient.Computer) string {
+	s := x.Status
+	if x.Revoked {
+		s += " (revoked)"
+	} else if x.ConnectionWarning != "" && x.ConnectionWarning != "none" {
+		s += " (" + x.ConnectionWarning + ")"
+	}
+	return s
+}
+
+func (inv *invocation) computersShow(args []string) error {
+	fs := inv.flags("ID_OR_NAME")
+	g := inv.globalFlags(fs, true)
+	pos, err := inv.parse(fs, args, 1, 1)
+	if err != nil {
+		return err
+	}
+	c, err := inv.client(g)
+	if err != nil {
+		return err
+	}
+	x, err := inv.findComputer(c, pos[0])
+	if err != nil {
+		return err
+	}
+	return inv.emit(g, x.JSON(), func(w io.Writer) {
+		fmt.Fprintf(w, "name:\t%s\nid:\t%s\nhostname:\t%s\nstatus:\t%s\nlast seen:\t%s\ngroup:\t%s\n", x.Name, x.ID, orDash(x.Hostname), computerStatus(*x), ts(x.LastSeen), x.Group.Path)
+		fmt.Fprintf(w, "os:\t%s\nplatform:\t%s\nagent version:\t%s\nenrolled:\t%s\ntags:\t%s\nunresolved detections:\t%d\n",
+			orDash(strings.TrimSpace(x.OS.Name+" "+x.OS.Version)), orDash(x.Platform), orDash(x.AgentVersion), ts(x.EnrolledAt), orDash(strings.Join(x.Tags, ", ")), x.UnresolvedDetections)
+		if x.CloneSuspected {
+			fmt.Fprintf(w, "clone suspected:\t%s\n", orDash(x.CloneReason))
+		}
+		for _, s := range sortedKeys(x.Inventory) {
+			fmt.Fprintf(w, "inventory %s:\tupdated %s\n", s, ts(x.InventoryUpdatedAt[s]))
+		}
+		if len(x.RecentEvents) > 0 {
+			fmt.Fprintf(w, "\nTIME\tEVENT\n")
+			for _, e := range x.RecentEvents {
+				fmt.Fprintf(w, "%s\t%s\n", e.OccurredAt.Local().Format("2006-01-02 15:04:05"), e.Type)
+			}
+		}
+	})
+}
+
+func (inv *invocation) computersMove(args []string) error {
+	fs := inv.flags("ID_OR_NAME GROUP")
+	g := inv.globalFlags(fs, true)
+	pos, err := inv.parse(fs, args, 2, 2)
+	if err != nil {
+		return err
+	}
+	c, err := inv.client(g)
+	if err != nil {
+		return err
+	}
+	x, err := inv.findComputer(c, pos[0])
+	if err != nil {
+		return err
+	}
+	moved, err := c.MoveComputer(inv.ctx, x.ID, pos[1], x.Version)
+	if err != nil {
+		return err
+	}
+	return inv.emit(g, moved.JSON(), func(w io.Writer) {
+		fmt.Fprintf(w, "Computer %s moved to %s.\n", moved.Name, moved.Group.Path)
+	})
+}
+
+func (inv *invocation) computersTag(args []string) error {
+	fs := inv.flags("ID_OR_NAME TAG")
+	g := inv.globalFlags(fs, true)
+	pos, err := inv.parse(fs, args, 2, 2)
+	if err != nil {
+		return err
+	}
+	c, err := inv.client(g)
+	if err != nil {
+		return err
+	}
+	x, err := inv.findComputer(c, pos[0])
+	if err != nil {
+		return err
+	}
+	tags, err := c.TagComputer(inv.ctx, x.ID, pos[1])
+	if err != nil {
+		return err
+	}
+	return inv.emit(g, tags.JSON(), func(w io.Writer) {
+		fmt.Fprintf(w, "Tags of %s: %s\n", x.Name, strings.Join(tags.Tags, ", "))
+	})
+}
+
+func (inv *invocation) computersUntag(args []string) error {
+	fs := inv.flags("ID_OR_NAME TAG")
+	g := inv.globalFlags(fs, true)
+	pos, err := inv.parse(fs, args, 2, 2)
+	if err != nil {
+		return err
+	}
+	c, err := inv.client(g)
+	if err != nil {
+		return err
+	}
+	x, err := inv.findComputer(c, pos[0])
+	if err != nil {
+		return err
+	}
+	if err := c.UntagComputer(inv.ctx, x.ID, pos[1]); err != nil {
+		return err
+	}
+	inv.done(g, "Tag %q removed from %s.", pos[1], x.Name)
+	return nil
+}
