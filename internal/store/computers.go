@@ -280,6 +280,11 @@ func (db *DB) ApplyPresence(ctx context.Context, ups []PresenceUpdate) (err erro
 					return err
 				}
 			}
+			if u.Status == StatusOnline {
+				if err := addEventData(ctx, tx, u.ConnectedSince, "agent.connected", u.ComputerID, "", "{}"); err != nil {
+					return err
+				}
+			}
 		}
 		return nil
 	})

@@ -88,9 +88,19 @@ func (db *DB) ApplyCheckIns(ctx context.Context, cs []*CheckIn) (inserted []int,
 				}
 				n, _ := res.RowsAffected()
 				inserted[i] += int(n)
-				if n > 0 && e.Type == DetectionEventType {
-					if err := indexDetection(ctx, tx, c, &e); err != nil {
-						return err
+				if n > 0 {
+					switch e.Type {
+					case DetectionEventType:
+						if err := indexDetection(ctx, tx, c, &e); err != nil {
+							return err
+						}
+						if err := addEventData(ctx, tx, c.Now, "detection.found", c.ComputerID, e.ID, "{}"); err != nil {
+							return err
+						}
+					case EventTaskStarted, EventTaskFinished:
+						if err := applyTaskEvent(ctx, tx, c, &e); err != nil {
+							return err
+						}
 					}
 				}
 			}

@@ -1,0 +1,606 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/mamori/mamori/internal/errcode"
+)
+
+// TaskRow is a stored task.
+type TaskRow struct {
+	ID          string
+	Name        string
+	Description string
+	Type        string
+	Params      string // JSON object
+	GroupID     string
+	CreatedBy   string
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+	Version     int64
+}
+
+// TriggerRow is a stored trigger.
+type TriggerRow struct {
+	ID            string
+	TaskID        string
+	Spec          string // JSON of tasks.Trigger
+	Targets       string // JSON list of {"type","id"}
+	Enabled       bool
+	CreatedBy     string
+	CreatedAt     time.Time
+	NextFireAt    time.Time // zero: not by the clock, or never again
+	LastFiredAt   time.Time
+	ThrottleState string
+	Version       int64
+}
+
+// Run states.
+const (
+	RunPlanned   = "planned"
+	RunDelivered = "delivered"
+	RunRunning   = "running"
+	RunSucceeded = "succeeded"
+	RunFailed    = "failed"
+	RunExpired   = "expired"
+	RunCancelled = "cancelled"
+)
+
+// TaskRun is one execution on one computer (or on the server).
+type TaskRun struct {
+	ID          string
+	TaskID      string
+	TriggerID   string
+	ComputerID  string
+	Type        string
+	Params      string
+	State       string
+	Attempt     int
+	CreatedAt   time.Time
+	NotBefore   time.Time
+	ExpiresAt   time.Time
+	DeliveredAt time.Time
+	StartedAt   time.Time
+	FinishedAt  time.Time
+	ExitCode    *int
+	Output      string
+	Error       string
+	Attachment  string
+}
+
+const taskColumns = `id, name, description, type, params, group_id, created_by, created_at, updated_at, version`
+
+func scanTask(row interface{ Scan(...any) error }) (*TaskRow, error) {
+	t := &TaskRow{}
+	var c, u int64
+	if err := row.Scan(&t.ID, &t.Name, &t.Description, &t.Type, &t.Params, &t.GroupID, &t.CreatedBy, &c, &u, &t.Version); err != nil {
+		return nil, err
+	}
+	t.CreatedAt, t.UpdatedAt = fromMS(c), fromMS(u)
+	return t, nil
+}
+
+// Tasks returns every task, by name.
+func (db *DB) Tasks(ctx context.Context) (_ []*TaskRow, err error) {
+	defer db.track("tasks", time.Now(), &err)
+	rows, err := db.ro.QueryContext(ctx, `SELECT `+taskColumns+` FROM tasks ORDER BY name, id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*TaskRow
+	for rows.Next() {
+		t, err := scanTask(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// TaskByID returns not_found for an unknown id.
+func (db *DB) TaskByID(ctx context.Context, id string) (_ *TaskRow, err error) {
+	defer db.track("task", time.Now(), &err)
+	t, err := scanTask(db.ro.QueryRowContext(ctx, `SELECT `+taskColumns+` FROM tasks WHERE id = ?`, id))
+	return t, notFound(err, "task not found")
+}
+
+// CreateTask stores t.
+func (db *DB) CreateTask(ctx context.Context, t *TaskRow) (err error) {
+	defer db.track("create_task", time.Now(), &err)
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	t.CreatedAt, t.UpdatedAt, t.Version = now, now, 1
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		if err := groupExists(ctx, tx, t.GroupID); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO tasks (id, name, description, type, params, group_id, created_by, created_at, updated_at, version)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)`, t.ID, t.Name, t.Description, t.Type, t.Params, t.GroupID, t.CreatedBy, ms(now), ms(now))
+		return err
+	})
+}
+
+// UpdateTask writes name, description, params and group if the version is
+// still t.Version; runs already planned keep the parameters they had.
+func (db *DB) UpdateTask(ctx context.Context, t *TaskRow) (err error) {
+	defer db.track("update_task", time.Now(), &err)
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		if err := groupExists(ctx, tx, t.GroupID); err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE tasks SET name = ?, description = ?, params = ?, group_id = ?, updated_at = ?, version = version + 1
+			WHERE id = ? AND version = ?`, t.Name, t.Description, t.Params, t.GroupID, ms(now), t.ID, t.Version)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return versionConflict(ctx, tx, "tasks", t.ID, "task")
+		}
+		t.Version++
+		t.UpdatedAt = now
+		return nil
+	})
+}
+
+// DeleteTask deletes a task with its triggers and runs.
+func (db *DB) DeleteTask(ctx context.Context, id string, version int64) (err error) {
+	defer db.track("delete_task", time.Now(), &err)
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM tasks WHERE id = ? AND version = ?`, id, version)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return versionConflict(ctx, tx, "tasks", id, "task")
+		}
+		return nil
+	})
+}
+
+const triggerColumns = `id, task_id, spec, targets, enabled, created_by, created_at, next_fire_at, last_fired_at, throttle_state, version`
+
+func scanTrigger(row interface{ Scan(...any) error }) (*TriggerRow, error) {
+	t := &TriggerRow{}
+	var c, n, l int64
+	if err := row.Scan(&t.ID, &t.TaskID, &t.Spec, &t.Targets, &t.Enabled, &t.CreatedBy, &c, &n, &l, &t.ThrottleState, &t.Version); err != nil {
+		return nil, err
+	}
+	t.CreatedAt, t.NextFireAt, t.LastFiredAt = fromMS(c), fromMS(n), fromMS(l)
+	return t, nil
+}
+
+func (db *DB) triggers(ctx context.Context, where string, args ...any) ([]*TriggerRow, error) {
+	rows, err := db.ro.QueryContext(ctx, `SELECT `+triggerColumns+` FROM task_triggers `+where, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*TriggerRow
+	for rows.Next() {
+		t, err := scanTrigger(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// TaskTriggers returns a task's triggers (taskID "": every trigger).
+func (db *DB) TaskTriggers(ctx context.Context, taskID string) (_ []*TriggerRow, err error) {
+	defer db.track("task_triggers", time.Now(), &err)
+	if taskID == "" {
+		return db.triggers(ctx, `ORDER BY created_at, id`)
+	}
+	return db.triggers(ctx, `WHERE task_id = ? ORDER BY created_at, id`, taskID)
+}
+
+// TriggerByID returns not_found for an unknown id.
+func (db *DB) TriggerByID(ctx context.Context, id string) (_ *TriggerRow, err error) {
+	defer db.track("trigger", time.Now(), &err)
+	t, err := scanTrigger(db.ro.QueryRowContext(ctx, `SELECT `+triggerColumns+` FROM task_triggers WHERE id = ?`, id))
+	return t, notFound(err, "trigger not found")
+}
+
+// DueTriggers returns the enabled triggers due by the clock at now.
+func (db *DB) DueTriggers(ctx context.Context, now time.Time) (_ []*TriggerRow, err error) {
+	defer db.track("due_triggers", time.Now(), &err)
+	return db.triggers(ctx, `WHERE enabled = 1 AND next_fire_at > 0 AND next_fire_at <= ? ORDER BY next_fire_at`, ms(now))
+}
+
+// CreateTrigger stores t.
+func (db *DB) CreateTrigger(ctx context.Context, t *TriggerRow) (err error) {
+	defer db.track("create_trigger", time.Now(), &err)
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	if t.CreatedAt.IsZero() {
+		t.CreatedAt = now
+	}
+	t.Version = 1
+	if t.ThrottleState == "" {
+		t.ThrottleState = "{}"
+	}
+	_, err = db.rw.ExecContext(ctx, `INSERT INTO task_triggers (id, task_id, spec, targets, enabled, created_by, created_at, next_fire_at, throttle_state, version)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)`, t.ID, t.TaskID, t.Spec, t.Targets, t.Enabled, t.CreatedBy, ms(t.CreatedAt), ms(t.NextFireAt), t.ThrottleState)
+	if err != nil && strings.Contains(err.Error(), "FOREIGN KEY") {
+		return errcode.New(errcode.NotFound, "task not found")
+	}
+	return err
+}
+
+// UpdateTrigger writes spec, targets, enabled and the schedule if the
+// version is still t.Version; throttling counters start over.
+func (db *DB) UpdateTrigger(ctx context.Context, t *TriggerRow) (err error) {
+	defer db.track("update_trigger", time.Now(), &err)
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE task_triggers SET spec = ?, targets = ?, enabled = ?, next_fire_at = ?, throttle_state = '{}', version = version + 1
+			WHERE id = ? AND version = ?`, t.Spec, t.Targets, t.Enabled, ms(t.NextFireAt), t.ID, t.Version)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return versionConflict(ctx, tx, "task_triggers", t.ID, "trigger")
+		}
+		t.Version++
+		t.ThrottleState = "{}"
+		return nil
+	})
+}
+
+// DeleteTrigger removes a trigger.
+func (db *DB) DeleteTrigger(ctx context.Context, id string) (err error) {
+	defer db.track("delete_trigger", time.Now(), &err)
+	res, err := db.rw.ExecContext(ctx, `DELETE FROM task_triggers WHERE id = ?`, id)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return errcode.New(errcode.NotFound, "trigger not found")
+	}
+	return nil
+}
+
+// FireTrigger records that a trigger fired (or was throttled) at at: the
+// next firing time and the throttle state; the runs it planned are created
+// in the same transaction.
+func (db *DB) FireTrigger(ctx context.Context, triggerID string, next, at time.Time, fired bool, throttleState string, runs []*TaskRun) (err error) {
+	defer db.track("fire_trigger", time.Now(), &err)
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		q := `UPDATE task_triggers SET next_fire_at = ?, throttle_state = ? WHERE id = ?`
+		args := []any{ms(next), throttleState, triggerID}
+		if fired {
+			q = `UPDATE task_triggers SET next_fire_at = ?, throttle_state = ?, last_fired_at = ? WHERE id = ?`
+			args = []any{ms(next), throttleState, ms(at), triggerID}
+		}
+		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+			return err
+		}
+		return insertRuns(ctx, tx, runs)
+	})
+}
+
+// ResetThrottles clears every trigger's throttling counters (at start).
+func (db *DB) ResetThrottles(ctx context.Context) (err error) {
+	defer db.track("reset_throttles", time.Now(), &err)
+	_, err = db.rw.ExecContext(ctx, `UPDATE task_triggers SET throttle_state = '{}' WHERE throttle_state <> '{}'`)
+	return err
+}
+
+func insertRuns(ctx context.Context, tx *sql.Tx, runs []*TaskRun) error {
+	if len(runs) == 0 {
+		return nil
+	}
+	stmt, err := tx.PrepareContext(ctx, `INSERT INTO task_runs (id, task_id, trigger_id, computer_id, type, params, state, attempt, created_at, not_before, expires_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	if err != nil {
+		return err
+	}
+	defer stmt.Close()
+	for _, r := range runs {
+		if r.State == "" {
+			r.State = RunPlanned
+		}
+		if r.Attempt == 0 {
+			r.Attempt = 1
+		}
+		if _, err := stmt.ExecContext(ctx, r.ID, r.TaskID, r.TriggerID, r.ComputerID, r.Type, r.Params, r.State, r.Attempt,
+			ms(r.CreatedAt), ms(r.NotBefore), ms(r.ExpiresAt)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// CreateRuns stores planned runs.
+func (db *DB) CreateRuns(ctx context.Context, runs []*TaskRun) (err error) {
+	defer db.track("create_runs", time.Now(), &err)
+	return db.tx(ctx, func(tx *sql.Tx) error { return insertRuns(ctx, tx, runs) })
+}
+
+const runColumns = `id, task_id, trigger_id, computer_id, type, params, state, attempt, created_at, not_before, expires_at, delivered_at,
+	started_at, finished_at, exit_code, output, error, attachment`
+
+func scanRun(row interface{ Scan(...any) error }) (*TaskRun, error) {
+	r := &TaskRun{}
+	var c, nb, ex, d, s, f int64
+	var code sql.NullInt64
+	if err := row.Scan(&r.ID, &r.TaskID, &r.TriggerID, &r.ComputerID, &r.Type, &r.Params, &r.State, &r.Attempt, &c, &nb, &ex, &d, &s, &f,
+		&code, &r.Output, &r.Error, &r.Attachment); err != nil {
+		return nil, err
+	}
+	r.CreatedAt, r.NotBefore, r.ExpiresAt, r.DeliveredAt, r.StartedAt, r.FinishedAt = fromMS(c), fromMS(nb), fromMS(ex), fromMS(d), fromMS(s), fromMS(f)
+	if code.Valid {
+		v := int(code.Int64)
+		r.ExitCode = &v
+	}
+	return r, nil
+}
+
+func (db *DB) runs(ctx context.Context, q string, args ...any) ([]*TaskRun, error) {
+	rows, err := db.ro.QueryContext(ctx, `SELECT `+runColumns+` FROM task_runs `+q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*TaskRun
+	for rows.Next() {
+		r, err := scanRun(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// RunByID returns not_found for an unknown id.
+func (db *DB) RunByID(ctx context.Context, id string) (_ *TaskRun, err error) {
+	defer db.track("run", time.Now(), &err)
+	r, err := scanRun(db.ro.QueryRowContext(ctx, `SELECT `+runColumns+` FROM task_runs WHERE id = ?`, id))
+	return r, notFound(err, "task run not found")
+}
+
+// RunFilter selects runs, newest first.
+type RunFilter struct {
+	TaskID     string
+	ComputerID string
+	State      string
+	Limit      int
+	Offset     int
+}
+
+// ListRuns returns a page of runs and the total matching.
+func (db *DB) ListRuns(ctx context.Context, f RunFilter) (_ []*TaskRun, total int, err error) {
+	defer db.track("list_runs", time.Now(), &err)
+	var where []string
+	var args []any
+	if f.TaskID != "" {
+		where, args = append(where, "task_id = ?"), append(args, f.TaskID)
+	}
+	if f.ComputerID != "" {
+		where, args = append(where, "computer_id = ?"), append(args, f.ComputerID)
+	}
+	if f.State != "" {
+		switch f.State {
+		case RunPlanned, RunDelivered, RunRunning, RunSucceeded, RunFailed, RunExpired, RunCancelled:
+		default:
+			return nil, 0, errcode.New(errcode.Invalid, "state must be planned, delivered, running, succeeded, failed, expired or cancelled")
+		}
+		where, args = append(where, "state = ?"), append(args, f.State)
+	}
+	cond := ""
+	if len(where) > 0 {
+		cond = " WHERE " + strings.Join(where, " AND ")
+	}
+	if err := db.ro.QueryRowContext(ctx, `SELECT COUNT(*) FROM task_runs`+cond, args...).Scan(&total); err != nil {
+		return nil, 0, err
+	}
+	limit, offset := pageBounds(f.Limit, f.Offset)
+	out, err := db.runs(ctx, cond+` ORDER BY created_at DESC, id LIMIT ? OFFSET ?`, append(args, limit, offset)...)
+	return out, total, err
+}
+
+// RunCounts counts a task's runs by state.
+func (db *DB) RunCounts(ctx context.Context, taskID string) (_ map[string]int, err error) {
+	defer db.track("run_counts", time.Now(), &err)
+	rows, err := db.ro.QueryContext(ctx, `SELECT state, COUNT(*) FROM task_runs WHERE task_id = ? GROUP BY state`, taskID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var s string
+		var n int
+		if err := rows.Scan(&s, &n); err != nil {
+			return nil, err
+		}
+		out[s] = n
+	}
+	return out, rows.Err()
+}
+
+// DeliverableRuns returns planned runs due at now for computers (nil: any
+// computer), oldest first, at most limit; server runs are not included.
+func (db *DB) DeliverableRuns(ctx context.Context, now time.Time, computerIDs []string, limit int) (_ []*TaskRun, err error) {
+	defer db.track("deliverable_runs", time.Now(), &err)
+	q, args := `WHERE state = 'planned' AND computer_id <> '' AND not_before <= ? AND expires_at > ?`, []any{ms(now), ms(now)}
+	if computerIDs != nil {
+		if len(computerIDs) == 0 {
+			return nil, nil
+		}
+		q += " AND computer_id IN (" + placeholders(len(computerIDs)) + ")"
+		args = append(args, toAny(computerIDs)...)
+	}
+	return db.runs(ctx, q+` ORDER BY not_before, id LIMIT ?`, append(args, limit)...)
+}
+
+// DueServerRuns returns planned server runs due at now.
+func (db *DB) DueServerRuns(ctx context.Context, now time.Time) (_ []*TaskRun, err error) {
+	defer db.track("due_server_runs", time.Now(), &err)
+	return db.runs(ctx, `WHERE state = 'planned' AND computer_id = '' AND not_before <= ? ORDER BY not_before, id`, ms(now))
+}
+
+// MarkDelivered moves planned runs to delivered.
+func (db *DB) MarkDelivered(ctx context.Context, ids []string, at time.Time) (err error) {
+	if len(ids) == 0 {
+		return nil
+	}
+	defer db.track("mark_delivered", time.Now(), &err)
+	_, err = db.rw.ExecContext(ctx, `UPDATE task_runs SET state = 'delivered', delivered_at = ? WHERE state = 'planned' AND id IN (`+placeholders(len(ids))+`)`,
+		append([]any{ms(at)}, toAny(ids)...)...)
+	return err
+}
+
+// ExpireRuns marks planned runs past their expiry as expired and returns
+// how many.
+func (db *DB) ExpireRuns(ctx context.Context, now time.Time) (n int64, err error) {
+	defer db.track("expire_runs", time.Now(), &err)
+	res, err := db.rw.ExecContext(ctx, `UPDATE task_runs SET state = 'expired', finished_at = ? WHERE state = 'planned' AND expires_at <= ?`, ms(now), ms(now))
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+// CancelRun cancels a run that has not finished. Returns conflict for a
+// finished run.
+func (db *DB) CancelRun(ctx context.Context, id string, now time.Time) (err error) {
+	defer db.track("cancel_run", time.Now(), &err)
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE task_runs SET state = 'cancelled', finished_at = ? WHERE id = ? AND state IN ('planned', 'delivered', 'running')`, ms(now), id)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			var st string
+			if err := tx.QueryRowContext(ctx, `SELECT state FROM task_runs WHERE id = ?`, id).Scan(&st); err != nil {
+				return notFound(err, "task run not found")
+			}
+			return errcode.New(errcode.Conflict, "the run is already %s", st)
+		}
+		return nil
+	})
+}
+
+// FinishServerRun records the result of a server task run.
+func (db *DB) FinishServerRun(ctx context.Context, id string, ok bool, output, errText string, started, now time.Time) (err error) {
+	defer db.track("finish_server_run", time.Now(), &err)
+	state := RunSucceeded
+	if !ok {
+		state = RunFailed
+	}
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE task_runs SET state = ?, started_at = ?, finished_at = ?, output = ?, error = ? WHERE id = ?`,
+			state, ms(started), ms(now), clip(output, 1<<20), clip(errText, 4096), id); err != nil {
+			return err
+		}
+		if !ok {
+			return addEventData(ctx, tx, now, "task.failed", "", id, "{}")
+		}
+		return nil
+	})
+}
+
+// SetRunAttachment records the file of a run's upload (diagnostics).
+func (db *DB) SetRunAttachment(ctx context.Context, id, path string) (err error) {
+	defer db.track("set_run_attachment", time.Now(), &err)
+	_, err = db.rw.ExecContext(ctx, `UPDATE task_runs SET attachment = ? WHERE id = ?`, path, id)
+	return err
+}
+
+func addEventData(ctx context.Context, tx *sql.Tx, at time.Time, typ, computerID, subjectID, data string) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO server_events (at, type, computer_id, subject_id, data) VALUES (?, ?, ?, ?, ?)`, ms(at), typ, computerID, subjectID, data)
+	return err
+}
+
+// Task run events agents send through their outbox.
+const (
+	EventTaskStarted  = "task.started"
+	EventTaskFinished = "task.finished"
+)
+
+type taskEvent struct {
+	RunID    string `json:"run_id"`
+	State    string `json:"state"` // succeeded, failed (task.finished)
+	ExitCode *int   `json:"exit_code"`
+	Output   string `json:"output"`
+	Error    string `json:"error"`
+}
+
+// applyTaskEvent moves a run of the computer by an agent event (in the
+// check-in's transaction). Unknown runs, other computers' runs and moves
+// backwards (a finished run started again) are ignored.
+func applyTaskEvent(ctx context.Context, tx *sql.Tx, c *CheckIn, e *Event) error {
+	var te taskEvent
+	if json.Unmarshal([]byte(e.Data), &te) != nil || te.RunID == "" {
+		return nil
+	}
+	at := e.OccurredAt
+	switch e.Type {
+	case EventTaskStarted:
+		_, err := tx.ExecContext(ctx, `UPDATE task_runs SET state = 'running', started_at = ? WHERE id = ? AND computer_id = ? AND state IN ('planned', 'delivered')`,
+			ms(at), te.RunID, c.ComputerID)
+		return err
+	case EventTaskFinished:
+		state := RunSucceeded
+		if te.State == RunFailed {
+			state = RunFailed
+		}
+		var code sql.NullInt64
+		if te.ExitCode != nil {
+			code = sql.NullInt64{Int64: int64(*te.ExitCode), Valid: true}
+		}
+		out := te.Output
+		if !utf8.ValidString(out) {
+			out = strings.ToValidUTF8(out, "\uFFFD")
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE task_runs SET state = ?, finished_at = ?, exit_code = ?, output = ?, error = ?,
+			started_at = CASE WHEN started_at = 0 THEN ? ELSE started_at END
+			WHERE id = ? AND computer_id = ? AND state IN ('planned', 'delivered', 'running')`,
+			state, ms(at), code, clip(out, 1<<20), clip(te.Error, 4096), ms(at), te.RunID, c.ComputerID)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 1 && state == RunFailed {
+			return addEventData(ctx, tx, c.Now, "task.failed", c.ComputerID, te.RunID, "{}")
+		}
+	}
+	return nil
+}
+
+// SchedulerState reads a value the scheduler keeps ("" when unset).
+func (db *DB) SchedulerState(ctx context.Context, key string) (v string, err error) {
+	defer db.track("scheduler_state", time.Now(), &err)
+	err = db.ro.QueryRowContext(ctx, `SELECT value FROM scheduler_state WHERE key = ?`, key).Scan(&v)
+	if err == sql.ErrNoRows {
+		return "", nil
+	}
+	return v, err
+}
+
+// SetSchedulerState writes a value the scheduler keeps.
+func (db *DB) SetSchedulerState(ctx context.Context, key, value string) (err error) {
+	defer db.track("set_scheduler_state", time.Now(), &err)
+	_, err = db.rw.ExecContext(ctx, `INSERT INTO scheduler_state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, key, value)
+	return err
+}
+
+// RenameComputer changes a computer's display name.
+func (db *DB) RenameComputer(ctx context.Context, id, name string) (err error) {
+	defer db.track("rename_computer", time.Now(), &err)
+	res, err := db.rw.ExecContext(ctx, `UPDATE computers SET name = ?, version = version + 1 WHERE id = ?`, name, id)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return errcode.New(errcode.NotFound, "computer not found")
+	}
+	return nil
+}
