@@ -179,8 +179,12 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (*LoginResult, er
 	if restriction == "" {
 		restriction = s.pendingRestriction(u, pol, now)
 	}
-	if err := s.Store.RecordLoginSuccess(ctx, u.ID, now); err != nil {
-		return nil, err
+	// A password without its second factor is not a login yet: clearing the
+	// failures here would let whoever has the password guess codes forever.
+	if secondFactor {
+		if err := s.Store.RecordLoginSuccess(ctx, u.ID, now); err != nil {
+			return nil, err
+		}
 	}
 	token := newSecret("")
 	expires := now.Add(time.Duration(pol.SessionIdleMinutes) * time.Minute)
@@ -238,6 +242,9 @@ func (s *Service) CompleteSecondFactor(ctx context.Context, p *Principal, code, 
 			s.Store.DeleteSession(ctx, p.SessionHash)
 			return ferr
 		}
+		return err
+	}
+	if err := s.Store.RecordLoginSuccess(ctx, u.ID, now); err != nil {
 		return err
 	}
 	return s.Store.CompleteSecondFactor(ctx, p.SessionHash)
@@ -412,7 +419,7 @@ func (s *Service) CreateAPIToken(ctx context.Context, p *Principal, name string,
 }
 
 // ChangePassword changes p's own password after checking the current one;
-// it ends the user's other sessions.
+// it ends all the user's sessions, p's included.
 func (s *Service) ChangePassword(ctx context.Context, p *Principal, current, next string) error {
 	u, err := s.Store.UserByID(ctx, p.UserID)
 	if err != nil {

@@ -132,7 +132,7 @@ func CheckPassword(pw, username string, p Policy) error {
 		return errcode.New(errcode.Invalid, "the password must not contain the user name")
 	case common[strings.ToLower(pw)]:
 		return errcode.New(errcode.Invalid, "the password is too common")
-	case strings.Count(pw, string([]rune(pw)[0])) == len(pw):
+	case strings.Count(pw, string([]rune(pw)[0])) == n: // runes, not bytes: "ééé…" repeats one character too
 		return errcode.New(errcode.Invalid, "the password must not repeat a single character")
 	}
 	return nil

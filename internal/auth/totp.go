@@ -159,4 +159,6 @@ func base32NoPad(b []byte) string {
 }
 
 // QRDataURI is the PNG as a data: URI for a browser.
-func QRDataURI(png []byte) string { return "data:image/png;base64," + base64.StdEncoding.EncodeToString(png) }
+func QRDataURI(png []byte) string {
+	return "data:image/png;base64," + base64.StdEncoding.EncodeToString(png)
+}

@@ -23,8 +23,8 @@ type PermissionSet struct {
 	Description string
 	GroupID     string // access group of the set itself
 	Builtin     bool
-	Groups      []string         // scope: static group ids
-	Grants      map[string]int   // functionality -> level (1 read, 2 use, 3 write)
+	Groups      []string       // scope: static group ids
+	Grants      map[string]int // functionality -> level (1 read, 2 use, 3 write)
 	CreatedAt   time.Time
 	UpdatedAt   time.Time
 	Version     int64
@@ -214,9 +214,12 @@ func (db *DB) UpdatePermissionSet(ctx context.Context, ps *PermissionSet) (err e
 			}
 			return versionConflict(ctx, tx, "permission_sets", ps.ID, "permission set")
 		}
+		if err := writeSetDetails(ctx, tx, ps); err != nil {
+			return err // rolled back: the caller's version stays what is stored
+		}
 		ps.Version++
 		ps.UpdatedAt = now
-		return writeSetDetails(ctx, tx, ps)
+		return nil
 	})
 }
 
