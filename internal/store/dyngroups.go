@@ -385,8 +385,6 @@ func toAny(ss []string) []any {
 	return out
 }
 
-
-
 // DynamicMembershipsOf returns, for the given computers, the dynamic groups
 // each belongs to (group id -> computer ids).
 func (db *DB) DynamicMembershipsOf(ctx context.Context, computerIDs []string) (_ map[string][]string, err error) {

@@ -10,19 +10,19 @@ import (
 
 // EnrollmentToken lets agents enroll. Only a hash of its secret is kept.
 type EnrollmentToken struct {
-	ID          string
-	SecretHash  string
-	GroupID     string // where computers enrolled with the token land
+	ID         string
+	SecretHash string
+	GroupID    string // where computers enrolled with the token land
 	// AccessGroupID is the static group the token itself lives in (who may
 	// see and revoke it); default All.
 	AccessGroupID string
 	Description   string
-	ExpiresAt   time.Time
-	UsesAllowed int // 0: unlimited
-	Uses        int
-	CreatedBy   string
-	CreatedAt   time.Time
-	RevokedAt   time.Time
+	ExpiresAt     time.Time
+	UsesAllowed   int // 0: unlimited
+	Uses          int
+	CreatedBy     string
+	CreatedAt     time.Time
+	RevokedAt     time.Time
 }
 
 // CreateEnrollmentToken stores t.

@@ -437,8 +437,66 @@ func (db *DB) DeliverableRuns(ctx context.Context, now time.Time, computerIDs []
 		}
 		q += " AND computer_id IN (" + placeholders(len(computerIDs)) + ")"
 		args = append(args, toAny(computerIDs)...)
+	} else {
+		// Only computers believed connected: runs waiting for offline ones
+		// must not fill every page.
+		q += " AND computer_id IN (SELECT id FROM computers WHERE status = 'online')"
 	}
 	return db.runs(ctx, q+` ORDER BY not_before, id LIMIT ?`, append(args, limit)...)
+}
+
+// PendingRuns returns a computer's runs due at now that it has not started
+// (planned, or delivered but never reported started: a reconnecting agent
+// gets them again and ignores the ones it already has).
+func (db *DB) PendingRuns(ctx context.Context, computerID string, now time.Time, limit int) (_ []*TaskRun, err error) {
+	defer db.track("pending_runs", time.Now(), &err)
+	return db.runs(ctx, `WHERE computer_id = ? AND state IN ('planned', 'delivered') AND not_before <= ? AND expires_at > ? ORDER BY not_before, id LIMIT ?`,
+		computerID, ms(now), ms(now), limit)
+}
+
+// NextRunDue returns the earliest not_before of planned computer runs after
+// now (zero if none): when the dispatcher has work next.
+func (db *DB) NextRunDue(ctx context.Context, now time.Time) (_ time.Time, err error) {
+	defer db.track("next_run_due", time.Now(), &err)
+	var v sql.NullInt64
+	err = db.ro.QueryRowContext(ctx, `SELECT MIN(not_before) FROM task_runs WHERE state = 'planned' AND not_before > ?`, ms(now)).Scan(&v)
+	if err != nil || !v.Valid {
+		return time.Time{}, err
+	}
+	return fromMS(v.Int64), nil
+}
+
+// StaleComputers returns the computers of the given static groups not seen
+// since before (never-seen ones enrolled before it included), revoked ones
+// excluded.
+func (db *DB) StaleComputers(ctx context.Context, groupIDs []string, before time.Time) (_ []*Computer, err error) {
+	defer db.track("stale_computers", time.Now(), &err)
+	if len(groupIDs) == 0 {
+		return nil, nil
+	}
+	args := append(toAny(groupIDs), ms(before), ms(before))
+	rows, err := db.ro.QueryContext(ctx, `SELECT `+computerColumns+` FROM computers WHERE revoked_at IS NULL AND group_id IN (`+placeholders(len(groupIDs))+`)
+		AND status <> 'online' AND COALESCE(last_seen, 0) < ? AND enrolled_at < ? ORDER BY name, id`, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*Computer
+	for rows.Next() {
+		c, err := scanComputer(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// ServerEventSeq returns the sequence number of the latest server event.
+func (db *DB) ServerEventSeq(ctx context.Context) (seq int64, err error) {
+	defer db.track("server_event_seq", time.Now(), &err)
+	err = db.ro.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM server_events`).Scan(&seq)
+	return seq, err
 }
 
 // DueServerRuns returns planned server runs due at now.
@@ -458,11 +516,11 @@ func (db *DB) MarkDelivered(ctx context.Context, ids []string, at time.Time) (er
 	return err
 }
 
-// ExpireRuns marks planned runs past their expiry as expired and returns
+// ExpireRuns marks runs not started by their expiry as expired and returns
 // how many.
 func (db *DB) ExpireRuns(ctx context.Context, now time.Time) (n int64, err error) {
 	defer db.track("expire_runs", time.Now(), &err)
-	res, err := db.rw.ExecContext(ctx, `UPDATE task_runs SET state = 'expired', finished_at = ? WHERE state = 'planned' AND expires_at <= ?`, ms(now), ms(now))
+	res, err := db.rw.ExecContext(ctx, `UPDATE task_runs SET state = 'expired', finished_at = ? WHERE state IN ('planned', 'delivered') AND expires_at <= ?`, ms(now), ms(now))
 	if err != nil {
 		return 0, err
 	}

@@ -1,6 +1,7 @@
 package tasks
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -376,4 +377,18 @@ func (t *Trigger) Allow(st *ThrottleState, at time.Time) bool {
 	// Fired: the counters start again.
 	st.Occurrences, st.Recent, st.LastFired = 0, nil, at
 	return true
+}
+
+// ParseTrigger decodes and validates a stored or submitted trigger.
+func ParseTrigger(raw string) (*Trigger, error) {
+	var t Trigger
+	dec := json.NewDecoder(strings.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&t); err != nil {
+		return nil, errcode.New(errcode.Invalid, "trigger must be a JSON object with known fields: %v", err)
+	}
+	if err := t.Validate(); err != nil {
+		return nil, err
+	}
+	return &t, nil
 }

@@ -1,0 +1,465 @@
+package tasks
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/mamori/mamori/internal/errcode"
+	"github.com/mamori/mamori/internal/store"
+)
+
+// Store is what the scheduler reads and writes.
+type Store interface {
+	TargetStore
+	TaskByID(ctx context.Context, id string) (*store.TaskRow, error)
+	TaskTriggers(ctx context.Context, taskID string) ([]*store.TriggerRow, error)
+	DueTriggers(ctx context.Context, now time.Time) ([]*store.TriggerRow, error)
+	FireTrigger(ctx context.Context, triggerID string, next, at time.Time, fired bool, throttleState string, runs []*store.TaskRun) error
+	ResetThrottles(ctx context.Context) error
+	ServerEventSeq(ctx context.Context) (int64, error)
+	ServerEventsAfter(ctx context.Context, after int64, types []string, limit int) ([]store.ServerEvent, error)
+	SchedulerState(ctx context.Context, key string) (string, error)
+	SetSchedulerState(ctx context.Context, key, value string) error
+	RunByID(ctx context.Context, id string) (*store.TaskRun, error)
+	ExpireRuns(ctx context.Context, now time.Time) (int64, error)
+	DeliverableRuns(ctx context.Context, now time.Time, computerIDs []string, limit int) ([]*store.TaskRun, error)
+	PendingRuns(ctx context.Context, computerID string, now time.Time, limit int) ([]*store.TaskRun, error)
+	MarkDelivered(ctx context.Context, ids []string, at time.Time) error
+	DueServerRuns(ctx context.Context, now time.Time) ([]*store.TaskRun, error)
+	FinishServerRun(ctx context.Context, id string, ok bool, output, errText string, started, now time.Time) error
+}
+
+// Deliverer hands runs to the agent of a connected computer.
+type Deliverer interface {
+	// Deliver sends runs to computerID's agent; false when it is not
+	// connected (the runs stay planned).
+	Deliver(computerID string, runs []*store.TaskRun) bool
+}
+
+// ServerRunner executes a server task run and returns its output.
+type ServerRunner interface {
+	RunServerTask(ctx context.Context, run *store.TaskRun) (output string, err error)
+}
+
+// Server event types triggers follow, by trigger event name.
+var eventTypes = map[string]string{
+	"detection_found": "detection.found",
+	"agent_connected": "agent.connected",
+	"task_failed":     "task.failed",
+}
+
+const eventCursorKey = "event_seq"
+
+// Scheduler fires triggers into runs, delivers runs to connected agents,
+// expires the ones whose computer never came and runs server tasks. Step
+// does one pass; Run calls it every Tick and when kicked.
+type Scheduler struct {
+	Store    Store
+	Deliver  Deliverer    // nil: runs are only planned
+	Server   ServerRunner // nil: server runs stay planned
+	Now      func() time.Time
+	Rand     func(n int64) int64 // [0, n); default math/rand/v2
+	Log      *slog.Logger
+	Tick     time.Duration // default 1s
+	PerStep  int           // runs delivered per step at most; default 2000
+	MaxBatch int           // events read per step; default 1000
+
+	once      sync.Once
+	kick      chan struct{}
+	mu        sync.Mutex
+	connected []string // computers that connected since the last step
+}
+
+func (s *Scheduler) init() {
+	s.once.Do(func() {
+		s.kick = make(chan struct{}, 1)
+		if s.Now == nil {
+			s.Now = time.Now
+		}
+		if s.Rand == nil {
+			s.Rand = rand.Int64N
+		}
+		if s.Log == nil {
+			s.Log = slog.Default()
+		}
+		if s.Tick <= 0 {
+			s.Tick = time.Second
+		}
+		if s.PerStep <= 0 {
+			s.PerStep = 2000
+		}
+		if s.MaxBatch <= 0 {
+			s.MaxBatch = 1000
+		}
+	})
+}
+
+// Kick asks for a step now (a trigger was created, a run retried).
+func (s *Scheduler) Kick() {
+	s.init()
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Connected tells the scheduler an agent connected: its pending runs are
+// delivered at the next step.
+func (s *Scheduler) Connected(computerID string) {
+	s.init()
+	s.mu.Lock()
+	s.connected = append(s.connected, computerID)
+	s.mu.Unlock()
+	s.Kick()
+}
+
+// Start prepares the scheduler after a server start: throttling counters
+// start over and event triggers follow events from now on.
+func (s *Scheduler) Start(ctx context.Context) error {
+	s.init()
+	if err := s.Store.ResetThrottles(ctx); err != nil {
+		return err
+	}
+	if v, err := s.Store.SchedulerState(ctx, eventCursorKey); err != nil || v != "" {
+		return err
+	}
+	seq, err := s.Store.ServerEventSeq(ctx)
+	if err != nil {
+		return err
+	}
+	return s.Store.SetSchedulerState(ctx, eventCursorKey, jsonInt(seq))
+}
+
+// Run steps until ctx ends.
+func (s *Scheduler) Run(ctx context.Context) error {
+	s.init()
+	if err := s.Start(ctx); err != nil {
+		return err
+	}
+	t := time.NewTicker(s.Tick)
+	defer t.Stop()
+	for {
+		if err := s.Step(ctx); err != nil && ctx.Err() == nil {
+			s.Log.Error("task scheduler step", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case <-s.kick:
+		}
+	}
+}
+
+// Step fires due triggers, follows events, expires runs, delivers due runs
+// and runs due server tasks.
+func (s *Scheduler) Step(ctx context.Context) error {
+	s.init()
+	now := s.Now().UTC()
+	var errs []error
+	if err := s.fireDue(ctx, now); err != nil {
+		errs = append(errs, err)
+	}
+	if err := s.followEvents(ctx, now); err != nil {
+		errs = append(errs, err)
+	}
+	if n, err := s.Store.ExpireRuns(ctx, now); err != nil {
+		errs = append(errs, err)
+	} else if n > 0 {
+		s.Log.Info("task runs expired", "count", n)
+	}
+	if err := s.dispatch(ctx, now); err != nil {
+		errs = append(errs, err)
+	}
+	if err := s.runServer(ctx, now); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// fireDue fires the triggers due by the clock. A trigger whose time passed
+// while the server was down fires once, then follows its schedule from now.
+func (s *Scheduler) fireDue(ctx context.Context, now time.Time) error {
+	due, err := s.Store.DueTriggers(ctx, now)
+	if err != nil {
+		return err
+	}
+	for _, tr := range due {
+		if err := s.fireTimed(ctx, tr, now); err != nil {
+			s.Log.Error("trigger failed to fire", "trigger", tr.ID, "task", tr.TaskID, "err", err)
+			if ctx.Err() != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (s *Scheduler) fireTimed(ctx context.Context, tr *store.TriggerRow, now time.Time) error {
+	spec, err := ParseTrigger(tr.Spec)
+	if err != nil {
+		// A stored trigger that no longer parses never fires again.
+		return s.Store.FireTrigger(ctx, tr.ID, time.Time{}, now, false, tr.ThrottleState, nil)
+	}
+	next, ok := spec.Next(now, tr.CreatedAt)
+	if !ok {
+		next = time.Time{}
+	}
+	var st ThrottleState
+	_ = json.Unmarshal([]byte(tr.ThrottleState), &st)
+	if !spec.Allow(&st, now) {
+		return s.Store.FireTrigger(ctx, tr.ID, next, now, false, jsonOf(st), nil)
+	}
+	task, err := s.Store.TaskByID(ctx, tr.TaskID)
+	if err != nil {
+		return err
+	}
+	var computers []string
+	if !IsServer(Type(task.Type)) {
+		ts, err := ParseTargets(tr.Targets)
+		if err != nil {
+			return s.Store.FireTrigger(ctx, tr.ID, next, now, false, jsonOf(st), nil)
+		}
+		set, err := Resolve(ctx, s.Store, ts)
+		if err != nil {
+			return err
+		}
+		for id := range set {
+			computers = append(computers, id)
+		}
+	} else {
+		computers = []string{""}
+	}
+	runs := s.plan(task, tr.ID, spec, computers, now)
+	s.Log.Info("trigger fired", "trigger", tr.ID, "task", task.ID, "runs", len(runs))
+	return s.Store.FireTrigger(ctx, tr.ID, next, now, true, jsonOf(st), runs)
+}
+
+// plan makes one run per computer ("": the server), each with its own
+// random delay.
+func (s *Scheduler) plan(task *store.TaskRow, triggerID string, spec *Trigger, computers []string, now time.Time) []*store.TaskRun {
+	delay, expiry := spec.RandomDelayDuration(), spec.ExpiryDuration()
+	runs := make([]*store.TaskRun, 0, len(computers))
+	for _, c := range computers {
+		nb := now
+		if delay > 0 {
+			nb = now.Add(time.Duration(s.Rand(int64(delay))))
+		}
+		nb = nb.Truncate(time.Millisecond)
+		runs = append(runs, &store.TaskRun{ID: uuid.NewString(), TaskID: task.ID, TriggerID: triggerID, ComputerID: c,
+			Type: task.Type, Params: task.Params, State: store.RunPlanned, Attempt: 1, CreatedAt: now.Truncate(time.Millisecond),
+			NotBefore: nb, ExpiresAt: nb.Add(expiry)})
+	}
+	return runs
+}
+
+// eventTrigger is an event or joined-dynamic-group trigger, parsed, with
+// its targets resolved lazily.
+type eventTrigger struct {
+	row     *store.TriggerRow
+	spec    *Trigger
+	task    *store.TaskRow
+	targets []Target
+	members map[string]bool
+	state   ThrottleState
+	runs    []*store.TaskRun
+	seen    bool // had an occurrence in this step
+}
+
+func (s *Scheduler) followEvents(ctx context.Context, now time.Time) error {
+	v, err := s.Store.SchedulerState(ctx, eventCursorKey)
+	if err != nil {
+		return err
+	}
+	var cursor int64
+	_ = json.Unmarshal([]byte(v), &cursor)
+	evs, err := s.Store.ServerEventsAfter(ctx, cursor, []string{store.EventJoinedDynamicGroup, "detection.found", "agent.connected", "task.failed"}, s.MaxBatch)
+	if err != nil || len(evs) == 0 {
+		return err
+	}
+	all, err := s.Store.TaskTriggers(ctx, "")
+	if err != nil {
+		return err
+	}
+	var trigs []*eventTrigger
+	for _, tr := range all {
+		if !tr.Enabled {
+			continue
+		}
+		spec, err := ParseTrigger(tr.Spec)
+		if err != nil || spec.IsTimed() {
+			continue
+		}
+		task, err := s.Store.TaskByID(ctx, tr.TaskID)
+		if err != nil {
+			continue
+		}
+		ts, err := ParseTargets(tr.Targets)
+		if err != nil || IsServer(Type(task.Type)) {
+			continue
+		}
+		et := &eventTrigger{row: tr, spec: spec, task: task, targets: ts}
+		_ = json.Unmarshal([]byte(tr.ThrottleState), &et.state)
+		trigs = append(trigs, et)
+	}
+	for _, ev := range evs {
+		cursor = ev.Seq
+		if ev.ComputerID == "" {
+			continue
+		}
+		for _, et := range trigs {
+			if !matches(et.spec, &ev) {
+				continue
+			}
+			if ev.Type == "task.failed" {
+				// A task whose own failure triggers it would loop.
+				if r, err := s.Store.RunByID(ctx, ev.SubjectID); err == nil && r.TaskID == et.task.ID {
+					continue
+				}
+			}
+			if et.members == nil {
+				ts := et.targets
+				if len(ts) == 0 && et.spec.Kind == JoinedDynamic {
+					ts = []Target{{TargetDynamicGroup, et.spec.DynamicGroupID}}
+				}
+				if et.members, err = Resolve(ctx, s.Store, ts); err != nil {
+					return err
+				}
+			}
+			if !et.members[ev.ComputerID] {
+				continue
+			}
+			et.seen = true
+			if !et.spec.Allow(&et.state, ev.At) {
+				continue
+			}
+			et.runs = append(et.runs, s.plan(et.task, et.row.ID, et.spec, []string{ev.ComputerID}, now)...)
+		}
+	}
+	for _, et := range trigs {
+		if !et.seen {
+			continue
+		}
+		if len(et.runs) > 0 {
+			s.Log.Info("trigger fired", "trigger", et.row.ID, "task", et.task.ID, "runs", len(et.runs))
+		}
+		if err := s.Store.FireTrigger(ctx, et.row.ID, time.Time{}, now, len(et.runs) > 0, jsonOf(et.state), et.runs); err != nil {
+			return err
+		}
+	}
+	return s.Store.SetSchedulerState(ctx, eventCursorKey, jsonInt(cursor))
+}
+
+func matches(t *Trigger, ev *store.ServerEvent) bool {
+	switch t.Kind {
+	case JoinedDynamic:
+		return ev.Type == store.EventJoinedDynamicGroup && ev.SubjectID == t.DynamicGroupID
+	case OnEvent:
+		return eventTypes[t.Event] == ev.Type
+	}
+	return false
+}
+
+// dispatch delivers due runs: first every pending run of computers that
+// just connected, then due runs of connected computers, at most PerStep.
+func (s *Scheduler) dispatch(ctx context.Context, now time.Time) error {
+	if s.Deliver == nil {
+		return nil
+	}
+	s.mu.Lock()
+	conn := s.connected
+	s.connected = nil
+	s.mu.Unlock()
+	budget := s.PerStep
+	var delivered []string
+	seen := map[string]bool{}
+	for i, id := range conn {
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		if budget <= 0 {
+			// Over budget: keep the rest for the next step.
+			s.mu.Lock()
+			s.connected = append(s.connected, conn[i:]...)
+			s.mu.Unlock()
+			s.Kick()
+			break
+		}
+		runs, err := s.Store.PendingRuns(ctx, id, now, 100)
+		if err != nil {
+			return err
+		}
+		if len(runs) == 0 {
+			continue
+		}
+		if s.Deliver.Deliver(id, runs) {
+			budget -= len(runs)
+			for _, r := range runs {
+				delivered = append(delivered, r.ID)
+			}
+		}
+	}
+	if budget > 0 {
+		runs, err := s.Store.DeliverableRuns(ctx, now, nil, budget)
+		if err != nil {
+			return err
+		}
+		byComputer := map[string][]*store.TaskRun{}
+		var order []string
+		for _, r := range runs {
+			if _, ok := byComputer[r.ComputerID]; !ok {
+				order = append(order, r.ComputerID)
+			}
+			byComputer[r.ComputerID] = append(byComputer[r.ComputerID], r)
+		}
+		for _, id := range order {
+			if s.Deliver.Deliver(id, byComputer[id]) {
+				for _, r := range byComputer[id] {
+					delivered = append(delivered, r.ID)
+				}
+			}
+		}
+		if len(runs) == budget {
+			s.Kick() // more are due
+		}
+	}
+	return s.Store.MarkDelivered(ctx, delivered, now)
+}
+
+func (s *Scheduler) runServer(ctx context.Context, now time.Time) error {
+	if s.Server == nil {
+		return nil
+	}
+	runs, err := s.Store.DueServerRuns(ctx, now)
+	if err != nil {
+		return err
+	}
+	for _, r := range runs {
+		started := s.Now().UTC()
+		out, rerr := s.Server.RunServerTask(ctx, r)
+		msg := ""
+		if rerr != nil {
+			msg = errcode.Message(rerr)
+			s.Log.Warn("server task failed", "run", r.ID, "task", r.TaskID, "type", r.Type, "err", rerr)
+		}
+		if err := s.Store.FinishServerRun(ctx, r.ID, rerr == nil, out, msg, started, s.Now().UTC()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func jsonOf(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func jsonInt(n int64) string { return jsonOf(n) }
