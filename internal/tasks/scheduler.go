@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -75,6 +76,7 @@ type Scheduler struct {
 	kick      chan struct{}
 	mu        sync.Mutex
 	connected []string // computers that connected since the last step
+	started   atomic.Bool
 }
 
 func (s *Scheduler) init() {
@@ -127,6 +129,7 @@ func (s *Scheduler) Start(ctx context.Context) error {
 	if err := s.Store.ResetThrottles(ctx); err != nil {
 		return err
 	}
+	s.started.Store(true)
 	if v, err := s.Store.SchedulerState(ctx, eventCursorKey); err != nil || v != "" {
 		return err
 	}
@@ -164,6 +167,11 @@ func (s *Scheduler) Step(ctx context.Context) error {
 	s.init()
 	now := s.Now().UTC()
 	var errs []error
+	if s.started.Swap(false) {
+		if err := s.fireStarted(ctx, now); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := s.fireDue(ctx, now); err != nil {
 		errs = append(errs, err)
 	}
@@ -182,6 +190,25 @@ func (s *Scheduler) Step(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// fireStarted fires the server_started triggers once after Start.
+func (s *Scheduler) fireStarted(ctx context.Context, now time.Time) error {
+	all, err := s.Store.TaskTriggers(ctx, "")
+	if err != nil {
+		return err
+	}
+	for _, tr := range all {
+		if !tr.Enabled {
+			continue
+		}
+		if spec, err := ParseTrigger(tr.Spec); err == nil && spec.Kind == ServerStarted {
+			if err := s.fire(ctx, tr, spec, time.Time{}, now); err != nil {
+				s.Log.Error("trigger failed to fire", "trigger", tr.ID, "task", tr.TaskID, "err", err)
+			}
+		}
+	}
+	return nil
 }
 
 // fireDue fires the triggers due by the clock. A trigger whose time passed
@@ -212,6 +239,11 @@ func (s *Scheduler) fireTimed(ctx context.Context, tr *store.TriggerRow, now tim
 	if !ok {
 		next = time.Time{}
 	}
+	return s.fire(ctx, tr, spec, next, now)
+}
+
+// fire plans the runs of a trigger firing by the clock or at start.
+func (s *Scheduler) fire(ctx context.Context, tr *store.TriggerRow, spec *Trigger, next, now time.Time) error {
 	var st ThrottleState
 	_ = json.Unmarshal([]byte(tr.ThrottleState), &st)
 	if !spec.Allow(&st, now) {

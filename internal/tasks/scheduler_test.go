@@ -618,3 +618,30 @@ func FuzzParseTargets(f *testing.F) {
 		}
 	})
 }
+
+func TestScheduler_ServerStartedTriggerFiresOncePerStart(t *testing.T) {
+	b := newBench(t)
+	b.step() // the start's step, before the triggers exist
+	c := b.computer("a", store.GroupAll)
+	ren := b.task(RenameComputers, `{"pattern":"pc-{hostname}"}`)
+	b.trigger(ren.ID, `{"kind":"server_started"}`)
+	upd := b.task(EngineUpdate, `{}`)
+	b.trigger(upd.ID, `{"kind":"server_started"}`, Target{TargetComputer, c})
+	b.step()
+	if n := len(b.runs(ren.ID)); n != 0 {
+		t.Fatalf("%d runs before a start", n)
+	}
+	for range 2 { // two restarts
+		if err := b.s.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		b.step()
+		b.step()
+	}
+	if n, m := len(b.runs(ren.ID)), len(b.runs(upd.ID)); n != 2 || m != 2 {
+		t.Fatalf("server task runs %d, client runs %d; want 2 each", n, m)
+	}
+	if got, _ := b.db.ComputerByID(context.Background(), c); got.Name != "pc-a" {
+		t.Fatalf("name %q", got.Name)
+	}
+}

@@ -26,6 +26,7 @@ const (
 	Cron          Kind = "cron"                 // a cron expression (5 fields)
 	JoinedDynamic Kind = "joined_dynamic_group" // a computer joined DynamicGroupID: run on it
 	OnEvent       Kind = "event"                // Event happened on a computer: run on it
+	ServerStarted Kind = "server_started"       // the server started
 )
 
 // Events an event trigger can follow.
@@ -99,7 +100,7 @@ func (t *Trigger) Validate() error {
 		return nil
 	}
 	switch t.Kind {
-	case ASAP:
+	case ASAP, ServerStarted:
 	case Once:
 		if _, err := time.Parse(time.RFC3339, t.At); err != nil {
 			return invalid("at must be an RFC 3339 time like 2026-12-24T18:00:00+01:00")
@@ -162,7 +163,7 @@ func (t *Trigger) Validate() error {
 			return invalid("event must be one of %s", strings.Join(Events, ", "))
 		}
 	default:
-		return invalid("kind must be one of asap, once, daily, weekly, monthly, yearly, cron, joined_dynamic_group, event")
+		return invalid("kind must be one of asap, once, daily, weekly, monthly, yearly, cron, joined_dynamic_group, event, server_started")
 	}
 	if d, err := t.delay(); err != nil || d < 0 || d > 24*time.Hour {
 		return invalid("random_delay must be a duration up to 24h")
@@ -243,7 +244,7 @@ func daysIn(m time.Month, year int) int {
 // IsTimed reports whether the trigger fires by the clock (Next applies).
 func (t *Trigger) IsTimed() bool {
 	switch t.Kind {
-	case JoinedDynamic, OnEvent:
+	case JoinedDynamic, OnEvent, ServerStarted:
 		return false
 	}
 	return true
