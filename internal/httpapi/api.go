@@ -39,6 +39,7 @@ type Store interface {
 	permSetStore
 	dynGroupStore
 	policyStore
+	taskStore
 	auditStore
 	auth.PolicyStore
 }
@@ -67,10 +68,16 @@ type Config struct {
 	// Configurations computes effective configurations; nil disables the
 	// effective-config endpoint and configuration pushes.
 	Configurations Configurations
-	CAFingerprint  string
-	CAPEM          []byte
-	Metrics        http.Handler
-	Log            *slog.Logger
+	// Scheduler is kicked when triggers and runs are created; nil: they
+	// wait for its tick (or nobody runs them, in tests).
+	Scheduler Scheduler
+	// AttachmentDir holds the files agents upload for task runs
+	// (diagnostics bundles).
+	AttachmentDir string
+	CAFingerprint string
+	CAPEM         []byte
+	Metrics       http.Handler
+	Log           *slog.Logger
 	// Connection warning thresholds for computers not seen for a while.
 	OfflineWarning  time.Duration // default 48h
 	OfflineCritical time.Duration // default 14 days

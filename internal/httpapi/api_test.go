@@ -136,6 +136,7 @@ func newFixture(t *testing.T) *fixture {
 		Configurations: &policy.Service{Store: db},
 		Enrollment:     &enrollment.Service{Store: db, Now: clock},
 		Presence:       f.presence,
+		AttachmentDir:  t.TempDir(),
 		CAFingerprint:  testFingerprint,
 		CAPEM:          []byte(testCAPEM),
 		Metrics: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -26,6 +28,7 @@ type world struct {
 	computer, detection, token, ps string // object ids, all in Servers
 	dyn                            string // a dynamic group under Servers
 	policy, assignment             string // a policy in Servers assigned to Servers
+	task, trigger, run             string // a task in Servers, its trigger and a run on c-srv
 	victim                         string // a user whose home is Servers
 	cookies                        map[string]string
 }
@@ -102,6 +105,27 @@ func newWorld(t *testing.T) *world {
 		t.Fatal(err)
 	}
 	w.policy, w.assignment = pol.ID, as.ID
+	task := &store.TaskRow{ID: uuid.NewString(), Name: "Servers scan", Type: "scan", Params: `{"paths":["/srv"],"action":"report"}`, GroupID: w.servers}
+	if err := w.db.CreateTask(t.Context(), task); err != nil {
+		t.Fatal(err)
+	}
+	trig := &store.TriggerRow{ID: uuid.NewString(), TaskID: task.ID, Spec: `{"kind":"daily","at":"03:00"}`,
+		Targets: `[{"type":"computer","id":"c-srv"}]`, Enabled: true, CreatedAt: w.now}
+	if err := w.db.CreateTrigger(t.Context(), trig); err != nil {
+		t.Fatal(err)
+	}
+	run := &store.TaskRun{ID: uuid.NewString(), TaskID: task.ID, TriggerID: trig.ID, ComputerID: "c-srv", Type: "scan", Params: task.Params,
+		State: store.RunFailed, CreatedAt: w.now, NotBefore: w.now, ExpiresAt: w.now.Add(time.Hour)}
+	if err := w.db.CreateRuns(t.Context(), []*store.TaskRun{run}); err != nil {
+		t.Fatal(err)
+	}
+	w.task, w.trigger, w.run = task.ID, trig.ID, run.ID
+	if err := os.WriteFile(filepath.Join(w.api.cfg.AttachmentDir, run.ID+".tar.gz"), []byte("bundle"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.db.SetRunAttachment(t.Context(), run.ID, run.ID+".tar.gz"); err != nil {
+		t.Fatal(err)
+	}
 	w.cookies["nobody"] = w.asUser(t, "nobody", store.GroupAll)
 	w.cookies["laptops-admin"] = w.asUser(t, "laptops-admin", w.laptops, w.permSet(t, "Laptops admins", []string{w.laptops}, 3))
 	w.cookies["reviewer"] = w.asUser(t, "reviewer-user", store.GroupAll, store.PermSetReviewer)
@@ -122,6 +146,8 @@ func (w *world) target(rt route) (path, body string) {
 		"/api/v1/tokens/":            "no-such-token",
 		"/api/v1/dynamic-groups/":    w.dyn,
 		"/api/v1/policies/":          w.policy,
+		"/api/v1/tasks/":             w.task,
+		"/api/v1/task-runs/":         w.run,
 	}
 	for prefix, id := range ids {
 		if strings.HasPrefix(path, prefix) {
@@ -130,6 +156,7 @@ func (w *world) target(rt route) (path, body string) {
 	}
 	path = strings.Replace(path, "{tag}", "prod", 1)
 	path = strings.Replace(path, "{aid}", w.assignment, 1)
+	path = strings.Replace(path, "{tid}", w.trigger, 1)
 	bodies := map[string]string{
 		"POST /api/v1/computers/wakeup":                 `{"group":"Servers"}`,
 		"POST /api/v1/computers/{id}/move":              `{"group":"Servers","version":1}`,
@@ -150,12 +177,18 @@ func (w *world) target(rt route) (path, body string) {
 		"PATCH /api/v1/policies/{id}":                   `{"description":"x","version":1}`,
 		"POST /api/v1/policies/{id}/assignments":        `{"target_type":"static","target":"Servers","rank":1}`,
 		"PATCH /api/v1/policies/{id}/assignments/{aid}": `{"rank":5}`,
+		"POST /api/v1/tasks":                            `{"name":"t2","type":"engine_update","group":"Servers"}`,
+		"PATCH /api/v1/tasks/{id}":                      `{"description":"x","version":1}`,
+		"POST /api/v1/tasks/{id}/run":                   `{"targets":[{"type":"computer","id":"c-srv"}]}`,
+		"POST /api/v1/tasks/{id}/triggers":              `{"trigger":{"kind":"weekly","at":"04:00","weekdays":["sun"]},"targets":[{"type":"static_group","path":"Servers"}]}`,
+		"PATCH /api/v1/tasks/{id}/triggers/{tid}":       `{"enabled":false,"version":1}`,
 	}
 	body = bodies[rt.Method+" "+rt.Pattern]
 	if body == "" && (rt.Method == "POST" || rt.Method == "PATCH" || rt.Method == "PUT") {
 		body = "{}"
 	}
-	if (rt.Pattern == "/api/v1/groups/{id}" || rt.Pattern == "/api/v1/dynamic-groups/{id}" || rt.Pattern == "/api/v1/policies/{id}") && rt.Method == "DELETE" {
+	if (rt.Pattern == "/api/v1/groups/{id}" || rt.Pattern == "/api/v1/dynamic-groups/{id}" || rt.Pattern == "/api/v1/policies/{id}" ||
+		rt.Pattern == "/api/v1/tasks/{id}") && rt.Method == "DELETE" {
 		path += "?version=1"
 	}
 	if rt.Pattern == "/api/v1/dynamic-groups/preview" {
@@ -175,6 +208,7 @@ var selfRoutes = map[string]bool{
 var listRoutes = map[string]bool{
 	"GET /api/v1/dynamic-groups": true, "GET /api/v1/dynamic-groups/fields": true,
 	"GET /api/v1/policies": true, "GET /api/v1/policies/schema": true,
+	"GET /api/v1/tasks": true, "GET /api/v1/tasks/types": true,
 	"GET /api/v1/computers": true, "GET /api/v1/tags": true, "GET /api/v1/detections": true, "GET /api/v1/groups": true,
 	"GET /api/v1/enrollment-tokens": true, "GET /api/v1/users": true, "GET /api/v1/permission-sets": true,
 }
