@@ -348,6 +348,7 @@ type AgentMessage struct {
 	//
 	//	*AgentMessage_Hello
 	//	*AgentMessage_CheckIn
+	//	*AgentMessage_Upload
 	Msg           isAgentMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -408,6 +409,15 @@ func (x *AgentMessage) GetCheckIn() *CheckIn {
 	return nil
 }
 
+func (x *AgentMessage) GetUpload() *UploadChunk {
+	if x != nil {
+		if x, ok := x.Msg.(*AgentMessage_Upload); ok {
+			return x.Upload
+		}
+	}
+	return nil
+}
+
 type isAgentMessage_Msg interface {
 	isAgentMessage_Msg()
 }
@@ -420,9 +430,16 @@ type AgentMessage_CheckIn struct {
 	CheckIn *CheckIn `protobuf:"bytes,2,opt,name=check_in,json=checkIn,proto3,oneof"`
 }
 
+type AgentMessage_Upload struct {
+	// Capability 2: a chunk of a file a task run uploads (diagnostics).
+	Upload *UploadChunk `protobuf:"bytes,3,opt,name=upload,proto3,oneof"`
+}
+
 func (*AgentMessage_Hello) isAgentMessage_Msg() {}
 
 func (*AgentMessage_CheckIn) isAgentMessage_Msg() {}
+
+func (*AgentMessage_Upload) isAgentMessage_Msg() {}
 
 type ServerMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -432,6 +449,9 @@ type ServerMessage struct {
 	//	*ServerMessage_Ack
 	//	*ServerMessage_WakeUp
 	//	*ServerMessage_RetryLater
+	//	*ServerMessage_Configuration
+	//	*ServerMessage_TaskRuns
+	//	*ServerMessage_UploadResult
 	Msg           isServerMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -510,6 +530,33 @@ func (x *ServerMessage) GetRetryLater() *RetryLater {
 	return nil
 }
 
+func (x *ServerMessage) GetConfiguration() *Configuration {
+	if x != nil {
+		if x, ok := x.Msg.(*ServerMessage_Configuration); ok {
+			return x.Configuration
+		}
+	}
+	return nil
+}
+
+func (x *ServerMessage) GetTaskRuns() *TaskRuns {
+	if x != nil {
+		if x, ok := x.Msg.(*ServerMessage_TaskRuns); ok {
+			return x.TaskRuns
+		}
+	}
+	return nil
+}
+
+func (x *ServerMessage) GetUploadResult() *UploadResult {
+	if x != nil {
+		if x, ok := x.Msg.(*ServerMessage_UploadResult); ok {
+			return x.UploadResult
+		}
+	}
+	return nil
+}
+
 type isServerMessage_Msg interface {
 	isServerMessage_Msg()
 }
@@ -530,6 +577,22 @@ type ServerMessage_RetryLater struct {
 	RetryLater *RetryLater `protobuf:"bytes,4,opt,name=retry_later,json=retryLater,proto3,oneof"`
 }
 
+type ServerMessage_Configuration struct {
+	// Capability 2: the computer's configuration, sent after Welcome when
+	// the agent's differs and whenever it changes.
+	Configuration *Configuration `protobuf:"bytes,5,opt,name=configuration,proto3,oneof"`
+}
+
+type ServerMessage_TaskRuns struct {
+	// Capability 2: task runs to execute (and runs cancelled).
+	TaskRuns *TaskRuns `protobuf:"bytes,6,opt,name=task_runs,json=taskRuns,proto3,oneof"`
+}
+
+type ServerMessage_UploadResult struct {
+	// Capability 2: the outcome of an upload.
+	UploadResult *UploadResult `protobuf:"bytes,7,opt,name=upload_result,json=uploadResult,proto3,oneof"`
+}
+
 func (*ServerMessage_Welcome) isServerMessage_Msg() {}
 
 func (*ServerMessage_Ack) isServerMessage_Msg() {}
@@ -538,6 +601,12 @@ func (*ServerMessage_WakeUp) isServerMessage_Msg() {}
 
 func (*ServerMessage_RetryLater) isServerMessage_Msg() {}
 
+func (*ServerMessage_Configuration) isServerMessage_Msg() {}
+
+func (*ServerMessage_TaskRuns) isServerMessage_Msg() {}
+
+func (*ServerMessage_UploadResult) isServerMessage_Msg() {}
+
 type Hello struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
 	CapabilityVersion   uint32                 `protobuf:"varint,1,opt,name=capability_version,json=capabilityVersion,proto3" json:"capability_version,omitempty"`
@@ -545,10 +614,13 @@ type Hello struct {
 	HardwareFingerprint string                 `protobuf:"bytes,3,opt,name=hardware_fingerprint,json=hardwareFingerprint,proto3" json:"hardware_fingerprint,omitempty"`
 	// Random per agent process; tells a reconnect of the same process from a
 	// second process using the same certificate.
-	SessionId     string `protobuf:"bytes,4,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
-	BootId        string `protobuf:"bytes,5,opt,name=boot_id,json=bootId,proto3" json:"boot_id,omitempty"`
-	Instance      string `protobuf:"bytes,6,opt,name=instance,proto3" json:"instance,omitempty"`
-	Hostname      string `protobuf:"bytes,7,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	SessionId string `protobuf:"bytes,4,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	BootId    string `protobuf:"bytes,5,opt,name=boot_id,json=bootId,proto3" json:"boot_id,omitempty"`
+	Instance  string `protobuf:"bytes,6,opt,name=instance,proto3" json:"instance,omitempty"`
+	Hostname  string `protobuf:"bytes,7,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	// Capability 2: the configuration version the agent applies ("" none);
+	// the server pushes its configuration when it differs.
+	ConfigVersion string `protobuf:"bytes,8,opt,name=config_version,json=configVersion,proto3" json:"config_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -628,6 +700,13 @@ func (x *Hello) GetInstance() string {
 func (x *Hello) GetHostname() string {
 	if x != nil {
 		return x.Hostname
+	}
+	return ""
+}
+
+func (x *Hello) GetConfigVersion() string {
+	if x != nil {
+		return x.ConfigVersion
 	}
 	return ""
 }
@@ -831,7 +910,12 @@ type CheckIn struct {
 	// gzip of an InventorySections message, sent instead of `sections` when
 	// their encoding exceeds 1 KiB (a first replication, a software change).
 	// At most 16 MiB once decompressed.
-	SectionsGzip  []byte `protobuf:"bytes,6,opt,name=sections_gzip,json=sectionsGzip,proto3" json:"sections_gzip,omitempty"`
+	SectionsGzip []byte `protobuf:"bytes,6,opt,name=sections_gzip,json=sectionsGzip,proto3" json:"sections_gzip,omitempty"`
+	// Capability 2: set when the agent applied (config_version) or refused
+	// (config_error, with the version it refused in config_version) a
+	// configuration since its last check-in.
+	ConfigVersion string `protobuf:"bytes,7,opt,name=config_version,json=configVersion,proto3" json:"config_version,omitempty"`
+	ConfigError   string `protobuf:"bytes,8,opt,name=config_error,json=configError,proto3" json:"config_error,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -906,6 +990,20 @@ func (x *CheckIn) GetSectionsGzip() []byte {
 		return x.SectionsGzip
 	}
 	return nil
+}
+
+func (x *CheckIn) GetConfigVersion() string {
+	if x != nil {
+		return x.ConfigVersion
+	}
+	return ""
+}
+
+func (x *CheckIn) GetConfigError() string {
+	if x != nil {
+		return x.ConfigError
+	}
+	return ""
 }
 
 type InventorySections struct {
@@ -2051,6 +2149,351 @@ func (x *AgentInfo) GetStartedUnix() int64 {
 	return 0
 }
 
+// Configuration is the effective configuration of the computer: a JSON
+// document {"version", "settings": {product: {key: value}}, "forced":
+// ["product.key"]} (see internal/policy). version is a hash of the content.
+// The agent validates it completely before applying anything; a document it
+// cannot apply is reported in CheckIn.config_error and the previous one stays.
+type Configuration struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Version string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	// At most 1 MiB.
+	DocumentJson  []byte `protobuf:"bytes,2,opt,name=document_json,json=documentJson,proto3" json:"document_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Configuration) Reset() {
+	*x = Configuration{}
+	mi := &file_agent_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Configuration) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Configuration) ProtoMessage() {}
+
+func (x *Configuration) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Configuration.ProtoReflect.Descriptor instead.
+func (*Configuration) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *Configuration) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *Configuration) GetDocumentJson() []byte {
+	if x != nil {
+		return x.DocumentJson
+	}
+	return nil
+}
+
+type TaskRuns struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Runs  []*TaskRun             `protobuf:"bytes,1,rep,name=runs,proto3" json:"runs,omitempty"`
+	// Runs the administrator cancelled: not started ones are dropped, running
+	// ones are stopped where the type allows it.
+	Cancelled     []string `protobuf:"bytes,2,rep,name=cancelled,proto3" json:"cancelled,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskRuns) Reset() {
+	*x = TaskRuns{}
+	mi := &file_agent_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskRuns) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskRuns) ProtoMessage() {}
+
+func (x *TaskRuns) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskRuns.ProtoReflect.Descriptor instead.
+func (*TaskRuns) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *TaskRuns) GetRuns() []*TaskRun {
+	if x != nil {
+		return x.Runs
+	}
+	return nil
+}
+
+func (x *TaskRuns) GetCancelled() []string {
+	if x != nil {
+		return x.Cancelled
+	}
+	return nil
+}
+
+// TaskRun is one execution of a client task on this computer. The agent
+// executes a run id at most once (it may be delivered again after a
+// reconnect) and reports task.started and task.finished events through its
+// outbox with data {"run_id", "state": succeeded|failed, "exit_code",
+// "output", "error"}.
+type TaskRun struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Task type, e.g. scan, run_command (internal/tasks).
+	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	// Validated parameters with defaults filled in, a JSON object.
+	ParamsJson []byte `protobuf:"bytes,3,opt,name=params_json,json=paramsJson,proto3" json:"params_json,omitempty"`
+	// The run is not started after this time (its expiry).
+	ExpiresUnixMs int64  `protobuf:"varint,4,opt,name=expires_unix_ms,json=expiresUnixMs,proto3" json:"expires_unix_ms,omitempty"`
+	Attempt       uint32 `protobuf:"varint,5,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskRun) Reset() {
+	*x = TaskRun{}
+	mi := &file_agent_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskRun) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskRun) ProtoMessage() {}
+
+func (x *TaskRun) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskRun.ProtoReflect.Descriptor instead.
+func (*TaskRun) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *TaskRun) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *TaskRun) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *TaskRun) GetParamsJson() []byte {
+	if x != nil {
+		return x.ParamsJson
+	}
+	return nil
+}
+
+func (x *TaskRun) GetExpiresUnixMs() int64 {
+	if x != nil {
+		return x.ExpiresUnixMs
+	}
+	return 0
+}
+
+func (x *TaskRun) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+// UploadChunk carries a file of a task run in order; offset is where data
+// starts. The server stores at most the run's limit and answers with one
+// UploadResult after the chunk with last set (or earlier on an error).
+type UploadChunk struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	RunId  string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	Offset uint64                 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	// At most 256 KiB.
+	Data []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	Last bool   `protobuf:"varint,4,opt,name=last,proto3" json:"last,omitempty"`
+	// With the first chunk: the file's name (for downloads) and total size.
+	Name          string `protobuf:"bytes,5,opt,name=name,proto3" json:"name,omitempty"`
+	Size          uint64 `protobuf:"varint,6,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadChunk) Reset() {
+	*x = UploadChunk{}
+	mi := &file_agent_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadChunk) ProtoMessage() {}
+
+func (x *UploadChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadChunk.ProtoReflect.Descriptor instead.
+func (*UploadChunk) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *UploadChunk) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *UploadChunk) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *UploadChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *UploadChunk) GetLast() bool {
+	if x != nil {
+		return x.Last
+	}
+	return false
+}
+
+func (x *UploadChunk) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UploadChunk) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+type UploadResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RunId         string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	Ok            bool                   `protobuf:"varint,2,opt,name=ok,proto3" json:"ok,omitempty"`
+	Error         string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadResult) Reset() {
+	*x = UploadResult{}
+	mi := &file_agent_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadResult) ProtoMessage() {}
+
+func (x *UploadResult) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadResult.ProtoReflect.Descriptor instead.
+func (*UploadResult) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *UploadResult) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *UploadResult) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *UploadResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -2073,18 +2516,22 @@ const file_agent_proto_rawDesc = "" +
 	"\x12ca_certificate_der\x18\x04 \x01(\fR\x10caCertificateDer\x12#\n" +
 	"\rcomputer_name\x18\x05 \x01(\tR\fcomputerName\x12\x1d\n" +
 	"\n" +
-	"group_path\x18\x06 \x01(\tR\tgroupPath\"|\n" +
+	"group_path\x18\x06 \x01(\tR\tgroupPath\"\xb4\x01\n" +
 	"\fAgentMessage\x12.\n" +
 	"\x05hello\x18\x01 \x01(\v2\x16.mamori.agent.v1.HelloH\x00R\x05hello\x125\n" +
-	"\bcheck_in\x18\x02 \x01(\v2\x18.mamori.agent.v1.CheckInH\x00R\acheckInB\x05\n" +
-	"\x03msg\"\xea\x01\n" +
+	"\bcheck_in\x18\x02 \x01(\v2\x18.mamori.agent.v1.CheckInH\x00R\acheckIn\x126\n" +
+	"\x06upload\x18\x03 \x01(\v2\x1c.mamori.agent.v1.UploadChunkH\x00R\x06uploadB\x05\n" +
+	"\x03msg\"\xb2\x03\n" +
 	"\rServerMessage\x124\n" +
 	"\awelcome\x18\x01 \x01(\v2\x18.mamori.agent.v1.WelcomeH\x00R\awelcome\x12(\n" +
 	"\x03ack\x18\x02 \x01(\v2\x14.mamori.agent.v1.AckH\x00R\x03ack\x122\n" +
 	"\awake_up\x18\x03 \x01(\v2\x17.mamori.agent.v1.WakeUpH\x00R\x06wakeUp\x12>\n" +
 	"\vretry_later\x18\x04 \x01(\v2\x1b.mamori.agent.v1.RetryLaterH\x00R\n" +
-	"retryLaterB\x05\n" +
-	"\x03msg\"\xfe\x01\n" +
+	"retryLater\x12F\n" +
+	"\rconfiguration\x18\x05 \x01(\v2\x1e.mamori.agent.v1.ConfigurationH\x00R\rconfiguration\x128\n" +
+	"\ttask_runs\x18\x06 \x01(\v2\x19.mamori.agent.v1.TaskRunsH\x00R\btaskRuns\x12D\n" +
+	"\rupload_result\x18\a \x01(\v2\x1d.mamori.agent.v1.UploadResultH\x00R\fuploadResultB\x05\n" +
+	"\x03msg\"\xa5\x02\n" +
 	"\x05Hello\x12-\n" +
 	"\x12capability_version\x18\x01 \x01(\rR\x11capabilityVersion\x12#\n" +
 	"\ragent_version\x18\x02 \x01(\tR\fagentVersion\x121\n" +
@@ -2093,7 +2540,8 @@ const file_agent_proto_rawDesc = "" +
 	"session_id\x18\x04 \x01(\tR\tsessionId\x12\x17\n" +
 	"\aboot_id\x18\x05 \x01(\tR\x06bootId\x12\x1a\n" +
 	"\binstance\x18\x06 \x01(\tR\binstance\x12\x1a\n" +
-	"\bhostname\x18\a \x01(\tR\bhostname\"\x88\x02\n" +
+	"\bhostname\x18\a \x01(\tR\bhostname\x12%\n" +
+	"\x0econfig_version\x18\b \x01(\tR\rconfigVersion\"\x88\x02\n" +
 	"\aWelcome\x12-\n" +
 	"\x12capability_version\x18\x01 \x01(\rR\x11capabilityVersion\x12\x1f\n" +
 	"\vcomputer_id\x18\x02 \x01(\tR\n" +
@@ -2107,14 +2555,16 @@ const file_agent_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"U\n" +
 	"\vSectionHash\x122\n" +
 	"\asection\x18\x01 \x01(\x0e2\x18.mamori.agent.v1.SectionR\asection\x12\x12\n" +
-	"\x04hash\x18\x02 \x01(\fR\x04hash\"\x80\x02\n" +
+	"\x04hash\x18\x02 \x01(\fR\x04hash\"\xca\x02\n" +
 	"\aCheckIn\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x126\n" +
 	"\x06reason\x18\x02 \x01(\x0e2\x1e.mamori.agent.v1.CheckInReasonR\x06reason\x12=\n" +
 	"\bsections\x18\x03 \x03(\v2!.mamori.agent.v1.InventorySectionR\bsections\x12.\n" +
 	"\x06events\x18\x04 \x03(\v2\x16.mamori.agent.v1.EventR\x06events\x12\x17\n" +
 	"\awake_id\x18\x05 \x01(\tR\x06wakeId\x12#\n" +
-	"\rsections_gzip\x18\x06 \x01(\fR\fsectionsGzip\"R\n" +
+	"\rsections_gzip\x18\x06 \x01(\fR\fsectionsGzip\x12%\n" +
+	"\x0econfig_version\x18\a \x01(\tR\rconfigVersion\x12!\n" +
+	"\fconfig_error\x18\b \x01(\tR\vconfigError\"R\n" +
 	"\x11InventorySections\x12=\n" +
 	"\bsections\x18\x01 \x03(\v2!.mamori.agent.v1.InventorySectionR\bsections\"\x8e\x01\n" +
 	"\x03Ack\x12\x10\n" +
@@ -2203,7 +2653,31 @@ const file_agent_proto_rawDesc = "" +
 	"\x12capability_version\x18\x02 \x01(\rR\x11capabilityVersion\x12\x1a\n" +
 	"\binstance\x18\x03 \x01(\tR\binstance\x121\n" +
 	"\x14hardware_fingerprint\x18\x04 \x01(\tR\x13hardwareFingerprint\x12!\n" +
-	"\fstarted_unix\x18\x05 \x01(\x03R\vstartedUnix*\x9d\x01\n" +
+	"\fstarted_unix\x18\x05 \x01(\x03R\vstartedUnix\"N\n" +
+	"\rConfiguration\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x12#\n" +
+	"\rdocument_json\x18\x02 \x01(\fR\fdocumentJson\"V\n" +
+	"\bTaskRuns\x12,\n" +
+	"\x04runs\x18\x01 \x03(\v2\x18.mamori.agent.v1.TaskRunR\x04runs\x12\x1c\n" +
+	"\tcancelled\x18\x02 \x03(\tR\tcancelled\"\x90\x01\n" +
+	"\aTaskRun\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12\x1f\n" +
+	"\vparams_json\x18\x03 \x01(\fR\n" +
+	"paramsJson\x12&\n" +
+	"\x0fexpires_unix_ms\x18\x04 \x01(\x03R\rexpiresUnixMs\x12\x18\n" +
+	"\aattempt\x18\x05 \x01(\rR\aattempt\"\x8c\x01\n" +
+	"\vUploadChunk\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\x12\x12\n" +
+	"\x04last\x18\x04 \x01(\bR\x04last\x12\x12\n" +
+	"\x04name\x18\x05 \x01(\tR\x04name\x12\x12\n" +
+	"\x04size\x18\x06 \x01(\x04R\x04size\"K\n" +
+	"\fUploadResult\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x0e\n" +
+	"\x02ok\x18\x02 \x01(\bR\x02ok\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error*\x9d\x01\n" +
 	"\aSection\x12\x17\n" +
 	"\x13SECTION_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eSECTION_SYSTEM\x10\x01\x12\x14\n" +
@@ -2236,7 +2710,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_agent_proto_goTypes = []any{
 	(Section)(0),              // 0: mamori.agent.v1.Section
 	(CheckInReason)(0),        // 1: mamori.agent.v1.CheckInReason
@@ -2265,41 +2739,51 @@ var file_agent_proto_goTypes = []any{
 	(*UsersInfo)(nil),         // 24: mamori.agent.v1.UsersInfo
 	(*LoggedInUser)(nil),      // 25: mamori.agent.v1.LoggedInUser
 	(*AgentInfo)(nil),         // 26: mamori.agent.v1.AgentInfo
+	(*Configuration)(nil),     // 27: mamori.agent.v1.Configuration
+	(*TaskRuns)(nil),          // 28: mamori.agent.v1.TaskRuns
+	(*TaskRun)(nil),           // 29: mamori.agent.v1.TaskRun
+	(*UploadChunk)(nil),       // 30: mamori.agent.v1.UploadChunk
+	(*UploadResult)(nil),      // 31: mamori.agent.v1.UploadResult
 }
 var file_agent_proto_depIdxs = []int32{
 	6,  // 0: mamori.agent.v1.AgentMessage.hello:type_name -> mamori.agent.v1.Hello
 	10, // 1: mamori.agent.v1.AgentMessage.check_in:type_name -> mamori.agent.v1.CheckIn
-	7,  // 2: mamori.agent.v1.ServerMessage.welcome:type_name -> mamori.agent.v1.Welcome
-	12, // 3: mamori.agent.v1.ServerMessage.ack:type_name -> mamori.agent.v1.Ack
-	14, // 4: mamori.agent.v1.ServerMessage.wake_up:type_name -> mamori.agent.v1.WakeUp
-	8,  // 5: mamori.agent.v1.ServerMessage.retry_later:type_name -> mamori.agent.v1.RetryLater
-	9,  // 6: mamori.agent.v1.Welcome.section_hashes:type_name -> mamori.agent.v1.SectionHash
-	0,  // 7: mamori.agent.v1.SectionHash.section:type_name -> mamori.agent.v1.Section
-	1,  // 8: mamori.agent.v1.CheckIn.reason:type_name -> mamori.agent.v1.CheckInReason
-	16, // 9: mamori.agent.v1.CheckIn.sections:type_name -> mamori.agent.v1.InventorySection
-	15, // 10: mamori.agent.v1.CheckIn.events:type_name -> mamori.agent.v1.Event
-	16, // 11: mamori.agent.v1.InventorySections.sections:type_name -> mamori.agent.v1.InventorySection
-	13, // 12: mamori.agent.v1.Ack.rejected:type_name -> mamori.agent.v1.RejectedEvent
-	0,  // 13: mamori.agent.v1.InventorySection.section:type_name -> mamori.agent.v1.Section
-	17, // 14: mamori.agent.v1.InventorySection.system:type_name -> mamori.agent.v1.SystemInfo
-	18, // 15: mamori.agent.v1.InventorySection.hardware:type_name -> mamori.agent.v1.HardwareInfo
-	20, // 16: mamori.agent.v1.InventorySection.network:type_name -> mamori.agent.v1.NetworkInfo
-	22, // 17: mamori.agent.v1.InventorySection.software:type_name -> mamori.agent.v1.SoftwareInfo
-	24, // 18: mamori.agent.v1.InventorySection.users:type_name -> mamori.agent.v1.UsersInfo
-	26, // 19: mamori.agent.v1.InventorySection.agent:type_name -> mamori.agent.v1.AgentInfo
-	19, // 20: mamori.agent.v1.HardwareInfo.disks:type_name -> mamori.agent.v1.Disk
-	21, // 21: mamori.agent.v1.NetworkInfo.interfaces:type_name -> mamori.agent.v1.NetworkInterface
-	23, // 22: mamori.agent.v1.SoftwareInfo.packages:type_name -> mamori.agent.v1.Package
-	25, // 23: mamori.agent.v1.UsersInfo.logged_in:type_name -> mamori.agent.v1.LoggedInUser
-	2,  // 24: mamori.agent.v1.Agent.Enroll:input_type -> mamori.agent.v1.EnrollRequest
-	4,  // 25: mamori.agent.v1.Agent.Session:input_type -> mamori.agent.v1.AgentMessage
-	3,  // 26: mamori.agent.v1.Agent.Enroll:output_type -> mamori.agent.v1.EnrollResponse
-	5,  // 27: mamori.agent.v1.Agent.Session:output_type -> mamori.agent.v1.ServerMessage
-	26, // [26:28] is the sub-list for method output_type
-	24, // [24:26] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	30, // 2: mamori.agent.v1.AgentMessage.upload:type_name -> mamori.agent.v1.UploadChunk
+	7,  // 3: mamori.agent.v1.ServerMessage.welcome:type_name -> mamori.agent.v1.Welcome
+	12, // 4: mamori.agent.v1.ServerMessage.ack:type_name -> mamori.agent.v1.Ack
+	14, // 5: mamori.agent.v1.ServerMessage.wake_up:type_name -> mamori.agent.v1.WakeUp
+	8,  // 6: mamori.agent.v1.ServerMessage.retry_later:type_name -> mamori.agent.v1.RetryLater
+	27, // 7: mamori.agent.v1.ServerMessage.configuration:type_name -> mamori.agent.v1.Configuration
+	28, // 8: mamori.agent.v1.ServerMessage.task_runs:type_name -> mamori.agent.v1.TaskRuns
+	31, // 9: mamori.agent.v1.ServerMessage.upload_result:type_name -> mamori.agent.v1.UploadResult
+	9,  // 10: mamori.agent.v1.Welcome.section_hashes:type_name -> mamori.agent.v1.SectionHash
+	0,  // 11: mamori.agent.v1.SectionHash.section:type_name -> mamori.agent.v1.Section
+	1,  // 12: mamori.agent.v1.CheckIn.reason:type_name -> mamori.agent.v1.CheckInReason
+	16, // 13: mamori.agent.v1.CheckIn.sections:type_name -> mamori.agent.v1.InventorySection
+	15, // 14: mamori.agent.v1.CheckIn.events:type_name -> mamori.agent.v1.Event
+	16, // 15: mamori.agent.v1.InventorySections.sections:type_name -> mamori.agent.v1.InventorySection
+	13, // 16: mamori.agent.v1.Ack.rejected:type_name -> mamori.agent.v1.RejectedEvent
+	0,  // 17: mamori.agent.v1.InventorySection.section:type_name -> mamori.agent.v1.Section
+	17, // 18: mamori.agent.v1.InventorySection.system:type_name -> mamori.agent.v1.SystemInfo
+	18, // 19: mamori.agent.v1.InventorySection.hardware:type_name -> mamori.agent.v1.HardwareInfo
+	20, // 20: mamori.agent.v1.InventorySection.network:type_name -> mamori.agent.v1.NetworkInfo
+	22, // 21: mamori.agent.v1.InventorySection.software:type_name -> mamori.agent.v1.SoftwareInfo
+	24, // 22: mamori.agent.v1.InventorySection.users:type_name -> mamori.agent.v1.UsersInfo
+	26, // 23: mamori.agent.v1.InventorySection.agent:type_name -> mamori.agent.v1.AgentInfo
+	19, // 24: mamori.agent.v1.HardwareInfo.disks:type_name -> mamori.agent.v1.Disk
+	21, // 25: mamori.agent.v1.NetworkInfo.interfaces:type_name -> mamori.agent.v1.NetworkInterface
+	23, // 26: mamori.agent.v1.SoftwareInfo.packages:type_name -> mamori.agent.v1.Package
+	25, // 27: mamori.agent.v1.UsersInfo.logged_in:type_name -> mamori.agent.v1.LoggedInUser
+	29, // 28: mamori.agent.v1.TaskRuns.runs:type_name -> mamori.agent.v1.TaskRun
+	2,  // 29: mamori.agent.v1.Agent.Enroll:input_type -> mamori.agent.v1.EnrollRequest
+	4,  // 30: mamori.agent.v1.Agent.Session:input_type -> mamori.agent.v1.AgentMessage
+	3,  // 31: mamori.agent.v1.Agent.Enroll:output_type -> mamori.agent.v1.EnrollResponse
+	5,  // 32: mamori.agent.v1.Agent.Session:output_type -> mamori.agent.v1.ServerMessage
+	31, // [31:33] is the sub-list for method output_type
+	29, // [29:31] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -2310,12 +2794,16 @@ func file_agent_proto_init() {
 	file_agent_proto_msgTypes[2].OneofWrappers = []any{
 		(*AgentMessage_Hello)(nil),
 		(*AgentMessage_CheckIn)(nil),
+		(*AgentMessage_Upload)(nil),
 	}
 	file_agent_proto_msgTypes[3].OneofWrappers = []any{
 		(*ServerMessage_Welcome)(nil),
 		(*ServerMessage_Ack)(nil),
 		(*ServerMessage_WakeUp)(nil),
 		(*ServerMessage_RetryLater)(nil),
+		(*ServerMessage_Configuration)(nil),
+		(*ServerMessage_TaskRuns)(nil),
+		(*ServerMessage_UploadResult)(nil),
 	}
 	file_agent_proto_msgTypes[14].OneofWrappers = []any{
 		(*InventorySection_System)(nil),
@@ -2331,7 +2819,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   25,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

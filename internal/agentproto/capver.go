@@ -13,7 +13,10 @@ package agentproto
 //	1 (2026-11-22): Enroll, Session with Hello/Welcome, CheckIn/Ack with
 //	                hashed inventory sections and outbox events, WakeUp,
 //	                RetryLater back-pressure, gzip-compressed sections.
-const CapabilityVersion = 1
+//	2 (2026-11-22): Configuration pushes and applied/refused versions in
+//	                Hello and CheckIn; TaskRuns pushes (runs, cancellations);
+//	                UploadChunk/UploadResult for files of task runs.
+const CapabilityVersion = 2
 
 // MinCapabilityVersion is the oldest peer this build still serves.
 const MinCapabilityVersion = 1
