@@ -348,7 +348,6 @@ type AgentMessage struct {
 	//
 	//	*AgentMessage_Hello
 	//	*AgentMessage_CheckIn
-	//	*AgentMessage_Upload
 	Msg           isAgentMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -409,15 +408,6 @@ func (x *AgentMessage) GetCheckIn() *CheckIn {
 	return nil
 }
 
-func (x *AgentMessage) GetUpload() *UploadChunk {
-	if x != nil {
-		if x, ok := x.Msg.(*AgentMessage_Upload); ok {
-			return x.Upload
-		}
-	}
-	return nil
-}
-
 type isAgentMessage_Msg interface {
 	isAgentMessage_Msg()
 }
@@ -430,16 +420,9 @@ type AgentMessage_CheckIn struct {
 	CheckIn *CheckIn `protobuf:"bytes,2,opt,name=check_in,json=checkIn,proto3,oneof"`
 }
 
-type AgentMessage_Upload struct {
-	// Capability 2: a chunk of a file a task run uploads (diagnostics).
-	Upload *UploadChunk `protobuf:"bytes,3,opt,name=upload,proto3,oneof"`
-}
-
 func (*AgentMessage_Hello) isAgentMessage_Msg() {}
 
 func (*AgentMessage_CheckIn) isAgentMessage_Msg() {}
-
-func (*AgentMessage_Upload) isAgentMessage_Msg() {}
 
 type ServerMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -451,7 +434,6 @@ type ServerMessage struct {
 	//	*ServerMessage_RetryLater
 	//	*ServerMessage_Configuration
 	//	*ServerMessage_TaskRuns
-	//	*ServerMessage_UploadResult
 	Msg           isServerMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -548,15 +530,6 @@ func (x *ServerMessage) GetTaskRuns() *TaskRuns {
 	return nil
 }
 
-func (x *ServerMessage) GetUploadResult() *UploadResult {
-	if x != nil {
-		if x, ok := x.Msg.(*ServerMessage_UploadResult); ok {
-			return x.UploadResult
-		}
-	}
-	return nil
-}
-
 type isServerMessage_Msg interface {
 	isServerMessage_Msg()
 }
@@ -588,11 +561,6 @@ type ServerMessage_TaskRuns struct {
 	TaskRuns *TaskRuns `protobuf:"bytes,6,opt,name=task_runs,json=taskRuns,proto3,oneof"`
 }
 
-type ServerMessage_UploadResult struct {
-	// Capability 2: the outcome of an upload.
-	UploadResult *UploadResult `protobuf:"bytes,7,opt,name=upload_result,json=uploadResult,proto3,oneof"`
-}
-
 func (*ServerMessage_Welcome) isServerMessage_Msg() {}
 
 func (*ServerMessage_Ack) isServerMessage_Msg() {}
@@ -604,8 +572,6 @@ func (*ServerMessage_RetryLater) isServerMessage_Msg() {}
 func (*ServerMessage_Configuration) isServerMessage_Msg() {}
 
 func (*ServerMessage_TaskRuns) isServerMessage_Msg() {}
-
-func (*ServerMessage_UploadResult) isServerMessage_Msg() {}
 
 type Hello struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
@@ -2346,8 +2312,9 @@ func (x *TaskRun) GetAttempt() uint32 {
 }
 
 // UploadChunk carries a file of a task run in order; offset is where data
-// starts. The server stores at most the run's limit and answers with one
-// UploadResult after the chunk with last set (or earlier on an error).
+// starts. The server stores at most the run's limit (max_bytes) and answers
+// once the client closes its side, or fails the call early (too large, not
+// this computer's run, a gap in offsets).
 type UploadChunk struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	RunId  string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
@@ -2516,12 +2483,11 @@ const file_agent_proto_rawDesc = "" +
 	"\x12ca_certificate_der\x18\x04 \x01(\fR\x10caCertificateDer\x12#\n" +
 	"\rcomputer_name\x18\x05 \x01(\tR\fcomputerName\x12\x1d\n" +
 	"\n" +
-	"group_path\x18\x06 \x01(\tR\tgroupPath\"\xb4\x01\n" +
+	"group_path\x18\x06 \x01(\tR\tgroupPath\"|\n" +
 	"\fAgentMessage\x12.\n" +
 	"\x05hello\x18\x01 \x01(\v2\x16.mamori.agent.v1.HelloH\x00R\x05hello\x125\n" +
-	"\bcheck_in\x18\x02 \x01(\v2\x18.mamori.agent.v1.CheckInH\x00R\acheckIn\x126\n" +
-	"\x06upload\x18\x03 \x01(\v2\x1c.mamori.agent.v1.UploadChunkH\x00R\x06uploadB\x05\n" +
-	"\x03msg\"\xb2\x03\n" +
+	"\bcheck_in\x18\x02 \x01(\v2\x18.mamori.agent.v1.CheckInH\x00R\acheckInB\x05\n" +
+	"\x03msg\"\xec\x02\n" +
 	"\rServerMessage\x124\n" +
 	"\awelcome\x18\x01 \x01(\v2\x18.mamori.agent.v1.WelcomeH\x00R\awelcome\x12(\n" +
 	"\x03ack\x18\x02 \x01(\v2\x14.mamori.agent.v1.AckH\x00R\x03ack\x122\n" +
@@ -2529,8 +2495,7 @@ const file_agent_proto_rawDesc = "" +
 	"\vretry_later\x18\x04 \x01(\v2\x1b.mamori.agent.v1.RetryLaterH\x00R\n" +
 	"retryLater\x12F\n" +
 	"\rconfiguration\x18\x05 \x01(\v2\x1e.mamori.agent.v1.ConfigurationH\x00R\rconfiguration\x128\n" +
-	"\ttask_runs\x18\x06 \x01(\v2\x19.mamori.agent.v1.TaskRunsH\x00R\btaskRuns\x12D\n" +
-	"\rupload_result\x18\a \x01(\v2\x1d.mamori.agent.v1.UploadResultH\x00R\fuploadResultB\x05\n" +
+	"\ttask_runs\x18\x06 \x01(\v2\x19.mamori.agent.v1.TaskRunsH\x00R\btaskRunsB\x05\n" +
 	"\x03msg\"\xa5\x02\n" +
 	"\x05Hello\x12-\n" +
 	"\x12capability_version\x18\x01 \x01(\rR\x11capabilityVersion\x12#\n" +
@@ -2692,10 +2657,11 @@ const file_agent_proto_rawDesc = "" +
 	"\x17CHECK_IN_REASON_STARTUP\x10\x02\x12\x1b\n" +
 	"\x17CHECK_IN_REASON_WAKE_UP\x10\x03\x12\x1a\n" +
 	"\x16CHECK_IN_REASON_RESUME\x10\x04\x12\x1a\n" +
-	"\x16CHECK_IN_REASON_EVENTS\x10\x052\xa0\x01\n" +
+	"\x16CHECK_IN_REASON_EVENTS\x10\x052\xe9\x01\n" +
 	"\x05Agent\x12I\n" +
 	"\x06Enroll\x12\x1e.mamori.agent.v1.EnrollRequest\x1a\x1f.mamori.agent.v1.EnrollResponse\x12L\n" +
-	"\aSession\x12\x1d.mamori.agent.v1.AgentMessage\x1a\x1e.mamori.agent.v1.ServerMessage(\x010\x01B9Z7github.com/mamori/mamori/internal/agentproto;agentprotob\x06proto3"
+	"\aSession\x12\x1d.mamori.agent.v1.AgentMessage\x1a\x1e.mamori.agent.v1.ServerMessage(\x010\x01\x12G\n" +
+	"\x06Upload\x12\x1c.mamori.agent.v1.UploadChunk\x1a\x1d.mamori.agent.v1.UploadResult(\x01B9Z7github.com/mamori/mamori/internal/agentproto;agentprotob\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -2748,42 +2714,42 @@ var file_agent_proto_goTypes = []any{
 var file_agent_proto_depIdxs = []int32{
 	6,  // 0: mamori.agent.v1.AgentMessage.hello:type_name -> mamori.agent.v1.Hello
 	10, // 1: mamori.agent.v1.AgentMessage.check_in:type_name -> mamori.agent.v1.CheckIn
-	30, // 2: mamori.agent.v1.AgentMessage.upload:type_name -> mamori.agent.v1.UploadChunk
-	7,  // 3: mamori.agent.v1.ServerMessage.welcome:type_name -> mamori.agent.v1.Welcome
-	12, // 4: mamori.agent.v1.ServerMessage.ack:type_name -> mamori.agent.v1.Ack
-	14, // 5: mamori.agent.v1.ServerMessage.wake_up:type_name -> mamori.agent.v1.WakeUp
-	8,  // 6: mamori.agent.v1.ServerMessage.retry_later:type_name -> mamori.agent.v1.RetryLater
-	27, // 7: mamori.agent.v1.ServerMessage.configuration:type_name -> mamori.agent.v1.Configuration
-	28, // 8: mamori.agent.v1.ServerMessage.task_runs:type_name -> mamori.agent.v1.TaskRuns
-	31, // 9: mamori.agent.v1.ServerMessage.upload_result:type_name -> mamori.agent.v1.UploadResult
-	9,  // 10: mamori.agent.v1.Welcome.section_hashes:type_name -> mamori.agent.v1.SectionHash
-	0,  // 11: mamori.agent.v1.SectionHash.section:type_name -> mamori.agent.v1.Section
-	1,  // 12: mamori.agent.v1.CheckIn.reason:type_name -> mamori.agent.v1.CheckInReason
-	16, // 13: mamori.agent.v1.CheckIn.sections:type_name -> mamori.agent.v1.InventorySection
-	15, // 14: mamori.agent.v1.CheckIn.events:type_name -> mamori.agent.v1.Event
-	16, // 15: mamori.agent.v1.InventorySections.sections:type_name -> mamori.agent.v1.InventorySection
-	13, // 16: mamori.agent.v1.Ack.rejected:type_name -> mamori.agent.v1.RejectedEvent
-	0,  // 17: mamori.agent.v1.InventorySection.section:type_name -> mamori.agent.v1.Section
-	17, // 18: mamori.agent.v1.InventorySection.system:type_name -> mamori.agent.v1.SystemInfo
-	18, // 19: mamori.agent.v1.InventorySection.hardware:type_name -> mamori.agent.v1.HardwareInfo
-	20, // 20: mamori.agent.v1.InventorySection.network:type_name -> mamori.agent.v1.NetworkInfo
-	22, // 21: mamori.agent.v1.InventorySection.software:type_name -> mamori.agent.v1.SoftwareInfo
-	24, // 22: mamori.agent.v1.InventorySection.users:type_name -> mamori.agent.v1.UsersInfo
-	26, // 23: mamori.agent.v1.InventorySection.agent:type_name -> mamori.agent.v1.AgentInfo
-	19, // 24: mamori.agent.v1.HardwareInfo.disks:type_name -> mamori.agent.v1.Disk
-	21, // 25: mamori.agent.v1.NetworkInfo.interfaces:type_name -> mamori.agent.v1.NetworkInterface
-	23, // 26: mamori.agent.v1.SoftwareInfo.packages:type_name -> mamori.agent.v1.Package
-	25, // 27: mamori.agent.v1.UsersInfo.logged_in:type_name -> mamori.agent.v1.LoggedInUser
-	29, // 28: mamori.agent.v1.TaskRuns.runs:type_name -> mamori.agent.v1.TaskRun
-	2,  // 29: mamori.agent.v1.Agent.Enroll:input_type -> mamori.agent.v1.EnrollRequest
-	4,  // 30: mamori.agent.v1.Agent.Session:input_type -> mamori.agent.v1.AgentMessage
-	3,  // 31: mamori.agent.v1.Agent.Enroll:output_type -> mamori.agent.v1.EnrollResponse
-	5,  // 32: mamori.agent.v1.Agent.Session:output_type -> mamori.agent.v1.ServerMessage
-	31, // [31:33] is the sub-list for method output_type
-	29, // [29:31] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	7,  // 2: mamori.agent.v1.ServerMessage.welcome:type_name -> mamori.agent.v1.Welcome
+	12, // 3: mamori.agent.v1.ServerMessage.ack:type_name -> mamori.agent.v1.Ack
+	14, // 4: mamori.agent.v1.ServerMessage.wake_up:type_name -> mamori.agent.v1.WakeUp
+	8,  // 5: mamori.agent.v1.ServerMessage.retry_later:type_name -> mamori.agent.v1.RetryLater
+	27, // 6: mamori.agent.v1.ServerMessage.configuration:type_name -> mamori.agent.v1.Configuration
+	28, // 7: mamori.agent.v1.ServerMessage.task_runs:type_name -> mamori.agent.v1.TaskRuns
+	9,  // 8: mamori.agent.v1.Welcome.section_hashes:type_name -> mamori.agent.v1.SectionHash
+	0,  // 9: mamori.agent.v1.SectionHash.section:type_name -> mamori.agent.v1.Section
+	1,  // 10: mamori.agent.v1.CheckIn.reason:type_name -> mamori.agent.v1.CheckInReason
+	16, // 11: mamori.agent.v1.CheckIn.sections:type_name -> mamori.agent.v1.InventorySection
+	15, // 12: mamori.agent.v1.CheckIn.events:type_name -> mamori.agent.v1.Event
+	16, // 13: mamori.agent.v1.InventorySections.sections:type_name -> mamori.agent.v1.InventorySection
+	13, // 14: mamori.agent.v1.Ack.rejected:type_name -> mamori.agent.v1.RejectedEvent
+	0,  // 15: mamori.agent.v1.InventorySection.section:type_name -> mamori.agent.v1.Section
+	17, // 16: mamori.agent.v1.InventorySection.system:type_name -> mamori.agent.v1.SystemInfo
+	18, // 17: mamori.agent.v1.InventorySection.hardware:type_name -> mamori.agent.v1.HardwareInfo
+	20, // 18: mamori.agent.v1.InventorySection.network:type_name -> mamori.agent.v1.NetworkInfo
+	22, // 19: mamori.agent.v1.InventorySection.software:type_name -> mamori.agent.v1.SoftwareInfo
+	24, // 20: mamori.agent.v1.InventorySection.users:type_name -> mamori.agent.v1.UsersInfo
+	26, // 21: mamori.agent.v1.InventorySection.agent:type_name -> mamori.agent.v1.AgentInfo
+	19, // 22: mamori.agent.v1.HardwareInfo.disks:type_name -> mamori.agent.v1.Disk
+	21, // 23: mamori.agent.v1.NetworkInfo.interfaces:type_name -> mamori.agent.v1.NetworkInterface
+	23, // 24: mamori.agent.v1.SoftwareInfo.packages:type_name -> mamori.agent.v1.Package
+	25, // 25: mamori.agent.v1.UsersInfo.logged_in:type_name -> mamori.agent.v1.LoggedInUser
+	29, // 26: mamori.agent.v1.TaskRuns.runs:type_name -> mamori.agent.v1.TaskRun
+	2,  // 27: mamori.agent.v1.Agent.Enroll:input_type -> mamori.agent.v1.EnrollRequest
+	4,  // 28: mamori.agent.v1.Agent.Session:input_type -> mamori.agent.v1.AgentMessage
+	30, // 29: mamori.agent.v1.Agent.Upload:input_type -> mamori.agent.v1.UploadChunk
+	3,  // 30: mamori.agent.v1.Agent.Enroll:output_type -> mamori.agent.v1.EnrollResponse
+	5,  // 31: mamori.agent.v1.Agent.Session:output_type -> mamori.agent.v1.ServerMessage
+	31, // 32: mamori.agent.v1.Agent.Upload:output_type -> mamori.agent.v1.UploadResult
+	30, // [30:33] is the sub-list for method output_type
+	27, // [27:30] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -2794,7 +2760,6 @@ func file_agent_proto_init() {
 	file_agent_proto_msgTypes[2].OneofWrappers = []any{
 		(*AgentMessage_Hello)(nil),
 		(*AgentMessage_CheckIn)(nil),
-		(*AgentMessage_Upload)(nil),
 	}
 	file_agent_proto_msgTypes[3].OneofWrappers = []any{
 		(*ServerMessage_Welcome)(nil),
@@ -2803,7 +2768,6 @@ func file_agent_proto_init() {
 		(*ServerMessage_RetryLater)(nil),
 		(*ServerMessage_Configuration)(nil),
 		(*ServerMessage_TaskRuns)(nil),
-		(*ServerMessage_UploadResult)(nil),
 	}
 	file_agent_proto_msgTypes[14].OneofWrappers = []any{
 		(*InventorySection_System)(nil),

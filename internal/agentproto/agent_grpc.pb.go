@@ -36,6 +36,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	Agent_Enroll_FullMethodName  = "/mamori.agent.v1.Agent/Enroll"
 	Agent_Session_FullMethodName = "/mamori.agent.v1.Agent/Session"
+	Agent_Upload_FullMethodName  = "/mamori.agent.v1.Agent/Upload"
 )
 
 // AgentClient is the client API for Agent service.
@@ -49,6 +50,9 @@ type AgentClient interface {
 	// server answers Welcome (or RetryLater); then CheckIn/Ack pairs, with
 	// WakeUp pushes at any time.
 	Session(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AgentMessage, ServerMessage], error)
+	// Upload (capability 2) sends a file a task run produced (a diagnostics
+	// bundle) beside the session, on the same connection.
+	Upload(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadChunk, UploadResult], error)
 }
 
 type agentClient struct {
@@ -82,6 +86,19 @@ func (c *agentClient) Session(ctx context.Context, opts ...grpc.CallOption) (grp
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Agent_SessionClient = grpc.BidiStreamingClient[AgentMessage, ServerMessage]
 
+func (c *agentClient) Upload(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadChunk, UploadResult], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[1], Agent_Upload_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[UploadChunk, UploadResult]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Agent_UploadClient = grpc.ClientStreamingClient[UploadChunk, UploadResult]
+
 // AgentServer is the server API for Agent service.
 // All implementations must embed UnimplementedAgentServer
 // for forward compatibility.
@@ -93,6 +110,9 @@ type AgentServer interface {
 	// server answers Welcome (or RetryLater); then CheckIn/Ack pairs, with
 	// WakeUp pushes at any time.
 	Session(grpc.BidiStreamingServer[AgentMessage, ServerMessage]) error
+	// Upload (capability 2) sends a file a task run produced (a diagnostics
+	// bundle) beside the session, on the same connection.
+	Upload(grpc.ClientStreamingServer[UploadChunk, UploadResult]) error
 	mustEmbedUnimplementedAgentServer()
 }
 
@@ -108,6 +128,9 @@ func (UnimplementedAgentServer) Enroll(context.Context, *EnrollRequest) (*Enroll
 }
 func (UnimplementedAgentServer) Session(grpc.BidiStreamingServer[AgentMessage, ServerMessage]) error {
 	return status.Error(codes.Unimplemented, "method Session not implemented")
+}
+func (UnimplementedAgentServer) Upload(grpc.ClientStreamingServer[UploadChunk, UploadResult]) error {
+	return status.Error(codes.Unimplemented, "method Upload not implemented")
 }
 func (UnimplementedAgentServer) mustEmbedUnimplementedAgentServer() {}
 func (UnimplementedAgentServer) testEmbeddedByValue()               {}
@@ -155,6 +178,13 @@ func _Agent_Session_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Agent_SessionServer = grpc.BidiStreamingServer[AgentMessage, ServerMessage]
 
+func _Agent_Upload_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(AgentServer).Upload(&grpc.GenericServerStream[UploadChunk, UploadResult]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Agent_UploadServer = grpc.ClientStreamingServer[UploadChunk, UploadResult]
+
 // Agent_ServiceDesc is the grpc.ServiceDesc for Agent service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -172,6 +202,11 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "Session",
 			Handler:       _Agent_Session_Handler,
 			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "Upload",
+			Handler:       _Agent_Upload_Handler,
 			ClientStreams: true,
 		},
 	},

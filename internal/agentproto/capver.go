@@ -15,7 +15,7 @@ package agentproto
 //	                RetryLater back-pressure, gzip-compressed sections.
 //	2 (2026-11-22): Configuration pushes and applied/refused versions in
 //	                Hello and CheckIn; TaskRuns pushes (runs, cancellations);
-//	                UploadChunk/UploadResult for files of task runs.
+//	                the Upload call for files of task runs.
 const CapabilityVersion = 2
 
 // MinCapabilityVersion is the oldest peer this build still serves.
