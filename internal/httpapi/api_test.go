@@ -17,11 +17,11 @@ import (
 	"time"
 
 	"github.com/mamori/mamori/internal/auth"
+	"github.com/mamori/mamori/internal/configs"
 	"github.com/mamori/mamori/internal/dyngroup"
 	"github.com/mamori/mamori/internal/enrollment"
 	"github.com/mamori/mamori/internal/errcode"
 	"github.com/mamori/mamori/internal/password"
-	"github.com/mamori/mamori/internal/policy"
 	"github.com/mamori/mamori/internal/store"
 )
 
@@ -133,7 +133,7 @@ func newFixture(t *testing.T) *fixture {
 		Store:          db,
 		Auth:           &auth.Service{Store: db, Now: clock},
 		DynamicGroups:  &dyngroup.Evaluator{Store: db, Now: clock},
-		Configurations: &policy.Service{Store: db},
+		Configurations: &configs.Service{Store: db},
 		Enrollment:     &enrollment.Service{Store: db, Now: clock},
 		Presence:       f.presence,
 		AttachmentDir:  t.TempDir(),

@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/mamori/mamori/internal/authz"
+	"github.com/mamori/mamori/internal/configs"
 	"github.com/mamori/mamori/internal/errcode"
 	"github.com/mamori/mamori/internal/policy"
 	"github.com/mamori/mamori/internal/store"
@@ -29,7 +30,7 @@ type policyStore interface {
 	ComputerConfigState(ctx context.Context, id string) (*store.ConfigState, error)
 }
 
-// Configurations computes effective configurations (internal/policy.Service).
+// Configurations computes effective configurations (internal/configs.Service).
 type Configurations interface {
 	Effective(ctx context.Context, computerID string) ([]policy.Effective, *policy.Document, error)
 	Queue(computerIDs []string)
@@ -48,7 +49,7 @@ type policyJSON struct {
 }
 
 func policyView(p *store.PolicyRow, tree *store.GroupTree) (policyJSON, error) {
-	pol, err := policy.FromRow(p)
+	pol, err := configs.FromRow(p)
 	if err != nil {
 		return policyJSON{}, err
 	}

@@ -1,4 +1,4 @@
-package policy
+package configs
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mamori/mamori/internal/policy"
 	"github.com/mamori/mamori/internal/store"
 )
 
@@ -41,14 +42,14 @@ type Service struct {
 // world is everything ordering needs, loaded once.
 type world struct {
 	tree     *store.GroupTree
-	dyn      []DynGroup
+	dyn      []policy.DynGroup
 	dynNames map[string]string
-	policies map[string]*Policy
-	assigns  []Assignment
+	policies map[string]*policy.Policy
+	assigns  []policy.Assignment
 }
 
 func (s *Service) load(ctx context.Context) (*world, error) {
-	w := &world{policies: map[string]*Policy{}, dynNames: map[string]string{}}
+	w := &world{policies: map[string]*policy.Policy{}, dynNames: map[string]string{}}
 	var err error
 	if w.tree, err = s.Store.Groups(ctx); err != nil {
 		return nil, err
@@ -58,7 +59,7 @@ func (s *Service) load(ctx context.Context) (*world, error) {
 		return nil, err
 	}
 	for _, d := range dyns {
-		w.dyn = append(w.dyn, DynGroup{ID: d.ID, Name: d.Name, StaticParentID: d.StaticParentID, DynamicParent: d.DynamicParentID})
+		w.dyn = append(w.dyn, policy.DynGroup{ID: d.ID, Name: d.Name, StaticParentID: d.StaticParentID, DynamicParent: d.DynamicParentID})
 		w.dynNames[d.ID] = d.Name
 	}
 	ps, err := s.Store.Policies(ctx)
@@ -79,32 +80,32 @@ func (s *Service) load(ctx context.Context) (*world, error) {
 	for _, a := range as {
 		name := a.TargetID
 		switch a.TargetType {
-		case TargetStatic:
+		case policy.TargetStatic:
 			if g, ok := w.tree.Get(a.TargetID); ok {
 				name = g.Path
 			}
-		case TargetDynamic:
+		case policy.TargetDynamic:
 			name = w.dynNames[a.TargetID]
 		}
-		w.assigns = append(w.assigns, Assignment{ID: a.ID, PolicyID: a.PolicyID, TargetType: a.TargetType, TargetID: a.TargetID, TargetName: name, Rank: a.Rank})
+		w.assigns = append(w.assigns, policy.Assignment{ID: a.ID, PolicyID: a.PolicyID, TargetType: a.TargetType, TargetID: a.TargetID, TargetName: name, Rank: a.Rank})
 	}
 	return w, nil
 }
 
 // FromRow decodes a stored policy.
-func FromRow(p *store.PolicyRow) (*Policy, error) {
+func FromRow(p *store.PolicyRow) (*policy.Policy, error) {
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal([]byte(p.Settings), &raw); err != nil {
 		return nil, err
 	}
-	settings, err := ParseSettings(p.Product, raw)
+	settings, err := policy.ParseSettings(p.Product, raw)
 	if err != nil {
 		return nil, err
 	}
-	return &Policy{ID: p.ID, Name: p.Name, Product: p.Product, Settings: settings}, nil
+	return &policy.Policy{ID: p.ID, Name: p.Name, Product: p.Product, Settings: settings}, nil
 }
 
-func (w *world) effective(c *store.Computer, memberOf []string) []Effective {
+func (w *world) effective(c *store.Computer, memberOf []string) []policy.Effective {
 	var path []string
 	for g := c.GroupID; g != ""; {
 		path = append([]string{g}, path...)
@@ -118,19 +119,19 @@ func (w *world) effective(c *store.Computer, memberOf []string) []Effective {
 	for _, d := range memberOf {
 		member[d] = true
 	}
-	assigns := make([]Assignment, len(w.assigns))
+	assigns := make([]policy.Assignment, len(w.assigns))
 	copy(assigns, w.assigns)
 	for i := range assigns {
-		if assigns[i].TargetType == TargetComputer && assigns[i].TargetID == c.ID {
+		if assigns[i].TargetType == policy.TargetComputer && assigns[i].TargetID == c.ID {
 			assigns[i].TargetName = c.Name
 		}
 	}
-	return Compute(Order(c.ID, path, w.dyn, member, assigns), w.policies)
+	return policy.Compute(policy.Order(c.ID, path, w.dyn, member, assigns), w.policies)
 }
 
 // Effective returns a computer's effective configuration and the document
 // its agent gets.
-func (s *Service) Effective(ctx context.Context, computerID string) ([]Effective, *Document, error) {
+func (s *Service) Effective(ctx context.Context, computerID string) ([]policy.Effective, *policy.Document, error) {
 	w, err := s.load(ctx)
 	if err != nil {
 		return nil, nil, err
@@ -144,7 +145,7 @@ func (s *Service) Effective(ctx context.Context, computerID string) ([]Effective
 		return nil, nil, err
 	}
 	eff := w.effective(c, invert(m)[c.ID])
-	return eff, NewDocument(eff), nil
+	return eff, policy.NewDocument(eff), nil
 }
 
 // invert turns group -> computers into computer -> groups.
@@ -184,7 +185,7 @@ func (s *Service) Recompute(ctx context.Context, ids []string) error {
 			if err != nil {
 				continue // gone meanwhile
 			}
-			v := NewDocument(w.effective(c, memberOf[id])).Version
+			v := policy.NewDocument(w.effective(c, memberOf[id])).Version
 			if v != c.ConfigVersion {
 				versions[id] = v
 				changed = append(changed, id)
