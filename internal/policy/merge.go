@@ -1,11 +1,13 @@
 package policy
 
 import (
+	"bytes"
 	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"slices"
+	"strings"
 
 	"github.com/mamori/mamori/internal/errcode"
 )
@@ -254,11 +256,71 @@ func NewDocument(eff []Effective) *Document {
 		}
 	}
 	slices.Sort(d.Forced)
+	d.Version = d.Hash()
+	return d
+}
+
+// Hash is the version of a document's content.
+func (d *Document) Hash() string {
 	b, _ := json.Marshal(struct {
 		S map[string]map[string]any `json:"s"`
 		F []string                  `json:"f"`
 	}{d.Settings, d.Forced}) // map keys are sorted by encoding/json: stable
 	sum := sha256.Sum256(b)
-	d.Version = hex.EncodeToString(sum[:12])
-	return d
+	return hex.EncodeToString(sum[:12])
+}
+
+// MaxDocumentBytes bounds a document on the wire.
+const MaxDocumentBytes = 1 << 20
+
+// ParseDocument is the agent's check of a pushed document: well-formed,
+// its version matching its content, every known setting valid for the
+// schema (values normalized). Settings of products or keys this build does
+// not know are dropped and named in unknown (a newer server); forced keys
+// must name settings of the document.
+func ParseDocument(raw []byte) (d *Document, unknown []string, err error) {
+	if len(raw) > MaxDocumentBytes {
+		return nil, nil, errcode.New(errcode.Invalid, "configuration larger than %d bytes", MaxDocumentBytes)
+	}
+	d = &Document{}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(d); err != nil {
+		return nil, nil, errcode.New(errcode.Invalid, "configuration is not a JSON document: %v", err)
+	}
+	if dec.More() {
+		return nil, nil, errcode.New(errcode.Invalid, "configuration has data after the document")
+	}
+	if d.Settings == nil {
+		return nil, nil, errcode.New(errcode.Invalid, "configuration has no settings")
+	}
+	if d.Forced == nil {
+		d.Forced = []string{}
+	}
+	if h := d.Hash(); h != d.Version {
+		return nil, nil, errcode.New(errcode.Invalid, "configuration version %q does not match its content (%s)", d.Version, h)
+	}
+	for product, kv := range d.Settings {
+		for key, v := range kv {
+			s, ok := Lookup(product, key)
+			if !ok {
+				unknown = append(unknown, product+"."+key)
+				delete(kv, key)
+				continue
+			}
+			n, err := s.Normalize(v)
+			if err != nil {
+				return nil, nil, err
+			}
+			kv[key] = n
+		}
+	}
+	for _, k := range d.Forced {
+		product, key, _ := strings.Cut(k, ".")
+		if _, ok := d.Settings[product][key]; !ok && !slices.Contains(unknown, k) {
+			return nil, nil, errcode.New(errcode.Invalid, "forced setting %q is not in the configuration", k)
+		}
+	}
+	slices.Sort(unknown)
+	return d, unknown, nil
 }
