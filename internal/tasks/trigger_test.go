@@ -183,7 +183,7 @@ func TestThrottle_Counters(t *testing.T) {
 
 func TestParseParams(t *testing.T) {
 	p, err := ParseParams(RunCommand, json.RawMessage(`{"command":"uname -a"}`))
-	if err != nil || p["timeout"] != "60s" || p["max_output"] != 65536 {
+	if err != nil || p["timeout"] != "60s" || p["max_output"] != 32768 {
 		t.Fatalf("defaults: %v %v", p, err)
 	}
 	p, err = ParseParams(Scan, json.RawMessage(`{"paths":["/home","C:\\Users"],"action":"report"}`))
@@ -201,6 +201,7 @@ func TestParseParams(t *testing.T) {
 		"wrong type":       {RunCommand, `{"command":"x","timeout":60}`, "run_command.timeout"},
 		"out of range":     {RunCommand, `{"command":"x","timeout":"2h"}`, "between 1s and 1h0m0s"},
 		"max output":       {RunCommand, `{"command":"x","max_output":0}`, "run_command.max_output"},
+		"max output large": {RunCommand, `{"command":"x","max_output":61441}`, "run_command.max_output"},
 		"relative path":    {Scan, `{"paths":["home"]}`, "absolute path"},
 		"empty paths":      {Scan, `{"paths":[]}`, "scan.paths"},
 		"bad glob":         {Scan, `{"paths":["/"],"exclusions":["["]}`, "not a valid glob"},

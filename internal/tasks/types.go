@@ -68,7 +68,7 @@ var Types = []TypeInfo{
 		{"command", "string", true, nil, "command line, run by the shell (sh -c / cmd /C)"},
 		{"working_directory", "string", false, "", "absolute directory to run in"},
 		{"timeout", "duration", false, "60s", "killed after this long (1s..1h)"},
-		{"max_output", "size", false, 65536, "bytes of output kept (1..1048576)"},
+		{"max_output", "size", false, 32768, "bytes of output kept (1..61440: the result travels as one event)"},
 	}, "run a command and report its output and exit code"},
 	{DisplayMessage, false, []ParamInfo{
 		{"title", "string", true, nil, "at most 128 characters"},
@@ -113,6 +113,10 @@ func IsServer(t Type) bool {
 	ti, ok := Info(t)
 	return ok && ti.Server
 }
+
+// MaxOutput bounds the output a run reports (it travels in one outbox
+// event, at most 64 KiB with the rest of the result).
+const MaxOutput = 60 << 10
 
 // Params are a task's validated parameters (JSON object).
 type Params map[string]any
@@ -227,7 +231,7 @@ func checkParam(t Type, p ParamInfo, v any) (any, error) {
 		}
 		return durationParam(t, p.Name, v, lo, hi)
 	case RunCommand + ".max_output":
-		return intParam(t, p.Name, v, 1, 1<<20)
+		return intParam(t, p.Name, v, 1, MaxOutput)
 	case Diagnostics + ".max_bytes":
 		return intParam(t, p.Name, v, 1<<10, 100<<20)
 	case DisplayMessage + ".title":
