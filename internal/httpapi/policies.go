@@ -432,12 +432,15 @@ func (a *API) rankAssignment(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	if req.Rank == nil {
-		return errcode.New(errcode.Invalid, "rank is required")
-	}
 	_, as, err := a.assignmentFor(r)
 	if err != nil {
 		return err
+	}
+	if req.Rank == nil {
+		return errcode.New(errcode.Invalid, "rank is required")
+	}
+	if *req.Rank < -1_000_000 || *req.Rank > 1_000_000 {
+		return errcode.New(errcode.Invalid, "rank must be between -1000000 and 1000000")
 	}
 	if err := a.cfg.Store.SetAssignmentRank(r.Context(), as.ID, *req.Rank); err != nil {
 		return err

@@ -154,7 +154,14 @@ func (a *API) taskFor(r *http.Request, id string, l authz.Level) (*store.TaskRow
 // trigger kinds and events, for forms.
 func (a *API) taskTypes(w http.ResponseWriter, r *http.Request) error {
 	self(r) // documentation of the task model
-	writeJSON(w, http.StatusOK, map[string]any{"types": tasks.Types,
+	types := make([]tasks.TypeInfo, len(tasks.Types))
+	for i, ti := range tasks.Types {
+		if ti.Params == nil {
+			ti.Params = []tasks.ParamInfo{}
+		}
+		types[i] = ti
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"types": types,
 		"trigger_kinds": []tasks.Kind{tasks.ASAP, tasks.Once, tasks.Daily, tasks.Weekly, tasks.Monthly, tasks.Yearly, tasks.Cron,
 			tasks.JoinedDynamic, tasks.OnEvent, tasks.ServerStarted},
 		"events":       tasks.Events,
@@ -572,11 +579,20 @@ func (a *API) newTrigger(r *http.Request, t *store.TaskRow, spec json.RawMessage
 	if tasks.IsServer(tasks.Type(t.Type)) && len(trs) > 0 {
 		return nil, errcode.New(errcode.Conflict, "a server task has one trigger; edit or delete the existing one")
 	}
-	if len(trs) >= maxTriggersPerTask {
+	live := 0
+	for _, x := range trs { // run-now triggers that fired are history, not limits
+		if !(strings.Contains(x.Spec, `"kind":"asap"`) && !x.LastFiredAt.IsZero()) {
+			live++
+		}
+	}
+	if live >= maxTriggersPerTask {
 		return nil, errcode.New(errcode.Invalid, "a task has at most %d triggers", maxTriggersPerTask)
 	}
 	parsed, ts, err := a.checkTrigger(r, t, spec, in)
 	if err != nil {
+		return nil, err
+	}
+	if err := a.allowServerTask(r, t); err != nil {
 		return nil, err
 	}
 	now := a.now().Truncate(time.Millisecond)
@@ -641,6 +657,9 @@ func (a *API) updateTrigger(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if err := a.allowServerTask(r, t); err != nil {
+		return err
+	}
 	compact, _ := json.Marshal(parsed)
 	traw, _ := json.Marshal(ts)
 	tr.Spec, tr.Targets = string(compact), string(traw)
@@ -700,6 +719,9 @@ func (a *API) runTask(w http.ResponseWriter, r *http.Request) error {
 		// Run now does not count as the server task's one trigger.
 		parsed, _, err := a.checkTrigger(r, t, spec, req.Targets)
 		if err != nil {
+			return err
+		}
+		if err := a.allowServerTask(r, t); err != nil {
 			return err
 		}
 		now := a.now().Truncate(time.Millisecond)
@@ -864,7 +886,11 @@ func (a *API) retryRun(w http.ResponseWriter, r *http.Request) error {
 	default:
 		return errcode.New(errcode.Conflict, "only failed, expired or cancelled runs are retried; this one is %s", run.State)
 	}
-	if run.ComputerID != "" {
+	if run.ComputerID == "" {
+		if err := a.allowServerTask(r, t); err != nil {
+			return err
+		}
+	} else {
 		c, err := a.cfg.Store.ComputerByID(r.Context(), run.ComputerID)
 		if err != nil {
 			return err

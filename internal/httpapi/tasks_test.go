@@ -260,3 +260,32 @@ func TestTasks_AttachmentStaysInItsDirectory(t *testing.T) {
 		t.Fatalf("escaped the directory: %d %s", rec.Code, rec.Body)
 	}
 }
+
+func TestTasks_RunningAServerTaskNeedsWriteOnItsComputers(t *testing.T) {
+	w := newWorld(t)
+	// The administrator makes a server task acting on Servers and gives a
+	// Laptops admin use on tasks everywhere: they still cannot run it.
+	task := decodeAs[taskJSON](t, w.call(t, "POST", "/api/v1/tasks", `{"name":"purge","type":"delete_not_connecting","group":"All","params":{"days":1,"group":"Servers"}}`), http.StatusCreated)
+	ps := &store.PermissionSet{ID: "use-tasks", Name: "use tasks", GroupID: store.GroupAll, Groups: []string{store.GroupAll}, Grants: map[string]int{"tasks": 2}}
+	if err := w.db.CreatePermissionSet(t.Context(), ps); err != nil {
+		t.Fatal(err)
+	}
+	cookie := w.asUser(t, "task-user", w.laptops, ps.ID)
+	rec := w.serve(t, request{method: "POST", path: "/api/v1/tasks/" + task.ID + "/run", body: `{}`, cookie: cookie})
+	wantContains(t, "run", wantError(t, rec, http.StatusForbidden, errcode.Forbidden), "write on computers in All/Servers")
+	rec = w.serve(t, request{method: "POST", path: "/api/v1/tasks/" + task.ID + "/triggers", body: `{"trigger":{"kind":"asap"}}`, cookie: cookie})
+	wantError(t, rec, http.StatusForbidden, errcode.Forbidden)
+	if runs, _, _ := w.db.ListRuns(t.Context(), store.RunFilter{TaskID: task.ID}); len(runs) != 0 {
+		t.Fatalf("%d runs planned", len(runs))
+	}
+}
+
+func TestTasks_RunNowTriggersDoNotCountTowardsTheLimit(t *testing.T) {
+	f := newFleet(t)
+	s := f.scheduler(t)
+	task := decodeAs[taskJSON](t, f.call(t, "POST", "/api/v1/tasks", `{"name":"u","type":"engine_update"}`), http.StatusCreated)
+	for i := 0; i < maxTriggersPerTask+3; i++ {
+		decodeAs[map[string]triggerJSON](t, f.call(t, "POST", "/api/v1/tasks/"+task.ID+"/run", `{"targets":[{"type":"computer","id":"c-db01"}]}`), http.StatusAccepted)
+		step(t, s)
+	}
+}
