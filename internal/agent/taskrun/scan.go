@@ -1,0 +1,112 @@
+package taskrun
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/mamori/mamori/internal/agent/scancmd"
+	"github.com/mamori/mamori/internal/engine/enginecli"
+	"github.com/mamori/mamori/internal/engine/matcher"
+	"github.com/mamori/mamori/internal/engine/scanner"
+	"github.com/mamori/mamori/internal/tasks"
+)
+
+// ScanRequest is an on-demand scan a task asks for.
+type ScanRequest struct {
+	RunID      string
+	Paths      []string
+	Exclusions []string // the task's, added to the policy's
+	Action     string   // quarantine or report
+}
+
+// ScanResult is its outcome.
+type ScanResult struct {
+	Output     string
+	ExitCode   int
+	Detections int
+}
+
+func (r *Runner) scan(ctx context.Context, runID string, p tasks.Params) result {
+	res, err := r.Scan(ctx, ScanRequest{RunID: runID, Paths: list(p, "paths"), Exclusions: list(p, "exclusions"), Action: str(p, "action")})
+	code := res.ExitCode
+	out := result{exitCode: &code, output: res.Output}
+	switch {
+	case err != nil:
+		out.state, out.err = "failed", err.Error()
+	case ctx.Err() != nil:
+		out.state, out.err = "failed", "scan stopped"
+	case code == enginecli.ExitError:
+		out.state, out.err = "failed", "the scan had errors (see the output)"
+	default:
+		// Finding threats is what a scan is for: it succeeded.
+		out.state = "succeeded"
+	}
+	return out
+}
+
+// builtinScan scans with the agent's engine and the protection settings in
+// effect (policy and local), reporting every detection through the outbox.
+func (r *Runner) builtinScan(ctx context.Context, req ScanRequest) (ScanResult, error) {
+	var args []string
+	action := req.Action
+	if r.Config != nil {
+		s := r.Config.Settings()
+		for _, e := range s.ScanExclusions {
+			args = append(args, "--exclude", e)
+		}
+		if s.MaxFileSize > 0 {
+			args = append(args, "--max-filesize", strconv.FormatInt(s.MaxFileSize, 10))
+		}
+		if s.ArchiveMaxDepth > 0 {
+			args = append(args, "--max-depth", strconv.Itoa(s.ArchiveMaxDepth))
+		}
+		if s.ArchiveMaxScanSize > 0 {
+			args = append(args, "--max-scansize", strconv.FormatInt(s.ArchiveMaxScanSize, 10))
+		}
+		if s.ArchiveMaxRatio > 0 {
+			args = append(args, "--max-ratio", strconv.Itoa(s.ArchiveMaxRatio))
+		}
+		if action == "" {
+			action = s.ActionOnDetection
+		}
+	}
+	for _, e := range req.Exclusions {
+		args = append(args, "--exclude", e)
+	}
+	if action == "quarantine" {
+		args = append(args, "--quarantine", "--quarantine-dir", filepath.Join(r.StateDir, "quarantine"))
+	}
+	args = append(append(args, "--"), req.Paths...)
+	hooks := enginecli.ScanHooks{}
+	if e, err := matcher.LoadFile(filepath.Join(r.StateDir, scancmd.EngineFile)); err == nil {
+		hooks.Engine = e
+	} else if !errors.Is(err, os.ErrNotExist) {
+		r.Log.Warn("the agent's engine is unusable; scanning with the built-in engine", "err", err)
+	}
+	found := 0
+	var outboxErr error
+	hooks.OnDetection = func(d scanner.Detection, qid string) {
+		found++
+		ev := scancmd.DetectionEvent{Path: d.Path, File: d.File, Member: d.Member, Signature: d.Signature, Kind: d.Kind,
+			MatchKind: d.MatchKind, Size: d.Size, MD5: d.MD5, SHA1: d.SHA1, SHA256: d.SHA256,
+			EngineVersion: d.EngineVersion, Action: "reported", QuarantineID: qid, Source: "scan task " + req.RunID}
+		if qid != "" {
+			ev.Action = "quarantined"
+		}
+		if _, err := r.Outbox.Append("detection.found", ev); err != nil && outboxErr == nil {
+			outboxErr = err
+		}
+	}
+	out := &cappedBuffer{max: tasks.MaxOutput - 1024}
+	code := enginecli.Scan(ctx, args, out, io.MultiWriter(out), hooks)
+	res := ScanResult{Output: out.String(), ExitCode: code, Detections: found}
+	if outboxErr != nil {
+		return res, fmt.Errorf("detections could not be recorded for the server: %v", outboxErr)
+	}
+	return res, nil
+}
