@@ -70,7 +70,10 @@ func TestParseDocument_RefusesBadDocuments(t *testing.T) {
 	}
 	// A setting this build does not know (a newer server) is dropped, not
 	// fatal.
-	raw := mutate(func(x *Document) { x.Settings["agent"]["future_knob"] = "on"; x.Settings["telemetry"] = map[string]any{"x": 1} })
+	raw := mutate(func(x *Document) {
+		x.Settings["agent"]["future_knob"] = "on"
+		x.Settings["telemetry"] = map[string]any{"x": 1}
+	})
 	d2, unknown, err := ParseDocument([]byte(raw))
 	if err != nil || strings.Join(unknown, ",") != "agent.future_knob,telemetry.x" {
 		t.Fatalf("unknown %v err %v", unknown, err)
