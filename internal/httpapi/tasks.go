@@ -37,7 +37,7 @@ type taskStore interface {
 }
 
 // Scheduler is told about new triggers and runs so they start without
-// waiting for its next tick (internal/tasks.Scheduler).
+// waiting for its next tick (internal/scheduler.Scheduler).
 type Scheduler interface {
 	Kick()
 }

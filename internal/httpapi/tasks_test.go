@@ -12,21 +12,22 @@ import (
 	"time"
 
 	"github.com/mamori/mamori/internal/errcode"
+	"github.com/mamori/mamori/internal/scheduler"
 	"github.com/mamori/mamori/internal/store"
 	"github.com/mamori/mamori/internal/tasks"
 )
 
-func (f *fixture) scheduler(t *testing.T) *tasks.Scheduler {
+func (f *fixture) scheduler(t *testing.T) *scheduler.Scheduler {
 	t.Helper()
-	s := &tasks.Scheduler{Store: f.db, Now: func() time.Time { return f.now }, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Server: &tasks.ServerTasks{Store: f.db, Now: func() time.Time { return f.now }}}
+	s := &scheduler.Scheduler{Store: f.db, Now: func() time.Time { return f.now }, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Server: &scheduler.ServerTasks{Store: f.db, Now: func() time.Time { return f.now }}}
 	if err := s.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	return s
 }
 
-func step(t *testing.T, s *tasks.Scheduler) {
+func step(t *testing.T, s *scheduler.Scheduler) {
 	t.Helper()
 	if err := s.Step(t.Context()); err != nil {
 		t.Fatal(err)

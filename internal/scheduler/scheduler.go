@@ -1,4 +1,8 @@
-package tasks
+// Package scheduler turns triggers into task runs on the server: it fires
+// clock triggers, follows the server events that drive event triggers,
+// delivers due runs to connected agents (bounded per step), expires runs
+// whose computer never came, and executes server tasks.
+package scheduler
 
 import (
 	"context"
@@ -14,6 +18,7 @@ import (
 
 	"github.com/mamori/mamori/internal/errcode"
 	"github.com/mamori/mamori/internal/store"
+	"github.com/mamori/mamori/internal/tasks"
 )
 
 // Store is what the scheduler reads and writes.
@@ -202,7 +207,7 @@ func (s *Scheduler) fireStarted(ctx context.Context, now time.Time) error {
 		if !tr.Enabled {
 			continue
 		}
-		if spec, err := ParseTrigger(tr.Spec); err == nil && spec.Kind == ServerStarted {
+		if spec, err := tasks.ParseTrigger(tr.Spec); err == nil && spec.Kind == tasks.ServerStarted {
 			if err := s.fire(ctx, tr, spec, time.Time{}, now); err != nil {
 				s.Log.Error("trigger failed to fire", "trigger", tr.ID, "task", tr.TaskID, "err", err)
 			}
@@ -230,7 +235,7 @@ func (s *Scheduler) fireDue(ctx context.Context, now time.Time) error {
 }
 
 func (s *Scheduler) fireTimed(ctx context.Context, tr *store.TriggerRow, now time.Time) error {
-	spec, err := ParseTrigger(tr.Spec)
+	spec, err := tasks.ParseTrigger(tr.Spec)
 	if err != nil {
 		// A stored trigger that no longer parses never fires again.
 		return s.Store.FireTrigger(ctx, tr.ID, time.Time{}, now, false, tr.ThrottleState, nil)
@@ -243,8 +248,8 @@ func (s *Scheduler) fireTimed(ctx context.Context, tr *store.TriggerRow, now tim
 }
 
 // fire plans the runs of a trigger firing by the clock or at start.
-func (s *Scheduler) fire(ctx context.Context, tr *store.TriggerRow, spec *Trigger, next, now time.Time) error {
-	var st ThrottleState
+func (s *Scheduler) fire(ctx context.Context, tr *store.TriggerRow, spec *tasks.Trigger, next, now time.Time) error {
+	var st tasks.ThrottleState
 	_ = json.Unmarshal([]byte(tr.ThrottleState), &st)
 	if !spec.Allow(&st, now) {
 		return s.Store.FireTrigger(ctx, tr.ID, next, now, false, jsonOf(st), nil)
@@ -254,8 +259,8 @@ func (s *Scheduler) fire(ctx context.Context, tr *store.TriggerRow, spec *Trigge
 		return err
 	}
 	var computers []string
-	if !IsServer(Type(task.Type)) {
-		ts, err := ParseTargets(tr.Targets)
+	if !tasks.IsServer(tasks.Type(task.Type)) {
+		ts, err := tasks.ParseTargets(tr.Targets)
 		if err != nil {
 			return s.Store.FireTrigger(ctx, tr.ID, next, now, false, jsonOf(st), nil)
 		}
@@ -276,7 +281,7 @@ func (s *Scheduler) fire(ctx context.Context, tr *store.TriggerRow, spec *Trigge
 
 // plan makes one run per computer ("": the server), each with its own
 // random delay.
-func (s *Scheduler) plan(task *store.TaskRow, triggerID string, spec *Trigger, computers []string, now time.Time) []*store.TaskRun {
+func (s *Scheduler) plan(task *store.TaskRow, triggerID string, spec *tasks.Trigger, computers []string, now time.Time) []*store.TaskRun {
 	delay, expiry := spec.RandomDelayDuration(), spec.ExpiryDuration()
 	runs := make([]*store.TaskRun, 0, len(computers))
 	for _, c := range computers {
@@ -296,11 +301,11 @@ func (s *Scheduler) plan(task *store.TaskRow, triggerID string, spec *Trigger, c
 // its targets resolved lazily.
 type eventTrigger struct {
 	row     *store.TriggerRow
-	spec    *Trigger
+	spec    *tasks.Trigger
 	task    *store.TaskRow
-	targets []Target
+	targets []tasks.Target
 	members map[string]bool
-	state   ThrottleState
+	state   tasks.ThrottleState
 	runs    []*store.TaskRun
 	seen    bool // had an occurrence in this step
 }
@@ -325,7 +330,7 @@ func (s *Scheduler) followEvents(ctx context.Context, now time.Time) error {
 		if !tr.Enabled {
 			continue
 		}
-		spec, err := ParseTrigger(tr.Spec)
+		spec, err := tasks.ParseTrigger(tr.Spec)
 		if err != nil || spec.IsTimed() {
 			continue
 		}
@@ -333,8 +338,8 @@ func (s *Scheduler) followEvents(ctx context.Context, now time.Time) error {
 		if err != nil {
 			continue
 		}
-		ts, err := ParseTargets(tr.Targets)
-		if err != nil || IsServer(Type(task.Type)) {
+		ts, err := tasks.ParseTargets(tr.Targets)
+		if err != nil || tasks.IsServer(tasks.Type(task.Type)) {
 			continue
 		}
 		et := &eventTrigger{row: tr, spec: spec, task: task, targets: ts}
@@ -358,8 +363,8 @@ func (s *Scheduler) followEvents(ctx context.Context, now time.Time) error {
 			}
 			if et.members == nil {
 				ts := et.targets
-				if len(ts) == 0 && et.spec.Kind == JoinedDynamic {
-					ts = []Target{{TargetDynamicGroup, et.spec.DynamicGroupID}}
+				if len(ts) == 0 && et.spec.Kind == tasks.JoinedDynamic {
+					ts = []tasks.Target{{Type: tasks.TargetDynamicGroup, ID: et.spec.DynamicGroupID}}
 				}
 				if et.members, err = Resolve(ctx, s.Store, ts); err != nil {
 					return err
@@ -389,11 +394,11 @@ func (s *Scheduler) followEvents(ctx context.Context, now time.Time) error {
 	return s.Store.SetSchedulerState(ctx, eventCursorKey, jsonInt(cursor))
 }
 
-func matches(t *Trigger, ev *store.ServerEvent) bool {
+func matches(t *tasks.Trigger, ev *store.ServerEvent) bool {
 	switch t.Kind {
-	case JoinedDynamic:
+	case tasks.JoinedDynamic:
 		return ev.Type == store.EventJoinedDynamicGroup && ev.SubjectID == t.DynamicGroupID
-	case OnEvent:
+	case tasks.OnEvent:
 		return eventTypes[t.Event] == ev.Type
 	}
 	return false

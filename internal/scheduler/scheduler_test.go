@@ -1,4 +1,4 @@
-package tasks
+package scheduler
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/mamori/mamori/internal/store"
+	"github.com/mamori/mamori/internal/tasks"
 )
 
 // bench is a scheduler over a real SQLite store with a clock the test moves.
@@ -109,9 +110,9 @@ func (b *bench) online(ids ...string) {
 	}
 }
 
-func (b *bench) task(typ Type, params string) *store.TaskRow {
+func (b *bench) task(typ tasks.Type, params string) *store.TaskRow {
 	b.t.Helper()
-	p, err := ParseParams(typ, json.RawMessage(params))
+	p, err := tasks.ParseParams(typ, json.RawMessage(params))
 	if err != nil {
 		b.t.Fatal(err)
 	}
@@ -125,14 +126,14 @@ func (b *bench) task(typ Type, params string) *store.TaskRow {
 
 // trigger stores a trigger as the API does: validated, with its first
 // firing time computed.
-func (b *bench) trigger(taskID, spec string, targets ...Target) *store.TriggerRow {
+func (b *bench) trigger(taskID, spec string, targets ...tasks.Target) *store.TriggerRow {
 	b.t.Helper()
-	tr, err := ParseTrigger(spec)
+	tr, err := tasks.ParseTrigger(spec)
 	if err != nil {
 		b.t.Fatal(err)
 	}
 	if targets == nil {
-		targets = []Target{}
+		targets = []tasks.Target{}
 	}
 	traw, _ := json.Marshal(targets)
 	row := &store.TriggerRow{ID: uuid.NewString(), TaskID: taskID, Spec: spec, Targets: string(traw), Enabled: true, CreatedAt: b.now}
@@ -173,10 +174,10 @@ func TestScheduler_DailyTriggerFiresOnTargetsWithRandomDelayAndExpiry(t *testing
 	web := b.group("Web", srv)
 	c1, c2 := b.computer("db1", srv), b.computer("web1", web)
 	outside := b.computer("laptop", store.GroupLostFound)
-	task := b.task(Scan, `{"paths":["/srv"]}`)
+	task := b.task(tasks.Scan, `{"paths":["/srv"]}`)
 	// 09:00 in Berlin is 08:00 UTC in November.
 	tr := b.trigger(task.ID, `{"kind":"daily","at":"09:00","time_zone":"Europe/Berlin","random_delay":"10m","expiry":"2h"}`,
-		Target{TargetStaticGroup, srv})
+		tasks.Target{Type: tasks.TargetStaticGroup, ID: srv})
 	if want := time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC); !tr.NextFireAt.Equal(want) {
 		t.Fatalf("first firing %v, want %v", tr.NextFireAt, want)
 	}
@@ -246,8 +247,8 @@ func TestScheduler_RunStateFollowsAgentEventsAndIgnoresForeignOnes(t *testing.T)
 	ctx := context.Background()
 	c1, c2 := b.computer("a", store.GroupAll), b.computer("b", store.GroupAll)
 	b.online(c1, c2)
-	task := b.task(RunCommand, `{"command":"false"}`)
-	b.trigger(task.ID, `{"kind":"asap"}`, Target{TargetComputer, c1}, Target{TargetComputer, c2})
+	task := b.task(tasks.RunCommand, `{"command":"false"}`)
+	b.trigger(task.ID, `{"kind":"asap"}`, tasks.Target{Type: tasks.TargetComputer, ID: c1}, tasks.Target{Type: tasks.TargetComputer, ID: c2})
 	b.step()
 	rs := b.runs(task.ID)
 	if len(rs) != 2 || len(b.agent.got[c1]) != 1 || len(b.agent.got[c2]) != 1 {
@@ -293,7 +294,7 @@ func TestScheduler_RunStateFollowsAgentEventsAndIgnoresForeignOnes(t *testing.T)
 		t.Fatal("cancelled a finished run")
 	}
 	c3 := b.computer("c", store.GroupAll)
-	tr := b.trigger(task.ID, `{"kind":"asap"}`, Target{TargetComputer, c3})
+	tr := b.trigger(task.ID, `{"kind":"asap"}`, tasks.Target{Type: tasks.TargetComputer, ID: c3})
 	b.step()
 	var run3 string
 	for _, r := range b.runs(task.ID) {
@@ -316,8 +317,8 @@ func TestScheduler_ReconnectingAgentGetsPendingRunsAgain(t *testing.T) {
 	b := newBench(t)
 	c := b.computer("a", store.GroupAll)
 	b.online(c)
-	task := b.task(DisplayMessage, `{"title":"t","message":"m"}`)
-	b.trigger(task.ID, `{"kind":"asap"}`, Target{TargetComputer, c})
+	task := b.task(tasks.DisplayMessage, `{"title":"t","message":"m"}`)
+	b.trigger(task.ID, `{"kind":"asap"}`, tasks.Target{Type: tasks.TargetComputer, ID: c})
 	b.step()
 	if len(b.agent.got[c]) != 1 {
 		t.Fatalf("got %v", b.agent.got[c])
@@ -335,8 +336,8 @@ func TestScheduler_MissedFiringWhileDownFiresOnceThenFollowsSchedule(t *testing.
 	b := newBench(t)
 	ctx := context.Background()
 	c := b.computer("a", store.GroupAll)
-	task := b.task(EngineUpdate, `{}`)
-	tr := b.trigger(task.ID, `{"kind":"cron","cron":"0 * * * *"}`, Target{TargetComputer, c})
+	task := b.task(tasks.EngineUpdate, `{}`)
+	tr := b.trigger(task.ID, `{"kind":"cron","cron":"0 * * * *"}`, tasks.Target{Type: tasks.TargetComputer, ID: c})
 	// The server was down for five hours.
 	b.now = b.now.Add(5*time.Hour + 30*time.Minute)
 	b.step()
@@ -353,10 +354,10 @@ func TestScheduler_OnceAndASAPFireOnceAndDisabledNever(t *testing.T) {
 	b := newBench(t)
 	ctx := context.Background()
 	c := b.computer("a", store.GroupAll)
-	task := b.task(EngineUpdate, `{}`)
-	once := b.trigger(task.ID, `{"kind":"once","at":"2026-11-22T07:00:00Z"}`, Target{TargetComputer, c})
-	asap := b.trigger(task.ID, `{"kind":"asap"}`, Target{TargetComputer, c})
-	off := b.trigger(task.ID, `{"kind":"asap"}`, Target{TargetComputer, c})
+	task := b.task(tasks.EngineUpdate, `{}`)
+	once := b.trigger(task.ID, `{"kind":"once","at":"2026-11-22T07:00:00Z"}`, tasks.Target{Type: tasks.TargetComputer, ID: c})
+	asap := b.trigger(task.ID, `{"kind":"asap"}`, tasks.Target{Type: tasks.TargetComputer, ID: c})
+	off := b.trigger(task.ID, `{"kind":"asap"}`, tasks.Target{Type: tasks.TargetComputer, ID: c})
 	off.Enabled = false
 	if err := b.db.UpdateTrigger(ctx, off); err != nil {
 		t.Fatal(err)
@@ -387,8 +388,8 @@ func TestScheduler_EventTriggersRunOnTheCausingComputerWithinTargets(t *testing.
 	srv := b.group("Servers", store.GroupAll)
 	in, out := b.computer("in", srv), b.computer("out", store.GroupAll)
 	// An event before the scheduler started is history, not a cause.
-	old := b.task(Scan, `{"paths":["/"]}`)
-	b.trigger(old.ID, `{"kind":"event","event":"agent_connected"}`, Target{TargetStaticGroup, store.GroupAll})
+	old := b.task(tasks.Scan, `{"paths":["/"]}`)
+	b.trigger(old.ID, `{"kind":"event","event":"agent_connected"}`, tasks.Target{Type: tasks.TargetStaticGroup, ID: store.GroupAll})
 	detect := func(id string) {
 		t.Helper()
 		if _, err := b.db.ApplyCheckIn(ctx, &store.CheckIn{ComputerID: id, Now: b.now, Events: []store.Event{{ID: uuid.NewString(),
@@ -397,8 +398,8 @@ func TestScheduler_EventTriggersRunOnTheCausingComputerWithinTargets(t *testing.
 			t.Fatal(err)
 		}
 	}
-	scan := b.task(Scan, `{"paths":["/home"]}`)
-	tr := b.trigger(scan.ID, `{"kind":"event","event":"detection_found","throttle":{"every_nth":2}}`, Target{TargetStaticGroup, srv})
+	scan := b.task(tasks.Scan, `{"paths":["/home"]}`)
+	tr := b.trigger(scan.ID, `{"kind":"event","event":"detection_found","throttle":{"every_nth":2}}`, tasks.Target{Type: tasks.TargetStaticGroup, ID: srv})
 	detect(in)
 	detect(out)
 	b.step()
@@ -426,8 +427,8 @@ func TestScheduler_StartIgnoresHistory(t *testing.T) {
 	b := newBench(t)
 	c := b.computer("a", store.GroupAll)
 	b.online(c) // before the trigger and before the (new) scheduler starts
-	task := b.task(EngineUpdate, `{}`)
-	b.trigger(task.ID, `{"kind":"event","event":"agent_connected"}`, Target{TargetComputer, c})
+	task := b.task(tasks.EngineUpdate, `{}`)
+	b.trigger(task.ID, `{"kind":"event","event":"agent_connected"}`, tasks.Target{Type: tasks.TargetComputer, ID: c})
 	// A scheduler starting on an existing database keeps its cursor; a
 	// fresh cursor begins at the latest event.
 	if err := b.db.SetSchedulerState(context.Background(), eventCursorKey, ""); err != nil {
@@ -450,7 +451,7 @@ func TestScheduler_JoinedDynamicGroupAndTaskFailedWithoutLoops(t *testing.T) {
 	if err := b.db.CreateDynamicGroup(ctx, dg); err != nil {
 		t.Fatal(err)
 	}
-	scan := b.task(Scan, `{"paths":["/"]}`)
+	scan := b.task(tasks.Scan, `{"paths":["/"]}`)
 	b.trigger(scan.ID, `{"kind":"joined_dynamic_group","dynamic_group_id":"`+dg.ID+`"}`)
 	if err := b.db.ApplyMembership(ctx, dg.ID, []string{c}, nil, b.now); err != nil {
 		t.Fatal(err)
@@ -462,9 +463,9 @@ func TestScheduler_JoinedDynamicGroupAndTaskFailedWithoutLoops(t *testing.T) {
 	}
 	// A task that follows task failures on the same task would loop; one
 	// that follows another task's failures runs.
-	diag := b.task(Diagnostics, `{}`)
-	b.trigger(diag.ID, `{"kind":"event","event":"task_failed"}`, Target{TargetComputer, c})
-	b.trigger(scan.ID, `{"kind":"event","event":"task_failed"}`, Target{TargetComputer, c})
+	diag := b.task(tasks.Diagnostics, `{}`)
+	b.trigger(diag.ID, `{"kind":"event","event":"task_failed"}`, tasks.Target{Type: tasks.TargetComputer, ID: c})
+	b.trigger(scan.ID, `{"kind":"event","event":"task_failed"}`, tasks.Target{Type: tasks.TargetComputer, ID: c})
 	if _, err := b.db.ApplyCheckIn(ctx, &store.CheckIn{ComputerID: c, Now: b.now, Events: []store.Event{{ID: uuid.NewString(),
 		Type: store.EventTaskFinished, OccurredAt: b.now, Data: `{"run_id":"` + rs[0].ID + `","state":"failed","error":"scan aborted"}`}}}); err != nil {
 		t.Fatal(err)
@@ -486,8 +487,8 @@ func TestScheduler_DeliveryIsBoundedPerStep(t *testing.T) {
 		ids = append(ids, b.computer("c"+string(rune('a'+i)), store.GroupAll))
 	}
 	b.online(ids...)
-	task := b.task(EngineUpdate, `{}`)
-	b.trigger(task.ID, `{"kind":"asap"}`, Target{TargetStaticGroup, store.GroupAll})
+	task := b.task(tasks.EngineUpdate, `{}`)
+	b.trigger(task.ID, `{"kind":"asap"}`, tasks.Target{Type: tasks.TargetStaticGroup, ID: store.GroupAll})
 	total := func() int {
 		n := 0
 		for _, v := range b.agent.got {
@@ -515,7 +516,7 @@ func TestServerTasks_DeleteNotConnectingAndRename(t *testing.T) {
 	elsewhere := b.computer("elsewhere", store.GroupLostFound)
 	b.now = b.now.Add(40 * 24 * time.Hour)
 	b.online(fresh)
-	del := b.task(DeleteNotConnecting, `{"group":"Servers","days":30}`)
+	del := b.task(tasks.DeleteNotConnecting, `{"group":"Servers","days":30}`)
 	b.trigger(del.ID, `{"kind":"asap"}`)
 	b.step()
 	rs := b.runs(del.ID)
@@ -544,7 +545,7 @@ func TestServerTasks_DeleteNotConnectingAndRename(t *testing.T) {
 		{Section: "system", Hash: []byte(sys), Data: sys}}}); err != nil {
 		t.Fatal(err)
 	}
-	ren := b.task(RenameComputers, `{"group":"All","pattern":"srv-{fqdn}"}`)
+	ren := b.task(tasks.RenameComputers, `{"group":"All","pattern":"srv-{fqdn}"}`)
 	b.trigger(ren.ID, `{"kind":"asap"}`)
 	b.step()
 	c, _ := b.db.ComputerByID(ctx, fresh)
@@ -561,7 +562,7 @@ func TestServerTasks_DeleteNotConnectingAndRename(t *testing.T) {
 
 	// A server task on a group that no longer exists fails with a reason and
 	// a task.failed event.
-	bad := b.task(DeleteNotConnecting, `{"group":"Gone","days":1}`)
+	bad := b.task(tasks.DeleteNotConnecting, `{"group":"Gone","days":1}`)
 	b.trigger(bad.ID, `{"kind":"asap"}`)
 	b.step()
 	rs = b.runs(bad.ID)
@@ -591,13 +592,13 @@ func TestParseTargets_RefusesBadInput(t *testing.T) {
 		``, `{}`, `[{"type":"planet","id":"x"}]`, `[{"type":"computer","id":""}]`,
 		`[{"type":"computer","id":"a"},{"type":"computer","id":"a"}]`, `[{"type":"computer","id":"a","extra":1}]`,
 		`[{"type":"computer","id":"` + strings.Repeat("a", 65) + `"}]`,
-		`[` + strings.Repeat(`{"type":"computer","id":"a"},`, MaxTargets) + `{"type":"computer","id":"b"}]`,
+		`[` + strings.Repeat(`{"type":"computer","id":"a"},`, tasks.MaxTargets) + `{"type":"computer","id":"b"}]`,
 	} {
-		if _, err := ParseTargets(raw); err == nil {
+		if _, err := tasks.ParseTargets(raw); err == nil {
 			t.Errorf("ParseTargets(%.60q) accepted", raw)
 		}
 	}
-	ts, err := ParseTargets(`[{"type":"static_group","id":"all"},{"type":"dynamic_group","id":"d"}]`)
+	ts, err := tasks.ParseTargets(`[{"type":"static_group","id":"all"},{"type":"dynamic_group","id":"d"}]`)
 	if err != nil || len(ts) != 2 {
 		t.Fatal(ts, err)
 	}
@@ -607,12 +608,12 @@ func FuzzParseTargets(f *testing.F) {
 	f.Add(`[{"type":"computer","id":"a"}]`)
 	f.Add(`[{"type":"static_group","id":"all"}]`)
 	f.Fuzz(func(t *testing.T, raw string) {
-		ts, err := ParseTargets(raw)
+		ts, err := tasks.ParseTargets(raw)
 		if err != nil {
 			return
 		}
 		for _, x := range ts {
-			if x.ID == "" || (x.Type != TargetComputer && x.Type != TargetStaticGroup && x.Type != TargetDynamicGroup) {
+			if x.ID == "" || (x.Type != tasks.TargetComputer && x.Type != tasks.TargetStaticGroup && x.Type != tasks.TargetDynamicGroup) {
 				t.Fatalf("accepted %+v", x)
 			}
 		}
@@ -623,10 +624,10 @@ func TestScheduler_ServerStartedTriggerFiresOncePerStart(t *testing.T) {
 	b := newBench(t)
 	b.step() // the start's step, before the triggers exist
 	c := b.computer("a", store.GroupAll)
-	ren := b.task(RenameComputers, `{"pattern":"pc-{hostname}"}`)
+	ren := b.task(tasks.RenameComputers, `{"pattern":"pc-{hostname}"}`)
 	b.trigger(ren.ID, `{"kind":"server_started"}`)
-	upd := b.task(EngineUpdate, `{}`)
-	b.trigger(upd.ID, `{"kind":"server_started"}`, Target{TargetComputer, c})
+	upd := b.task(tasks.EngineUpdate, `{}`)
+	b.trigger(upd.ID, `{"kind":"server_started"}`, tasks.Target{Type: tasks.TargetComputer, ID: c})
 	b.step()
 	if n := len(b.runs(ren.ID)); n != 0 {
 		t.Fatalf("%d runs before a start", n)

@@ -1,4 +1,4 @@
-package tasks
+package scheduler
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/mamori/mamori/internal/errcode"
 	"github.com/mamori/mamori/internal/store"
+	"github.com/mamori/mamori/internal/tasks"
 )
 
 // ServerStore is what server tasks read and write.
@@ -35,7 +36,7 @@ type ServerTasks struct {
 
 // RunServerTask implements ServerRunner.
 func (s *ServerTasks) RunServerTask(ctx context.Context, run *store.TaskRun) (string, error) {
-	p, err := ParseParams(Type(run.Type), json.RawMessage(run.Params))
+	p, err := tasks.ParseParams(tasks.Type(run.Type), json.RawMessage(run.Params))
 	if err != nil {
 		return "", err
 	}
@@ -59,8 +60,8 @@ func (s *ServerTasks) RunServerTask(ctx context.Context, run *store.TaskRun) (st
 			Detail: "task run " + run.ID})
 	}
 	var b strings.Builder
-	switch Type(run.Type) {
-	case DeleteNotConnecting:
+	switch tasks.Type(run.Type) {
+	case tasks.DeleteNotConnecting:
 		days := toInt(p["days"])
 		cutoff := now().Add(-time.Duration(days) * 24 * time.Hour)
 		stale, err := s.Store.StaleComputers(ctx, groups, cutoff)
@@ -87,7 +88,7 @@ func (s *ServerTasks) RunServerTask(ctx context.Context, run *store.TaskRun) (st
 			fmt.Fprintf(&b, "removed %s (%s), last seen %s\n", c.Name, c.ID, seen)
 		}
 		fmt.Fprintf(&b, "%d computer(s) in %s not connected for %d day(s) removed\n", len(stale), g.Path, days)
-	case RenameComputers:
+	case tasks.RenameComputers:
 		pattern, _ := p["pattern"].(string)
 		ids, err := s.Store.ComputerIDs(ctx, groups)
 		if err != nil {
