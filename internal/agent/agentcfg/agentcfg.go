@@ -50,8 +50,8 @@ type Value struct {
 
 // Report is what the next check-in tells the server.
 type Report struct {
-	Version string // the version applied, or the one refused
-	Error   string // why it was refused ("" applied)
+	Version string // the version in effect (after applying, or still after a refusal)
+	Error   string // why the last configuration was refused ("" applied)
 }
 
 // Manager holds the agent's configuration.
@@ -209,7 +209,11 @@ func (m *Manager) Apply(version string, raw []byte) error {
 	}
 	if err != nil {
 		m.mu.Lock()
-		m.report = &Report{Version: version, Error: errcode.Message(err)}
+		current := ""
+		if m.doc != nil {
+			current = m.doc.Version
+		}
+		m.report = &Report{Version: current, Error: fmt.Sprintf("configuration %s refused: %s", version, errcode.Message(err))}
 		m.mu.Unlock()
 		m.log.Error("refused the configuration from the server; keeping the previous one", "version", version, "err", err)
 		return err
@@ -384,6 +388,10 @@ func (m *Manager) settingsLocked() *Settings {
 // Settings are the typed values the agent's parts use.
 type Settings struct {
 	Version string
+	// Sources says where each value comes from ("product.key" -> forced,
+	// local, policy or default): parts with their own command-line default
+	// keep it while the source is default.
+	Sources map[string]string
 
 	CheckInInterval time.Duration
 	Servers         []string
@@ -457,6 +465,10 @@ func build(d *policy.Document, m *Manager) (*Settings, error) {
 		ArchiveMaxRatio: num("protection.archive_max_ratio"), ActionOnDetection: str("protection.action_on_detection"),
 		UpdateSources: list("updates.sources"), UpdateInterval: dur("updates.interval"), UpdateSplay: dur("updates.random_splay"),
 		UpdateProxy: str("updates.proxy"), RollbackDepth: num("updates.rollback_depth"),
+	}
+	s.Sources = map[string]string{}
+	for k, v := range vals {
+		s.Sources[k] = v.Source
 	}
 	if err := s.LogLevel.UnmarshalText([]byte(str("agent.log_level"))); err != nil {
 		errs = append(errs, fmt.Errorf("agent.log_level: %v", err))

@@ -125,7 +125,7 @@ func TestApply_InvalidConfigurationIsRefusedAndThePreviousStays(t *testing.T) {
 			continue
 		}
 		r, ok := m.TakeReport()
-		if !ok || r.Error == "" || !strings.Contains(r.Error, tc.want) {
+		if !ok || r.Version != v || !strings.Contains(r.Error, "refused") || !strings.Contains(r.Error, tc.want) {
 			t.Errorf("%s: report %+v", name, r)
 		}
 		if m.Version() != v || m.Settings().CheckInInterval != 20*time.Second {
