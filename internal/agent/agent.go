@@ -12,16 +12,20 @@ import (
 	"context"
 	"crypto"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/mamori/mamori/internal/agent/agentcfg"
 	"github.com/mamori/mamori/internal/agent/inventory"
 	"github.com/mamori/mamori/internal/agent/outbox"
 	"github.com/mamori/mamori/internal/agent/spool"
@@ -67,15 +71,53 @@ type Config struct {
 	SpoolInterval time.Duration
 	// Log is the logger; default slog.Default().
 	Log *slog.Logger
+	// LogLevel, when set, follows the configuration's agent.log_level
+	// (while the configuration leaves it at its default, the level given
+	// here stays).
+	LogLevel *slog.LevelVar
+	// Tasks executes the task runs the server pushes (taskrun.Runner);
+	// nil: runs pushed to this agent are logged and ignored.
+	Tasks TaskExecutor
 }
+
+// TaskExecutor executes task runs pushed by the server.
+type TaskExecutor interface {
+	// StartTasks is called once the outbox is open; results go there.
+	StartTasks(ctx context.Context, env TaskEnv) error
+	// Handle takes a push without blocking on the runs.
+	Handle(m *agentproto.TaskRuns)
+	// Wait returns when the runs in progress have ended (after ctx).
+	Wait()
+}
+
+// TaskEnv is what task runs may use of the agent.
+type TaskEnv struct {
+	StateDir string
+	Outbox   *outbox.Outbox
+	Config   *agentcfg.Manager
+	// Upload sends a file of a run to the connected server.
+	Upload func(ctx context.Context, runID, name string, r io.Reader, size int64) error
+	// StopManaging makes the agent unenroll once the run's result reached
+	// the server: Run removes the state and returns ErrUnmanaged.
+	StopManaging func()
+	// Diagnostics returns agent state for a diagnostics bundle.
+	Diagnostics func() map[string][]byte
+}
+
+// ErrUnmanaged is returned by Run after a stop_managing task: the agent
+// removed its identity and state and must not start again.
+var ErrUnmanaged = errors.New("this computer is no longer managed: the agent removed its identity and state")
 
 // Agent is the endpoint agent.
 type Agent struct {
-	cfg  Config
-	log  *slog.Logger
-	id   *Identity
-	auto *Auto
-	ob   *outbox.Outbox
+	cfg       Config
+	log       *slog.Logger
+	id        *Identity
+	auto      *Auto
+	ob        *outbox.Outbox
+	config    *agentcfg.Manager
+	unmanaged chan struct{}
+	stopOnce  sync.Once
 }
 
 // New validates cfg and loads the identity if present.
@@ -129,7 +171,7 @@ func New(cfg Config) (*Agent, error) {
 			return nil, errcode.New(errcode.Invalid, "%v", err)
 		}
 	}
-	a := &Agent{cfg: cfg, log: cfg.Log}
+	a := &Agent{cfg: cfg, log: cfg.Log, unmanaged: make(chan struct{})}
 	id, err := LoadIdentity(cfg.StateDir)
 	defer func() {
 		if a.id != nil {
@@ -153,6 +195,12 @@ func New(cfg Config) (*Agent, error) {
 			return nil, err
 		}
 	default:
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, err
+	}
+	if a.config, err = agentcfg.Open(cfg.StateDir, cfg.Log); err != nil {
 		return nil, err
 	}
 	if a.cfg.Collector == nil {
@@ -328,7 +376,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.auto = &Auto{
 		d: d, servers: servers, hello: newHello(a.cfg.Version, fp, id.Instance), ob: ob, collector: collector,
 		log: a.log, interval: a.cfg.Interval, jitter: a.cfg.Jitter, resumed: make(chan time.Duration, 1), first: true,
+		config: a.config, tasks: a.cfg.Tasks,
 	}
+	a.config.OnChange(a.applySettings)
 	if _, err := ob.Append("agent.started", map[string]any{"version": a.cfg.Version, "instance": id.Instance, "pid": os.Getpid()}); err != nil {
 		return err
 	}
@@ -350,11 +400,29 @@ func (a *Agent) Run(ctx context.Context) error {
 	})
 
 	go a.importSpool(autoCtx)
+	go a.watchLocalConfig(autoCtx)
+	if a.cfg.Tasks != nil {
+		env := TaskEnv{StateDir: a.cfg.StateDir, Outbox: ob, Config: a.config, StopManaging: a.stopManaging,
+			Diagnostics: a.diagnostics,
+			Upload: func(ctx context.Context, runID, name string, r io.Reader, size int64) error {
+				st := a.auto.Status()
+				if !st.Connected {
+					return errcode.New(errcode.Unavailable, "not connected to a server")
+				}
+				return d.Upload(ctx, st.Server, runID, name, r, size)
+			}}
+		if err := a.cfg.Tasks.StartTasks(autoCtx, env); err != nil {
+			return err
+		}
+		defer a.cfg.Tasks.Wait()
+	}
 
 	select {
 	case err := <-done:
 		return err
 	case <-ctx.Done():
+	case <-a.unmanaged:
+		return a.unenroll(ob, stopAuto, done)
 	}
 	if _, err := ob.Append("agent.stopped", map[string]any{"reason": "shutdown"}); err != nil {
 		a.log.Error("recording stop", "err", err)
@@ -394,3 +462,108 @@ func (a *Agent) Close() error {
 	}
 	return nil
 }
+
+// applySettings puts configuration changes into effect. Values left at
+// their default keep what the command line chose.
+func (a *Agent) applySettings(s *agentcfg.Settings) {
+	if a.auto != nil {
+		if s.Sources["agent.check_in_interval"] == agentcfg.SourceDefault {
+			a.auto.setInterval(a.cfg.Interval, false)
+		} else {
+			a.auto.setInterval(s.CheckInInterval, true)
+		}
+	}
+	if a.cfg.LogLevel != nil {
+		if s.Sources["agent.log_level"] != agentcfg.SourceDefault {
+			a.cfg.LogLevel.Set(s.LogLevel)
+		}
+	}
+	if len(s.Servers) > 0 && a.auto != nil {
+		valid := true
+		for _, srv := range s.Servers {
+			if validServer(srv) != nil {
+				valid = false
+			}
+		}
+		if valid && !slices.Equal(s.Servers, a.auto.getServers()) {
+			a.auto.setServers(s.Servers)
+			a.log.Info("server list changed by configuration; used from the next connection", "servers", s.Servers)
+		}
+	}
+	if a.id != nil && s.Proxy != "" && s.Proxy != a.id.Proxy {
+		a.log.Info("proxy changed by configuration; it takes effect when the agent restarts", "proxy", s.Proxy)
+	}
+}
+
+// watchLocalConfig applies edits of the local configuration file.
+func (a *Agent) watchLocalConfig(ctx context.Context) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := a.config.ReloadLocal(); err != nil {
+				a.log.Error("local configuration is invalid; keeping the previous values", "err", err)
+			}
+		}
+	}
+}
+
+func (a *Agent) stopManaging() {
+	a.stopOnce.Do(func() { close(a.unmanaged) })
+}
+
+// unenroll ends management after a stop_managing task: the result is
+// delivered first (for up to a minute), then the identity and every state
+// file are removed.
+func (a *Agent) unenroll(ob *outbox.Outbox, stopAuto func(), done chan error) error {
+	deadline := time.Now().Add(time.Minute)
+	for ob.Len() > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	stopAuto()
+	<-done
+	if a.cfg.Tasks != nil {
+		a.cfg.Tasks.Wait()
+	}
+	_ = ob.Close()
+	a.ob = nil
+	entries, err := os.ReadDir(a.cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(a.cfg.StateDir, e.Name())); err != nil {
+			return err
+		}
+	}
+	a.log.Warn("stopped managing this computer at the administrator's request; identity and state removed")
+	return ErrUnmanaged
+}
+
+// diagnostics is the agent's part of a diagnostics bundle: status and the
+// public parts of the identity (never the key).
+func (a *Agent) diagnostics() map[string][]byte {
+	out := map[string][]byte{}
+	st := a.Status()
+	b, _ := json.MarshalIndent(st, "", "  ")
+	out["status.json"] = b
+	if a.id != nil {
+		pub := map[string]any{"computer_id": a.id.ComputerID, "computer_name": a.id.ComputerName, "group": a.id.GroupPath,
+			"instance": a.id.Instance, "servers": a.id.Servers, "proxy": a.id.Proxy, "version": a.cfg.Version}
+		if cert, err := a.id.certificate(); err == nil && cert.Leaf != nil {
+			pub["certificate_not_after"] = cert.Leaf.NotAfter
+			pub["certificate_serial"] = cert.Leaf.SerialNumber.String()
+		}
+		b, _ := json.MarshalIndent(pub, "", "  ")
+		out["identity-public.json"] = b
+	}
+	b, _ = json.MarshalIndent(a.config.Effective(), "", "  ")
+	out["effective-config.json"] = b
+	return out
+}
+
+// Config is the agent's configuration manager.
+func (a *Agent) Config() *agentcfg.Manager { return a.config }

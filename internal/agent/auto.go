@@ -6,11 +6,13 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
 
+	"github.com/mamori/mamori/internal/agent/agentcfg"
 	"github.com/mamori/mamori/internal/agent/inventory"
 	"github.com/mamori/mamori/internal/agent/outbox"
 	"github.com/mamori/mamori/internal/agentproto"
@@ -56,9 +58,16 @@ type Auto struct {
 	ob        *outbox.Outbox
 	collector Collector
 	log       *slog.Logger
-	interval  time.Duration
+	interval  time.Duration // guarded by mu
 	jitter    float64
 	resumed   chan time.Duration
+	// config is the configuration manager (capability 2 pushes); tasks
+	// executes pushed task runs. Either may be nil (tests, old wiring).
+	config *agentcfg.Manager
+	tasks  TaskExecutor
+	// intervalPinned: the configuration sets the interval, so the
+	// server's Welcome/Ack hints do not override it.
+	intervalPinned bool // guarded by mu
 
 	mu     sync.Mutex
 	status Status
@@ -88,32 +97,33 @@ func (a *Auto) Status() Status {
 // certificate).
 func (a *Auto) Run(ctx context.Context) error {
 	attempt := 0
-	for i := 0; ; i = (i + 1) % len(a.servers) {
-		server := a.servers[i]
+	for i := 0; ; i++ {
+		servers := a.getServers()
+		i %= len(servers)
+		server := servers[i]
 		start := time.Now()
 		err := a.session(ctx, server)
 		a.setStatus(func(s *Status) { s.Connected = false })
 		if ctx.Err() != nil {
 			return nil
 		}
-		var delay time.Duration
-		var rl *RetryLaterError
-		switch code := errcode.Of(err); {
-		case errors.Is(err, errResumed):
+		if errors.Is(err, errResumed) {
 			a.log.Info("resumed from suspend; reconnecting now")
 			i-- // same server, no delay
 			attempt = 0
 			continue
-		case errors.As(err, &rl):
-			delay = rl.After + time.Duration(rand.Int64N(int64(rl.After/2)+1))
-			a.log.Info("server asked to retry later", "server", server, "reason", rl.Reason, "retry_in", delay.Round(time.Millisecond))
-		case code == errcode.Forbidden || code == errcode.Unauthorized:
+		}
+		if time.Since(start) > healthySession {
+			attempt = 0
+		}
+		delay, retry := ReconnectDelay(err, attempt)
+		var rl *RetryLaterError
+		switch {
+		case !retry:
 			return err
+		case errors.As(err, &rl):
+			a.log.Info("server asked to retry later", "server", server, "reason", rl.Reason, "retry_in", delay.Round(time.Millisecond))
 		default:
-			if time.Since(start) > healthySession {
-				attempt = 0
-			}
-			delay = backoff(attempt)
 			attempt++
 			a.log.Warn("connection to server lost", "server", server, "err", errcode.Message(err), "retry_in", delay.Round(time.Millisecond))
 		}
@@ -131,6 +141,29 @@ func (a *Auto) Run(ctx context.Context) error {
 	}
 }
 
+// ReconnectDelay is the agent's reconnection policy: how long to wait
+// before the next session attempt after err ended the previous one
+// (attempt counts the failures since the last healthy session, from 0).
+// It returns false when the agent must not retry: the server refused its
+// certificate (forbidden, unauthorized).
+//
+// A RetryLater answer is honoured with jitter: its hint plus up to half of
+// it again, so agents told the same time do not return together; it does
+// not count as a failure. Anything else backs off exponentially (see
+// backoff). The load harness (internal/loadtest) simulates agents with this
+// same policy.
+func ReconnectDelay(err error, attempt int) (time.Duration, bool) {
+	var rl *RetryLaterError
+	switch code := errcode.Of(err); {
+	case errors.As(err, &rl):
+		after := min(max(rl.After, time.Second), time.Hour) // a server's hint, within reason
+		return after + time.Duration(rand.Int64N(int64(after/2)+1)), true
+	case code == errcode.Forbidden || code == errcode.Unauthorized:
+		return 0, false
+	}
+	return backoff(attempt), true
+}
+
 // backoff is exponential with "equal jitter": half fixed, half random, so
 // a crowd of agents spreads out but none waits much less than planned.
 func backoff(attempt int) time.Duration {
@@ -145,8 +178,9 @@ func backoff(attempt int) time.Duration {
 }
 
 func (a *Auto) jittered() time.Duration {
-	j := float64(a.interval) * a.jitter
-	return a.interval + time.Duration((rand.Float64()*2-1)*j)
+	iv := a.getInterval()
+	j := float64(iv) * a.jitter
+	return iv + time.Duration((rand.Float64()*2-1)*j)
 }
 
 // sessionState is one open session's bookkeeping.
@@ -158,9 +192,73 @@ type sessionState struct {
 	msgs    chan *agentproto.ServerMessage
 	recvErr chan error
 	wakes   []string // wake-ups that arrived while waiting for an ack
+	// configDue: a configuration was applied or refused; report it.
+	configDue bool
+}
+
+func (a *Auto) getServers() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.servers)
+}
+
+func (a *Auto) setServers(servers []string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.servers = slices.Clone(servers)
+}
+
+// handlePush handles a server message other than an Ack: wake-ups are
+// queued for the session loop, configurations applied (the result is
+// reported by the next check-in, which configDue asks for), task runs
+// handed to the executor.
+func (a *Auto) handlePush(st *sessionState, m *agentproto.ServerMessage) {
+	switch x := m.Msg.(type) {
+	case *agentproto.ServerMessage_WakeUp:
+		st.wakes = append(st.wakes, x.WakeUp.Id)
+	case *agentproto.ServerMessage_Configuration:
+		if a.config == nil {
+			return
+		}
+		_ = a.config.Apply(x.Configuration.GetVersion(), x.Configuration.GetDocumentJson()) // refusals are reported
+		st.configDue = true
+	case *agentproto.ServerMessage_TaskRuns:
+		if a.tasks != nil {
+			a.tasks.Handle(x.TaskRuns)
+		} else {
+			a.log.Warn("the server sent task runs but this agent has no task executor")
+		}
+	}
+}
+
+func (a *Auto) getInterval() time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.interval
+}
+
+// hintInterval takes the server's check-in interval unless the
+// configuration sets it.
+func (a *Auto) hintInterval(d time.Duration) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.intervalPinned {
+		a.interval = d
+	}
+}
+
+// setInterval applies the configuration's interval (pinned) or, with
+// pinned false, lets the server's hints apply again from base.
+func (a *Auto) setInterval(d time.Duration, pinned bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.interval, a.intervalPinned = d, pinned
 }
 
 func (a *Auto) session(ctx context.Context, server string) error {
+	if a.config != nil {
+		a.hello.ConfigVersion = a.config.Version()
+	}
 	s, welcome, err := a.d.OpenSession(ctx, server, a.hello)
 	if err != nil {
 		return err
@@ -171,11 +269,10 @@ func (a *Auto) session(ctx context.Context, server string) error {
 	for _, h := range welcome.SectionHashes {
 		st.hashes[h.Section] = h.Hash
 	}
-	interval := a.interval
 	if welcome.CheckInIntervalSeconds > 0 {
-		interval = time.Duration(welcome.CheckInIntervalSeconds) * time.Second
-		a.interval = interval
+		a.hintInterval(time.Duration(welcome.CheckInIntervalSeconds) * time.Second)
 	}
+	interval := a.getInterval()
 	a.setStatus(func(x *Status) { x.Connected, x.Server = true, server })
 	a.log.Info("connected", "server", server, "computer", welcome.ComputerId, "interval", interval)
 	go func() {
@@ -212,6 +309,13 @@ func (a *Auto) session(ctx context.Context, server string) error {
 				return err
 			}
 		}
+		if st.configDue {
+			// Tell the server at once what the new configuration did.
+			st.configDue = false
+			if err := a.checkIn(ctx, st, agentproto.CheckInReason_CHECK_IN_REASON_EVENTS, ""); err != nil {
+				return err
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -221,9 +325,7 @@ func (a *Auto) session(ctx context.Context, server string) error {
 		case err := <-st.recvErr:
 			return err
 		case m := <-st.msgs:
-			if w := m.GetWakeUp(); w != nil {
-				st.wakes = append(st.wakes, w.Id)
-			}
+			a.handlePush(st, m) // wake-ups and configuration reports are sent at the top of the loop
 		case <-a.ob.Notify():
 			if a.ob.Len() > 0 {
 				if err := a.checkIn(ctx, st, agentproto.CheckInReason_CHECK_IN_REASON_EVENTS, ""); err != nil {
@@ -263,6 +365,13 @@ func (a *Auto) checkIn(ctx context.Context, st *sessionState, reason agentproto.
 		}
 		st.seq++
 		ci := &agentproto.CheckIn{Seq: st.seq, Reason: reason, WakeId: wakeID}
+		var report agentcfg.Report
+		var reporting bool
+		if a.config != nil {
+			if report, reporting = a.config.TakeReport(); reporting {
+				ci.ConfigVersion, ci.ConfigError = report.Version, report.Error
+			}
+		}
 		if err := sectionzip.Pack(ci, sections); err != nil {
 			return err
 		}
@@ -270,10 +379,22 @@ func (a *Auto) checkIn(ctx context.Context, st *sessionState, reason agentproto.
 			ci.Events = append(ci.Events, &agentproto.Event{Id: e.ID, Type: e.Type, TimeUnixMs: e.Time.UnixMilli(), DataJson: e.Data})
 		}
 		if err := st.s.Send(ci); err != nil {
-			return err
+			if reporting {
+				a.config.Restore(report)
+			}
+			// The receiving goroutine has the server's reason.
+			select {
+			case rerr := <-st.recvErr:
+				return rerr
+			case <-time.After(time.Second):
+				return err
+			}
 		}
 		ack, err := a.awaitAck(ctx, st, st.seq)
 		if err != nil {
+			if reporting {
+				a.config.Restore(report)
+			}
 			return err
 		}
 		for _, r := range ack.Rejected {
@@ -290,7 +411,7 @@ func (a *Auto) checkIn(ctx context.Context, st *sessionState, reason agentproto.
 			st.hashes[sec.Section] = sec.Hash
 		}
 		if ack.CheckInIntervalSeconds > 0 {
-			a.interval = time.Duration(ack.CheckInIntervalSeconds) * time.Second
+			a.hintInterval(time.Duration(ack.CheckInIntervalSeconds) * time.Second)
 		}
 		a.setStatus(func(x *Status) { x.LastCheckIn = time.Now(); x.CheckIns++ })
 		if len(evs) < maxEventsPerCheckIn {
@@ -317,8 +438,8 @@ func (a *Auto) awaitAck(ctx context.Context, st *sessionState, seq uint64) (*age
 				if x.Ack.Seq == seq {
 					return x.Ack, nil
 				}
-			case *agentproto.ServerMessage_WakeUp:
-				st.wakes = append(st.wakes, x.WakeUp.Id)
+			default:
+				a.handlePush(st, m)
 			}
 		}
 	}

@@ -21,6 +21,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/mamori/mamori/internal/agent"
 	"github.com/mamori/mamori/internal/agent/agentcfg"
 	"github.com/mamori/mamori/internal/agentproto"
 	"github.com/mamori/mamori/internal/atomicfile"
@@ -409,3 +410,20 @@ func num(p tasks.Params, k string) int64 {
 }
 
 func list(p tasks.Params, k string) []string { l, _ := p[k].([]string); return l }
+
+// StartTasks implements agent.TaskExecutor: it takes the agent's outbox,
+// configuration, upload and unenrollment, then starts.
+func (r *Runner) StartTasks(ctx context.Context, env agent.TaskEnv) error {
+	r.StateDir, r.Outbox, r.Config = env.StateDir, env.Outbox, env.Config
+	if env.Upload != nil {
+		r.Upload = uploadFunc(env.Upload)
+	}
+	r.StopManaging, r.Diagnostics = env.StopManaging, env.Diagnostics
+	return r.Start(ctx)
+}
+
+type uploadFunc func(ctx context.Context, runID, name string, r io.Reader, size int64) error
+
+func (f uploadFunc) Upload(ctx context.Context, runID, name string, r io.Reader, size int64) error {
+	return f(ctx, runID, name, r, size)
+}
