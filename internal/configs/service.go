@@ -32,6 +32,10 @@ type Service struct {
 	// version changed after Recompute.
 	Changed func(computerIDs []string)
 
+	cacheMu  sync.Mutex
+	cached   *world
+	cachedAt time.Time
+
 	mu      sync.Mutex
 	all     bool
 	pending map[string]bool
@@ -159,6 +163,63 @@ func invert(m map[string][]string) map[string][]string {
 	return out
 }
 
+// worldTTL bounds how long Documents reuses loaded policies and groups
+// (a crowd of agents reconnecting must not reload them each); changes made
+// through the API invalidate them at once (Queue(nil)).
+const worldTTL = 2 * time.Second
+
+func (s *Service) cachedWorld(ctx context.Context) (*world, error) {
+	s.cacheMu.Lock()
+	defer s.cacheMu.Unlock()
+	if s.cached != nil && time.Since(s.cachedAt) < worldTTL {
+		return s.cached, nil
+	}
+	w, err := s.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.cached, s.cachedAt = w, time.Now()
+	return w, nil
+}
+
+func (s *Service) invalidate() {
+	s.cacheMu.Lock()
+	s.cached = nil
+	s.cacheMu.Unlock()
+}
+
+// Documents returns the documents of the given computers (unknown ones
+// are left out), loading policies and groups at most every two seconds.
+func (s *Service) Documents(ctx context.Context, ids []string) (map[string]*policy.Document, error) {
+	w, err := s.cachedWorld(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]*policy.Document, len(ids))
+	err = s.each(ctx, w, ids, func(c *store.Computer, d *policy.Document) { out[c.ID] = d })
+	return out, err
+}
+
+// each computes the document of every computer of ids, 500 at a time.
+func (s *Service) each(ctx context.Context, w *world, ids []string, f func(*store.Computer, *policy.Document)) error {
+	for start := 0; start < len(ids); start += 500 {
+		chunk := ids[start:min(start+500, len(ids))]
+		m, err := s.Store.DynamicMembershipsOf(ctx, chunk)
+		if err != nil {
+			return err
+		}
+		memberOf := invert(m)
+		for _, id := range chunk {
+			c, err := s.Store.ComputerByID(ctx, id)
+			if err != nil {
+				continue // gone meanwhile
+			}
+			f(c, policy.NewDocument(w.effective(c, memberOf[id])))
+		}
+	}
+	return nil
+}
+
 // Recompute recomputes the configuration version of computers (nil: all),
 // records it, and reports those whose version changed to Changed.
 func (s *Service) Recompute(ctx context.Context, ids []string) error {
@@ -172,28 +233,26 @@ func (s *Service) Recompute(ctx context.Context, ids []string) error {
 		}
 	}
 	var changed []string
-	for start := 0; start < len(ids); start += 500 {
-		chunk := ids[start:min(start+500, len(ids))]
-		m, err := s.Store.DynamicMembershipsOf(ctx, chunk)
-		if err != nil {
-			return err
+	versions := map[string]string{}
+	flush := func() error {
+		if len(versions) == 0 {
+			return nil
 		}
-		memberOf := invert(m)
-		versions := map[string]string{}
-		for _, id := range chunk {
-			c, err := s.Store.ComputerByID(ctx, id)
-			if err != nil {
-				continue // gone meanwhile
-			}
-			v := policy.NewDocument(w.effective(c, memberOf[id])).Version
-			if v != c.ConfigVersion {
-				versions[id] = v
-				changed = append(changed, id)
-			}
+		err := s.Store.SetDesiredConfig(ctx, versions)
+		versions = map[string]string{}
+		return err
+	}
+	err = s.each(ctx, w, ids, func(c *store.Computer, d *policy.Document) {
+		if d.Version != c.ConfigVersion {
+			versions[c.ID] = d.Version
+			changed = append(changed, c.ID)
 		}
-		if err := s.Store.SetDesiredConfig(ctx, versions); err != nil {
-			return err
-		}
+	})
+	if err != nil {
+		return err
+	}
+	if err := flush(); err != nil {
+		return err
 	}
 	if len(changed) > 0 && s.Changed != nil {
 		s.Changed(changed)
@@ -204,6 +263,9 @@ func (s *Service) Recompute(ctx context.Context, ids []string) error {
 // Queue asks for a recomputation: of the given computers, or of all when
 // ids is nil. It never blocks; Run does the work.
 func (s *Service) Queue(ids []string) {
+	if ids == nil {
+		s.invalidate()
+	}
 	s.mu.Lock()
 	if ids == nil {
 		s.all = true
@@ -229,6 +291,7 @@ func (s *Service) wake() {
 
 // EventStore gives Run the dynamic group membership changes.
 type EventStore interface {
+	ServerEventSeq(ctx context.Context) (int64, error)
 	ServerEventsAfter(ctx context.Context, after int64, types []string, limit int) ([]store.ServerEvent, error)
 }
 
@@ -279,12 +342,6 @@ func (s *Service) Run(ctx context.Context, events EventStore, log interface{ Err
 }
 
 func (s *Service) lastSeq(ctx context.Context, events EventStore) int64 {
-	var seq int64
-	for {
-		evs, err := events.ServerEventsAfter(ctx, seq, nil, 10000)
-		if err != nil || len(evs) == 0 {
-			return seq
-		}
-		seq = evs[len(evs)-1].Seq
-	}
+	seq, _ := events.ServerEventSeq(ctx)
+	return seq
 }

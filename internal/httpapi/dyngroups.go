@@ -329,6 +329,7 @@ func (a *API) deleteDynGroup(w http.ResponseWriter, r *http.Request) error {
 	if err := a.cfg.Store.DeleteDynamicGroup(r.Context(), g.ID, version); err != nil {
 		return err
 	}
+	a.requeue(nil) // its members lose the policies assigned to it
 	tree, _ := a.groups(r)
 	auditDiff(r, dynView(g, root, tree), nil)
 	w.WriteHeader(http.StatusNoContent)

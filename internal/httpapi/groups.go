@@ -211,6 +211,7 @@ func (a *API) moveGroup(w http.ResponseWriter, r *http.Request) error {
 	if err := a.cfg.Store.MoveGroup(r.Context(), g.ID, dest.ID, version); err != nil {
 		return err
 	}
+	a.requeue(nil) // the computers below have another path of policies
 	auditDiff(r, map[string]string{"path": g.Path}, map[string]string{"path": dest.Path + store.PathSeparator + g.Name})
 	return a.respondGroup(w, r, g.ID, http.StatusOK)
 }
@@ -259,6 +260,7 @@ func (a *API) deleteGroup(w http.ResponseWriter, r *http.Request) error {
 	if err := a.cfg.Store.DeleteGroup(r.Context(), g.ID, moveTo, version); err != nil {
 		return err
 	}
+	a.requeue(nil)
 	auditDiff(r, groupView(g), nil)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
