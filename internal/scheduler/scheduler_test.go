@@ -646,3 +646,26 @@ func TestScheduler_ServerStartedTriggerFiresOncePerStart(t *testing.T) {
 		t.Fatalf("name %q", got.Name)
 	}
 }
+
+func TestStopManaging_SuccessRevokesTheComputer(t *testing.T) {
+	b := newBench(t)
+	ctx := context.Background()
+	c := b.computer("a", store.GroupAll)
+	b.online(c)
+	task := b.task(tasks.StopManaging, `{}`)
+	b.trigger(task.ID, `{"kind":"asap"}`, tasks.Target{Type: tasks.TargetComputer, ID: c})
+	b.step()
+	run := b.agent.got[c][0]
+	if _, err := b.db.ApplyCheckIn(ctx, &store.CheckIn{ComputerID: c, Now: b.now, Events: []store.Event{{ID: uuid.NewString(),
+		Type: store.EventTaskFinished, OccurredAt: b.now, Data: `{"run_id":"` + run + `","state":"succeeded"}`}}}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := b.db.ComputerByID(ctx, c)
+	if got.RevokedAt.IsZero() {
+		t.Fatal("an unenrolled computer is still managed")
+	}
+	evs, _ := b.db.ServerEventsAfter(ctx, 0, []string{"computer.unmanaged"}, 10)
+	if len(evs) != 1 || evs[0].ComputerID != c {
+		t.Fatalf("events %+v", evs)
+	}
+}

@@ -43,6 +43,15 @@ type CheckIn struct {
 	Sections   []InventorySection
 	Events     []Event
 	Summary    ComputerSummary
+	// Config, when not nil, is what the agent reports of its configuration:
+	// the version in effect and why the last one was refused ("" none).
+	Config *ConfigReport
+}
+
+// ConfigReport is an agent's report on its configuration.
+type ConfigReport struct {
+	Applied string
+	Error   string
 }
 
 // ApplyCheckIn writes changed sections and new events in one transaction.
@@ -117,6 +126,12 @@ func (db *DB) ApplyCheckIns(ctx context.Context, cs []*CheckIn) (inserted []int,
 					agent_version = CASE WHEN ? <> '' THEN ? ELSE agent_version END
 					WHERE id = ?`,
 					s.Hostname, s.Hostname, s.OSName, s.OSName, s.OSVersion, s.OSVersion, s.AgentVersion, s.AgentVersion, c.ComputerID); err != nil {
+					return err
+				}
+			}
+			if r := c.Config; r != nil {
+				if _, err := tx.ExecContext(ctx, `UPDATE computers SET config_applied_version = ?, config_error = ?, config_reported_at = ? WHERE id = ?`,
+					clip(r.Applied, 64), clip(r.Error, 4096), ms(c.Now), c.ComputerID); err != nil {
 					return err
 				}
 			}

@@ -217,3 +217,37 @@ func TestSQLite_ConcurrentEnrollAcrossHandlesNeverExceedsUses(t *testing.T) {
 	tok := storetest.NewToken(t, a, store.GroupLostFound, 5)
 	storetest.ConcurrentEnroll(t, []*store.DB{a, b}, tok, 20, 5)
 }
+
+func TestApplyCheckIns_RecordsTheAgentsConfigurationReport(t *testing.T) {
+	db := openSQLite(t, t.TempDir(), store.Options{})
+	ctx := t.Context()
+	tok := storetest.NewToken(t, db, store.GroupAll, 3)
+	c := storetest.Enroll(t, db, tok, storetest.T0, store.Computer{Name: "pc"})
+	if err := db.SetDesiredConfig(ctx, map[string]string{c.ID: "v2"}); err != nil {
+		t.Fatal(err)
+	}
+	// A check-in without a report leaves the state alone.
+	if _, err := db.ApplyCheckIn(ctx, &store.CheckIn{ComputerID: c.ID, Now: storetest.T0}); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := db.ComputerConfigState(ctx, c.ID); st.Applied != "" || !st.ReportedAt.IsZero() {
+		t.Fatalf("state without a report %+v", st)
+	}
+	at := storetest.T0.Add(time.Minute)
+	if _, err := db.ApplyCheckIn(ctx, &store.CheckIn{ComputerID: c.ID, Now: at, Config: &store.ConfigReport{Applied: "v1", Error: "configuration v2 refused: agent.servers: bad"}}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := db.ComputerConfigState(ctx, c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Desired != "v2" || st.Applied != "v1" || st.Error == "" || !st.ReportedAt.Equal(at) {
+		t.Fatalf("state %+v", st)
+	}
+	if _, err := db.ApplyCheckIn(ctx, &store.CheckIn{ComputerID: c.ID, Now: at, Config: &store.ConfigReport{Applied: "v2"}}); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := db.ComputerConfigState(ctx, c.ID); st.Applied != "v2" || st.Error != "" {
+		t.Fatalf("state after applying %+v", st)
+	}
+}

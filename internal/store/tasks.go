@@ -626,8 +626,20 @@ func applyTaskEvent(ctx context.Context, tx *sql.Tx, c *CheckIn, e *Event) error
 		if err != nil {
 			return err
 		}
-		if n, _ := res.RowsAffected(); n == 1 && state == RunFailed {
+		n, _ := res.RowsAffected()
+		if n == 1 && state == RunFailed {
 			return addEventData(ctx, tx, c.Now, "task.failed", c.ComputerID, te.RunID, "{}")
+		}
+		if n == 1 && state == RunSucceeded {
+			var typ string
+			if err := tx.QueryRowContext(ctx, `SELECT type FROM task_runs WHERE id = ?`, te.RunID).Scan(&typ); err != nil {
+				return err
+			}
+			if typ == "stop_managing" {
+				// The agent unenrolled: the computer is no longer managed and
+				// its certificates must not connect again.
+				return markUnmanaged(ctx, tx, c.ComputerID, c.Now)
+			}
 		}
 	}
 	return nil
@@ -661,4 +673,18 @@ func (db *DB) RenameComputer(ctx context.Context, id, name string) (err error) {
 		return errcode.New(errcode.NotFound, "computer not found")
 	}
 	return nil
+}
+
+// markUnmanaged revokes a computer whose agent unenrolled itself.
+func markUnmanaged(ctx context.Context, tx *sql.Tx, id string, now time.Time) error {
+	if _, err := tx.ExecContext(ctx, `UPDATE computers SET revoked_at = COALESCE(revoked_at, ?), status = 'offline' WHERE id = ?`, ms(now), id); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE agent_certificates SET revoked_at = COALESCE(revoked_at, ?) WHERE computer_id = ?`, ms(now), id); err != nil {
+		return err
+	}
+	if err := addEventData(ctx, tx, now, "computer.unmanaged", id, "", "{}"); err != nil {
+		return err
+	}
+	return bumpChange(ctx, tx, id)
 }
