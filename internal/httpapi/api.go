@@ -71,6 +71,9 @@ type Config struct {
 	// Scheduler is kicked when triggers and runs are created; nil: they
 	// wait for its tick (or nobody runs them, in tests).
 	Scheduler Scheduler
+	// Runs stops cancelled runs on connected agents; nil: they learn it
+	// from the run's state only.
+	Runs RunCanceller
 	// AttachmentDir holds the files agents upload for task runs
 	// (diagnostics bundles).
 	AttachmentDir string

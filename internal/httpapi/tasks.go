@@ -42,6 +42,12 @@ type Scheduler interface {
 	Kick()
 }
 
+// RunCanceller tells a connected agent that runs it has were cancelled
+// (the agent endpoint's hub).
+type RunCanceller interface {
+	CancelRuns(computerID string, runIDs []string)
+}
+
 // Limits of the task API.
 const (
 	maxTasksPerList    = 10000
@@ -862,6 +868,9 @@ func (a *API) cancelRun(w http.ResponseWriter, r *http.Request) error {
 	auditObject(r, run.ID, t.Name)
 	if err := a.cfg.Store.CancelRun(r.Context(), run.ID, a.now()); err != nil {
 		return err
+	}
+	if a.cfg.Runs != nil && run.ComputerID != "" && (run.State == store.RunDelivered || run.State == store.RunRunning) {
+		a.cfg.Runs.CancelRuns(run.ComputerID, []string{run.ID})
 	}
 	auditDiff(r, map[string]any{"state": run.State}, map[string]any{"state": store.RunCancelled})
 	run, err = a.cfg.Store.RunByID(r.Context(), run.ID)
