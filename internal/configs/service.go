@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mamori/mamori/internal/errcode"
 	"github.com/mamori/mamori/internal/policy"
 	"github.com/mamori/mamori/internal/store"
 )
@@ -211,8 +212,11 @@ func (s *Service) each(ctx context.Context, w *world, ids []string, f func(*stor
 		memberOf := invert(m)
 		for _, id := range chunk {
 			c, err := s.Store.ComputerByID(ctx, id)
+			if errcode.Is(err, errcode.NotFound) {
+				continue // unknown, or gone meanwhile
+			}
 			if err != nil {
-				continue // gone meanwhile
+				return err
 			}
 			f(c, policy.NewDocument(w.effective(c, memberOf[id])))
 		}
