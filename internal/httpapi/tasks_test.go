@@ -96,7 +96,7 @@ func TestTasks_TriggersValidateKindsTargetsAndServerRules(t *testing.T) {
 		`{"trigger":{"kind":"daily","at":"03:00","time_zone":"Mars/Olympus"},"targets":[{"type":"computer","id":"c-db01"}]}`: "time_zone",
 		`{"trigger":{"kind":"cron","cron":"61 * * * *"},"targets":[{"type":"computer","id":"c-db01"}]}`:                      "cron",
 		`{"trigger":{"kind":"asap","random_delay":"48h"},"targets":[{"type":"computer","id":"c-db01"}]}`:                     "random_delay",
-		`{"trigger":{"kind":"asap","expiry":"10s"},"targets":[{"type":"computer","id":"c-db01"}]}`:                           "expiry",
+		`{"trigger":{"kind":"asap","expiry":"9s"},"targets":[{"type":"computer","id":"c-db01"}]}`:                            "expiry",
 		`{"trigger":{"kind":"asap"}}`:                                                                                 "targets are required",
 		`{"trigger":{"kind":"asap"},"targets":[{"type":"planet","id":"x"}]}`:                                          "target type",
 		`{"trigger":{"kind":"asap"},"targets":[{"type":"computer","id":"c-db01"},{"type":"computer","id":"c-db01"}]}`: "twice",

@@ -74,7 +74,7 @@ type Trigger struct {
 	// RandomDelay spreads the start of each run over [0, RandomDelay).
 	RandomDelay string `json:"random_delay,omitempty"`
 	// Expiry is how long a run may wait for its computer before it
-	// expires; default 24h (7 days at most).
+	// expires; default 24h (10s to 7 days).
 	Expiry   string    `json:"expiry,omitempty"`
 	Throttle *Throttle `json:"throttle,omitempty"`
 }
@@ -168,8 +168,8 @@ func (t *Trigger) Validate() error {
 	if d, err := t.delay(); err != nil || d < 0 || d > 24*time.Hour {
 		return invalid("random_delay must be a duration up to 24h")
 	}
-	if d, err := t.expiry(); err != nil || d < time.Minute || d > 7*24*time.Hour {
-		return invalid("expiry must be a duration from 1m to 168h")
+	if d, err := t.expiry(); err != nil || d < 10*time.Second || d > 7*24*time.Hour {
+		return invalid("expiry must be a duration from 10s to 168h")
 	}
 	if th := t.Throttle; th != nil {
 		if th.Window != nil {
