@@ -13,20 +13,24 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/mamori/mamori/internal/agent"
+	"github.com/mamori/mamori/internal/agent/agentcfg"
 	"github.com/mamori/mamori/internal/agent/spool"
 	"github.com/mamori/mamori/internal/engine/enginecli"
 	"github.com/mamori/mamori/internal/engine/matcher"
 	"github.com/mamori/mamori/internal/engine/scanner"
 )
 
-// SettingsFile holds local scan settings in the state directory (until
-// policies manage them from the server).
+// SettingsFile holds local scan settings in the state directory. The
+// protection settings of the agent's configuration come first (policies,
+// `mamori-agent config set`), then this file except where a policy forces
+// the value, then the command line.
 const SettingsFile = "scan.json"
 
 // EngineFile is where the agent keeps its current engine (written by the
@@ -79,25 +83,59 @@ func LoadSettings(stateDir string) (*Settings, error) {
 	return &s, nil
 }
 
-// args turns settings into flags placed before the user's own.
-func (s *Settings) args() []string {
+// policyArgs turns the protection settings of the agent's configuration
+// (policy and `mamori-agent config set`) into flags; values at their
+// default add nothing, so scan.json and the command line decide them.
+func policyArgs(c *agentcfg.Settings) []string {
+	set := func(k string) bool { return c.Sources["protection."+k] != agentcfg.SourceDefault }
 	var a []string
-	for _, e := range s.Exclude {
-		a = append(a, "--exclude", e)
+	if set("scan_exclusions") {
+		for _, e := range c.ScanExclusions {
+			a = append(a, "--exclude", e)
+		}
 	}
-	if s.MaxFileSize != "" {
-		a = append(a, "--max-filesize", s.MaxFileSize)
+	if set("max_file_size") && c.MaxFileSize > 0 {
+		a = append(a, "--max-filesize", strconv.FormatInt(c.MaxFileSize, 10))
 	}
-	if s.Action == "quarantine" {
+	if set("action_on_detection") && c.ActionOnDetection == "quarantine" {
 		a = append(a, "--quarantine")
 	}
-	if s.ArchiveMaxDepth > 0 {
+	if set("archive_max_depth") {
+		a = append(a, "--max-depth", strconv.Itoa(c.ArchiveMaxDepth))
+	}
+	if set("archive_max_scan_size") {
+		a = append(a, "--max-scansize", strconv.FormatInt(c.ArchiveMaxScanSize, 10))
+	}
+	if set("archive_max_ratio") {
+		a = append(a, "--max-ratio", strconv.Itoa(c.ArchiveMaxRatio))
+	}
+	return a
+}
+
+// args turns scan.json into flags placed after the configuration's and
+// before the user's own; settings a policy forces are left out (sources:
+// the configuration's sources by "product.key").
+func (s *Settings) args(sources map[string]string) []string {
+	free := func(k string) bool { return sources["protection."+k] != agentcfg.SourceForced }
+	var a []string
+	if free("scan_exclusions") {
+		for _, e := range s.Exclude {
+			a = append(a, "--exclude", e)
+		}
+	}
+	if s.MaxFileSize != "" && free("max_file_size") {
+		a = append(a, "--max-filesize", s.MaxFileSize)
+	}
+	if s.Action == "quarantine" && free("action_on_detection") {
+		a = append(a, "--quarantine")
+	}
+	if s.ArchiveMaxDepth > 0 && free("archive_max_depth") {
 		a = append(a, "--max-depth", strconv.Itoa(s.ArchiveMaxDepth))
 	}
-	if s.ArchiveMaxSize != "" {
+	if s.ArchiveMaxSize != "" && free("archive_max_scan_size") {
 		a = append(a, "--max-scansize", s.ArchiveMaxSize)
 	}
-	if s.ArchiveMaxRatio > 0 {
+	if s.ArchiveMaxRatio > 0 && free("archive_max_ratio") {
 		a = append(a, "--max-ratio", strconv.Itoa(s.ArchiveMaxRatio))
 	}
 	if s.Workers > 0 {
@@ -179,7 +217,12 @@ func Scan(ctx context.Context, args []string, defaultState string, stdout, stder
 		fmt.Fprintln(stderr, "mamori-agent scan:", err)
 		return enginecli.ExitError
 	}
-	rest = append(settings.args(), rest...)
+	cfg, err := agentcfg.Open(state, slog.New(slog.DiscardHandler))
+	if err != nil {
+		fmt.Fprintln(stderr, "mamori-agent scan:", err)
+		return enginecli.ExitError
+	}
+	rest = append(append(policyArgs(cfg.Settings()), settings.args(cfg.Settings().Sources)...), rest...)
 	if hasFlag(rest, "quarantine") && !hasFlag(rest, "quarantine-dir") {
 		rest = append([]string{"--quarantine-dir", filepath.Join(state, "quarantine")}, rest...)
 	}

@@ -9,12 +9,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mamori/mamori/internal/agent/agentcfg"
 	"github.com/mamori/mamori/internal/agent/spool"
 )
 
 func TestLoadSettings(t *testing.T) {
 	dir := t.TempDir()
-	if s, err := LoadSettings(dir); err != nil || len(s.args()) != 0 {
+	if s, err := LoadSettings(dir); err != nil || len(s.args(nil)) != 0 {
 		t.Fatalf("missing file: %+v %v", s, err)
 	}
 	write := func(body string) { os.WriteFile(filepath.Join(dir, SettingsFile), []byte(body), 0o600) }
@@ -24,8 +25,14 @@ func TestLoadSettings(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{"--exclude", "*.iso", "--exclude", "/proc/*", "--max-filesize", "100M", "--quarantine", "--max-depth", "3", "--workers", "1"}
-	if got := s.args(); !slices.Equal(got, want) {
+	if got := s.args(nil); !slices.Equal(got, want) {
 		t.Fatalf("args %q, want %q", got, want)
+	}
+	// A policy forcing the action and the exclusions wins over the file.
+	forced := map[string]string{"protection.action_on_detection": "forced", "protection.scan_exclusions": "forced", "protection.max_file_size": "policy"}
+	want = []string{"--max-filesize", "100M", "--max-depth", "3", "--workers", "1"}
+	if got := s.args(forced); !slices.Equal(got, want) {
+		t.Fatalf("args under forced settings %q, want %q", got, want)
 	}
 	for body, msg := range map[string]string{
 		`{"action":"delete"}`:      "action must be",
@@ -69,5 +76,31 @@ func TestScan_BadSettingsIsAnErrorAndNotEnrolledSpoolsNothing(t *testing.T) {
 	errb.Reset()
 	if code := Scan(context.Background(), []string{"--state", state, files}, "/unused", &out, &errb); code != 2 || !strings.Contains(errb.String(), "action must be") {
 		t.Fatalf("bad settings: exit %d, stderr %q", code, errb.String())
+	}
+}
+
+func TestPolicyArgs_OnlyValuesSetByAPolicyOrLocally(t *testing.T) {
+	dir := t.TempDir()
+	m, err := agentcfg.Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := policyArgs(m.Settings()); len(got) != 0 {
+		t.Fatalf("defaults gave flags %q", got)
+	}
+	v := "/mnt/*"
+	if err := agentcfg.SetLocal(dir, "protection.scan_exclusions", &v); err != nil {
+		t.Fatal(err)
+	}
+	q := "quarantine"
+	if err := agentcfg.SetLocal(dir, "protection.action_on_detection", &q); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.ReloadLocal(); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"--exclude", "/mnt/*", "--quarantine"}
+	if got := policyArgs(m.Settings()); !slices.Equal(got, want) {
+		t.Fatalf("flags %q, want %q", got, want)
 	}
 }
