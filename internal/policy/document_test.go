@@ -26,7 +26,8 @@ func wire(t *testing.T, forced map[string]any, applied map[string]any) []byte {
 }
 
 func TestParseDocument_AcceptsWhatTheServerSends(t *testing.T) {
-	raw := wire(t, map[string]any{"log_level": "warn"}, map[string]any{"check_in_interval": "30s", "outbox_max_events": int64(5000)})
+	raw := wire(t, map[string]any{"log_level": "warn"}, map[string]any{"check_in_interval": "30s", "outbox_max_events": int64(5000),
+		"servers": []string{"a.example:2222"}})
 	d, unknown, err := ParseDocument(raw)
 	if err != nil {
 		t.Fatal(err)
@@ -35,8 +36,11 @@ func TestParseDocument_AcceptsWhatTheServerSends(t *testing.T) {
 		d.Settings["agent"]["outbox_max_events"] != int64(5000) || len(d.Forced) != 1 || d.Forced[0] != "agent.log_level" {
 		t.Fatalf("parsed %+v unknown %v", d, unknown)
 	}
-	if _, ok := d.Settings["protection"]["scan_exclusions"].([]string); !ok {
-		t.Fatalf("list not normalized: %T", d.Settings["protection"]["scan_exclusions"])
+	if l, ok := d.Settings["agent"]["servers"].([]string); !ok || len(l) != 1 {
+		t.Fatalf("list not normalized: %T", d.Settings["agent"]["servers"])
+	}
+	if _, ok := d.Settings["protection"]; ok {
+		t.Fatal("defaults travelled")
 	}
 }
 

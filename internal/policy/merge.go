@@ -235,8 +235,10 @@ func Compute(ordered []Assignment, policies map[string]*Policy) []Effective {
 	return out
 }
 
-// Document is what an agent receives: every value by product and key, the
-// forced keys, and a version (hash of the content) the agent reports back.
+// Document is what an agent receives: the values policies set by product
+// and key (settings no policy sets are left out: the agent applies its
+// defaults), the forced keys, and a version (hash of the content) the agent
+// reports back.
 type Document struct {
 	Version  string                    `json:"version"`
 	Settings map[string]map[string]any `json:"settings"`
@@ -247,6 +249,9 @@ type Document struct {
 func NewDocument(eff []Effective) *Document {
 	d := &Document{Settings: map[string]map[string]any{}, Forced: []string{}}
 	for _, e := range eff {
+		if e.Default {
+			continue // the agent knows the defaults; its own command line may choose them
+		}
 		if d.Settings[e.Product] == nil {
 			d.Settings[e.Product] = map[string]any{}
 		}

@@ -214,8 +214,9 @@ func TestDocument_VersionFollowsContent(t *testing.T) {
 	if d1.Version == d2.Version || d2.Version != d3.Version || len(d2.Forced) != 1 || d2.Forced[0] != "agent.log_level" {
 		t.Fatalf("documents %+v %+v %+v", d1, d2, d3)
 	}
-	if d2.Settings[ProductAgent]["log_level"] != "debug" || len(d2.Settings) != 3 {
-		t.Fatalf("settings %+v", d2.Settings)
+	// Only what a policy sets travels: the agent applies its defaults.
+	if d2.Settings[ProductAgent]["log_level"] != "debug" || len(d2.Settings) != 1 || len(d2.Settings[ProductAgent]) != 1 || len(d1.Settings) != 0 {
+		t.Fatalf("settings %+v / %+v", d2.Settings, d1.Settings)
 	}
 }
 

@@ -106,9 +106,9 @@ func TestApply_InvalidConfigurationIsRefusedAndThePreviousStays(t *testing.T) {
 		"garbage":          {"x", []byte("not json"), "not a JSON document"},
 		"version mismatch": {"other", raw, "announced"},
 		"tampered":         {v, []byte(strings.Replace(string(raw), `"20s"`, `"5s"`, 1)), "does not match"},
-		"out of schema": {func() string { x, _ := doc(t, nil, nil); return x }(), func() []byte {
+		"out of schema": {func() string { x, _ := doc(t, map[string]any{"agent.check_in_interval": "30s"}, nil); return x }(), func() []byte {
 			var d policy.Document
-			_, good := doc(t, nil, nil)
+			_, good := doc(t, map[string]any{"agent.check_in_interval": "30s"}, nil)
 			_ = json.Unmarshal(good, &d)
 			d.Settings["agent"]["check_in_interval"] = "1s"
 			d.Version = d.Hash()
@@ -173,7 +173,7 @@ func TestLocal_OverridesAppliedValuesButNotForcedOnes(t *testing.T) {
 		sources[e.Key] = e.Source
 	}
 	if sources["agent.check_in_interval"] != SourceLocal || sources["agent.log_level"] != SourceForced ||
-		sources["agent.proxy"] != SourcePolicy || sources["updates.interval"] != SourcePolicy {
+		sources["agent.proxy"] != SourceDefault || sources["updates.interval"] != SourceDefault {
 		t.Fatalf("sources %v", sources)
 	}
 	// A later policy forcing the interval beats the local value.
