@@ -9,6 +9,7 @@
 //	mamori login --server URL [--user NAME] [--ca-fingerprint sha256:HEX | --ca-file FILE]
 //	mamori logout | whoami
 //	mamori users|groups|tokens|enrollment-tokens|permission-sets|audit|computers SUBCOMMAND ...
+//	mamori dynamic-groups|policies|tasks|task-runs SUBCOMMAND ...
 package main
 
 import (

@@ -1,7 +1,7 @@
 // Package admincli implements the "mamori" administration commands that
 // talk to the REST API of a running server (login, users, groups, tokens,
-// enrollment-tokens, permission-sets, audit, computers), so that
-// cmd/mamori only dispatches to Run.
+// enrollment-tokens, permission-sets, audit, computers, dynamic-groups,
+// policies, tasks, task-runs), so that cmd/mamori only dispatches to Run.
 //
 // Exit codes: 0 success; 1 the server refused (the line "mamori: <its
 // message>") or could not be reached; 2 a usage error (bad flags or
@@ -55,7 +55,11 @@ const Usage = `  login             log in to a server and store an API token (ma
   enrollment-tokens list|create|revoke agent enrollment tokens through the API
   permission-sets   list|show
   audit             list|export the audit log
-  computers         list|show|move|tag|untag
+  computers         list|show|move|tag|untag|effective-config
+  dynamic-groups    list|show|create|update|delete|members|preview groups a template selects
+  policies          list|show|create|update|delete|schema|assign|unassign|rank
+  tasks             types|list|show|create|update|delete|run|runs, trigger add|list|update|delete
+  task-runs         show|cancel|retry|download runs of tasks
 `
 
 // commands maps each command to its implementation.
@@ -70,6 +74,10 @@ var commands = map[string]func(*invocation, []string) error{
 	"permission-sets":   (*invocation).permissionSets,
 	"audit":             (*invocation).audit,
 	"computers":         (*invocation).computers,
+	"dynamic-groups":    (*invocation).dynamicGroups,
+	"policies":          (*invocation).policies,
+	"tasks":             (*invocation).tasks,
+	"task-runs":         (*invocation).taskRuns,
 }
 
 // subcommands lists each group's subcommands in the order usage shows them.
@@ -80,7 +88,12 @@ var subcommands = map[string][]string{
 	"enrollment-tokens": {"list", "create", "revoke"},
 	"permission-sets":   {"list", "show"},
 	"audit":             {"list", "export"},
-	"computers":         {"list", "show", "move", "tag", "untag"},
+	"computers":         {"list", "show", "move", "tag", "untag", "effective-config"},
+	"dynamic-groups":    {"list", "show", "create", "update", "delete", "members", "preview"},
+	"policies":          {"list", "show", "create", "update", "delete", "schema", "assign", "unassign", "rank"},
+	"tasks":             {"types", "list", "show", "create", "update", "delete", "run", "runs", "trigger"},
+	"tasks trigger":     {"add", "list", "update", "delete"},
+	"task-runs":         {"show", "cancel", "retry", "download"},
 }
 
 // IsCommand reports whether name is a command Run handles.

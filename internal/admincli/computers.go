@@ -9,14 +9,15 @@ import (
 	"github.com/mamori/mamori/internal/errcode"
 )
 
-// computers: mamori computers list|show|move|tag|untag.
+// computers: mamori computers list|show|move|tag|untag|effective-config.
 func (inv *invocation) computers(args []string) error {
 	return inv.group(args, map[string]func([]string) error{
-		"list":  inv.computersList,
-		"show":  inv.computersShow,
-		"move":  inv.computersMove,
-		"tag":   inv.computersTag,
-		"untag": inv.computersUntag,
+		"list":             inv.computersList,
+		"show":             inv.computersShow,
+		"move":             inv.computersMove,
+		"tag":              inv.computersTag,
+		"untag":            inv.computersUntag,
+		"effective-config": inv.computersEffectiveConfig,
 	})
 }
 
@@ -68,12 +69,15 @@ func (inv *invocation) computersList(args []string) error {
 		return err
 	}
 	inv.moreNote(g, len(l.Items), l.Total, page.Offset)
-	return inv.emit(g, l.JSON(), func(w io.Writer) {
-		fmt.Fprintln(w, "NAME\tSTATUS\tGROUP\tOS\tLAST SEEN\tID")
-		for _, x := range l.Items {
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", x.Name, computerStatus(x), x.Group.Path, orDash(strings.TrimSpace(x.OS.Name+" "+x.OS.Version)), ts(x.LastSeen), x.ID)
-		}
-	})
+	return inv.emit(g, l.JSON(), func(w io.Writer) { computerTable(w, l.Items) })
+}
+
+// computerTable prints computers as the list shows them.
+func computerTable(w io.Writer, items []apiclient.Computer) {
+	fmt.Fprintln(w, "NAME\tSTATUS\tGROUP\tOS\tLAST SEEN\tID")
+	for _, x := range items {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", x.Name, computerStatus(x), x.Group.Path, orDash(strings.TrimSpace(x.OS.Name+" "+x.OS.Version)), ts(x.LastSeen), x.ID)
+	}
 }
 
 func computerStatus(x apiclient.Computer) string {

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/mamori/mamori/internal/apiclient"
@@ -125,6 +126,18 @@ func (inv *invocation) globalFlags(fs *flag.FlagSet, withToken bool) *globals {
 	fs.StringVar(&g.caFingerprint, "ca-fingerprint", inv.getenv(EnvCAFingerprint), "trust the server whose CA has this fingerprint, sha256:HEX (env "+EnvCAFingerprint+")")
 	fs.StringVar(&g.caFile, "ca-file", inv.getenv(EnvCAFile), "trust the CA certificates in this PEM file (env "+EnvCAFile+")")
 	fs.StringVar(&g.output, "output", inv.envOr(EnvOutput, "text"), "output format: text (tables) or json (the API's JSON) (env "+EnvOutput+")")
+	fs.BoolFunc("json", "short for --output json", func(v string) error {
+		on, err := strconv.ParseBool(v)
+		if err != nil {
+			return err
+		}
+		if on {
+			g.output = "json"
+		} else {
+			g.output = "text"
+		}
+		return nil
+	})
 	fs.DurationVar(&g.timeout, "timeout", apiclient.DefaultTimeout, "time allowed for each request")
 	return g
 }

@@ -246,7 +246,9 @@ func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
 	for k, v := range r.header {
 		req.Header[k] = v
 	}
-	req.Header.Set("Accept", "application/json")
+	if req.Header.Get("Accept") == "" {
+		req.Header.Set("Accept", "application/json")
+	}
 	req.Header.Set("User-Agent", "mamori-cli")
 	if r.body != nil {
 		req.Header.Set("Content-Type", "application/json")

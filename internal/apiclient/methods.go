@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -447,4 +449,298 @@ func callAs[T any](ctx context.Context, c *Client, r request) (*T, error) {
 		return nil, err
 	}
 	return &out, nil
+}
+
+// --- Dynamic groups ------------------------------------------------------
+
+// ListDynamicGroups lists the dynamic groups the caller can read (all at
+// once: the API does not page them).
+func (c *Client) ListDynamicGroups(ctx context.Context) (*List[DynamicGroup], error) {
+	return callAs[List[DynamicGroup]](ctx, c, request{method: "GET", path: "/api/v1/dynamic-groups"})
+}
+
+// GetDynamicGroup returns a dynamic group by id.
+func (c *Client) GetDynamicGroup(ctx context.Context, id string) (*DynamicGroup, error) {
+	return callAs[DynamicGroup](ctx, c, request{method: "GET", path: "/api/v1/dynamic-groups/" + esc(id)})
+}
+
+// CreateDynamicGroup creates a dynamic group; its members are evaluated in
+// the background.
+func (c *Client) CreateDynamicGroup(ctx context.Context, req DynamicGroupRequest) (*DynamicGroup, error) {
+	return callAs[DynamicGroup](ctx, c, request{method: "POST", path: "/api/v1/dynamic-groups", body: req})
+}
+
+// UpdateDynamicGroup changes a dynamic group (conflict when u.Version is
+// stale).
+func (c *Client) UpdateDynamicGroup(ctx context.Context, id string, u DynamicGroupUpdate) (*DynamicGroup, error) {
+	return callAs[DynamicGroup](ctx, c, request{method: "PATCH", path: "/api/v1/dynamic-groups/" + esc(id), body: u})
+}
+
+// DeleteDynamicGroup deletes a dynamic group whose version is still
+// version.
+func (c *Client) DeleteDynamicGroup(ctx context.Context, id string, version int64) error {
+	q := url.Values{"version": {strconv.FormatInt(version, 10)}}
+	return c.callJSON(ctx, request{method: "DELETE", path: "/api/v1/dynamic-groups/" + esc(id), query: q}, nil)
+}
+
+// DynamicGroupMembers lists a dynamic group's member computers the caller
+// can read; f filters them like ListComputers.
+func (c *Client) DynamicGroupMembers(ctx context.Context, id string, f ComputerQuery) (*List[Computer], error) {
+	q := url.Values{}
+	for k, v := range map[string]string{"name": f.Name, "status": f.Status, "group": f.Group, "tag": f.Tag, "sort": f.Sort} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	f.Page.add(q)
+	return callAs[List[Computer]](ctx, c, request{method: "GET", path: "/api/v1/dynamic-groups/" + esc(id) + "/members", query: q})
+}
+
+// PreviewDynamicGroup returns the computers a template would select under
+// the static group at parent path or the dynamic group parentDynamic (both
+// empty: All). Total counts every match the caller can read; Items holds
+// at most 1000.
+func (c *Client) PreviewDynamicGroup(ctx context.Context, template json.RawMessage, parent, parentDynamic string) (*List[Computer], error) {
+	q := url.Values{"template": {string(template)}}
+	if parent != "" {
+		q.Set("parent", parent)
+	}
+	if parentDynamic != "" {
+		q.Set("parent_dynamic", parentDynamic)
+	}
+	return callAs[List[Computer]](ctx, c, request{method: "GET", path: "/api/v1/dynamic-groups/preview", query: q})
+}
+
+// --- Policies ------------------------------------------------------------
+
+// PolicySchema returns every setting of every product.
+func (c *Client) PolicySchema(ctx context.Context) (*PolicySchema, error) {
+	return callAs[PolicySchema](ctx, c, request{method: "GET", path: "/api/v1/policies/schema"})
+}
+
+// ListPolicies lists the policies the caller can read, of one product
+// ("" for all).
+func (c *Client) ListPolicies(ctx context.Context, product string) (*List[Policy], error) {
+	q := url.Values{}
+	if product != "" {
+		q.Set("product", product)
+	}
+	return callAs[List[Policy]](ctx, c, request{method: "GET", path: "/api/v1/policies", query: q})
+}
+
+// GetPolicy returns a policy by id.
+func (c *Client) GetPolicy(ctx context.Context, id string) (*Policy, error) {
+	return callAs[Policy](ctx, c, request{method: "GET", path: "/api/v1/policies/" + esc(id)})
+}
+
+// CreatePolicy creates a policy.
+func (c *Client) CreatePolicy(ctx context.Context, req PolicyRequest) (*Policy, error) {
+	return callAs[Policy](ctx, c, request{method: "POST", path: "/api/v1/policies", body: req})
+}
+
+// UpdatePolicy changes a policy (conflict when u.Version is stale); the
+// computers it reaches get the new configuration.
+func (c *Client) UpdatePolicy(ctx context.Context, id string, u PolicyUpdate) (*Policy, error) {
+	return callAs[Policy](ctx, c, request{method: "PATCH", path: "/api/v1/policies/" + esc(id), body: u})
+}
+
+// DeletePolicy deletes a policy whose version is still version, with its
+// assignments.
+func (c *Client) DeletePolicy(ctx context.Context, id string, version int64) error {
+	q := url.Values{"version": {strconv.FormatInt(version, 10)}}
+	return c.callJSON(ctx, request{method: "DELETE", path: "/api/v1/policies/" + esc(id), query: q}, nil)
+}
+
+// ListAssignments lists the targets a policy is assigned to.
+func (c *Client) ListAssignments(ctx context.Context, policyID string) (*List[Assignment], error) {
+	return callAs[List[Assignment]](ctx, c, request{method: "GET", path: "/api/v1/policies/" + esc(policyID) + "/assignments"})
+}
+
+// AssignPolicy assigns a policy to a target.
+func (c *Client) AssignPolicy(ctx context.Context, policyID string, req AssignRequest) (*Assignment, error) {
+	return callAs[Assignment](ctx, c, request{method: "POST", path: "/api/v1/policies/" + esc(policyID) + "/assignments", body: req})
+}
+
+// RankAssignment sets an assignment's rank: its order among the policies
+// of its target (lower first).
+func (c *Client) RankAssignment(ctx context.Context, policyID, assignmentID string, rank int) (*Assignment, error) {
+	return callAs[Assignment](ctx, c, request{method: "PATCH", path: "/api/v1/policies/" + esc(policyID) + "/assignments/" + esc(assignmentID),
+		body: map[string]int{"rank": rank}})
+}
+
+// UnassignPolicy removes an assignment.
+func (c *Client) UnassignPolicy(ctx context.Context, policyID, assignmentID string) error {
+	return c.callJSON(ctx, request{method: "DELETE", path: "/api/v1/policies/" + esc(policyID) + "/assignments/" + esc(assignmentID)}, nil)
+}
+
+// EffectiveConfig returns a computer's effective configuration.
+func (c *Client) EffectiveConfig(ctx context.Context, computerID string) (*EffectiveConfig, error) {
+	return callAs[EffectiveConfig](ctx, c, request{method: "GET", path: "/api/v1/computers/" + esc(computerID) + "/effective-config"})
+}
+
+// --- Tasks ---------------------------------------------------------------
+
+// TaskTypes returns the task types with their parameters, and the trigger
+// kinds, events, target types and run states.
+func (c *Client) TaskTypes(ctx context.Context) (*TaskTypes, error) {
+	return callAs[TaskTypes](ctx, c, request{method: "GET", path: "/api/v1/tasks/types"})
+}
+
+// ListTasks lists the tasks the caller can read, of one type ("" for all).
+func (c *Client) ListTasks(ctx context.Context, typ string) (*List[Task], error) {
+	q := url.Values{}
+	if typ != "" {
+		q.Set("type", typ)
+	}
+	return callAs[List[Task]](ctx, c, request{method: "GET", path: "/api/v1/tasks", query: q})
+}
+
+// GetTask returns a task with its run counts and triggers.
+func (c *Client) GetTask(ctx context.Context, id string) (*Task, error) {
+	return callAs[Task](ctx, c, request{method: "GET", path: "/api/v1/tasks/" + esc(id)})
+}
+
+// CreateTask creates a task.
+func (c *Client) CreateTask(ctx context.Context, req TaskRequest) (*Task, error) {
+	return callAs[Task](ctx, c, request{method: "POST", path: "/api/v1/tasks", body: req})
+}
+
+// UpdateTask changes a task (conflict when u.Version is stale). Runs
+// already planned keep their parameters.
+func (c *Client) UpdateTask(ctx context.Context, id string, u TaskUpdate) (*Task, error) {
+	return callAs[Task](ctx, c, request{method: "PATCH", path: "/api/v1/tasks/" + esc(id), body: u})
+}
+
+// DeleteTask deletes a task whose version is still version, with its
+// triggers and runs.
+func (c *Client) DeleteTask(ctx context.Context, id string, version int64) error {
+	q := url.Values{"version": {strconv.FormatInt(version, 10)}}
+	return c.callJSON(ctx, request{method: "DELETE", path: "/api/v1/tasks/" + esc(id), query: q}, nil)
+}
+
+// RunTask runs a task now: on its targets for a client task (the answer's
+// Trigger plans the runs), once on the server for a server task (the
+// answer's Run; no targets).
+func (c *Client) RunTask(ctx context.Context, id string, req RunRequest) (*RunStarted, error) {
+	return callAs[RunStarted](ctx, c, request{method: "POST", path: "/api/v1/tasks/" + esc(id) + "/run", body: req})
+}
+
+// TaskRunQuery filters ListTaskRuns.
+type TaskRunQuery struct {
+	State    string // planned, delivered, running, succeeded, failed, expired, cancelled
+	Computer string // computer id
+	Page
+}
+
+// ListTaskRuns lists a task's runs, newest first.
+func (c *Client) ListTaskRuns(ctx context.Context, taskID string, f TaskRunQuery) (*List[TaskRun], error) {
+	q := url.Values{}
+	if f.State != "" {
+		q.Set("state", f.State)
+	}
+	if f.Computer != "" {
+		q.Set("computer", f.Computer)
+	}
+	f.Page.add(q)
+	return callAs[List[TaskRun]](ctx, c, request{method: "GET", path: "/api/v1/tasks/" + esc(taskID) + "/runs", query: q})
+}
+
+// ListTriggers lists a task's triggers.
+func (c *Client) ListTriggers(ctx context.Context, taskID string) (*List[Trigger], error) {
+	return callAs[List[Trigger]](ctx, c, request{method: "GET", path: "/api/v1/tasks/" + esc(taskID) + "/triggers"})
+}
+
+// GetTrigger returns a trigger of a task.
+func (c *Client) GetTrigger(ctx context.Context, taskID, triggerID string) (*Trigger, error) {
+	return callAs[Trigger](ctx, c, request{method: "GET", path: "/api/v1/tasks/" + esc(taskID) + "/triggers/" + esc(triggerID)})
+}
+
+// CreateTrigger adds a trigger to a task.
+func (c *Client) CreateTrigger(ctx context.Context, taskID string, req TriggerRequest) (*Trigger, error) {
+	return callAs[Trigger](ctx, c, request{method: "POST", path: "/api/v1/tasks/" + esc(taskID) + "/triggers", body: req})
+}
+
+// UpdateTrigger changes a trigger (conflict when u.Version is stale); its
+// schedule is computed again from now.
+func (c *Client) UpdateTrigger(ctx context.Context, taskID, triggerID string, u TriggerUpdate) (*Trigger, error) {
+	return callAs[Trigger](ctx, c, request{method: "PATCH", path: "/api/v1/tasks/" + esc(taskID) + "/triggers/" + esc(triggerID), body: u})
+}
+
+// DeleteTrigger deletes a trigger.
+func (c *Client) DeleteTrigger(ctx context.Context, taskID, triggerID string) error {
+	return c.callJSON(ctx, request{method: "DELETE", path: "/api/v1/tasks/" + esc(taskID) + "/triggers/" + esc(triggerID)}, nil)
+}
+
+// GetTaskRun returns a task run.
+func (c *Client) GetTaskRun(ctx context.Context, id string) (*TaskRun, error) {
+	return callAs[TaskRun](ctx, c, request{method: "GET", path: "/api/v1/task-runs/" + esc(id)})
+}
+
+// CancelTaskRun cancels a run that has not finished (conflict for one that
+// has) and returns it.
+func (c *Client) CancelTaskRun(ctx context.Context, id string) (*TaskRun, error) {
+	return callAs[TaskRun](ctx, c, request{method: "POST", path: "/api/v1/task-runs/" + esc(id) + "/cancel"})
+}
+
+// RetryTaskRun plans a failed, expired or cancelled run again as a new
+// attempt and returns the new run.
+func (c *Client) RetryTaskRun(ctx context.Context, id string) (*TaskRun, error) {
+	return callAs[TaskRun](ctx, c, request{method: "POST", path: "/api/v1/task-runs/" + esc(id) + "/retry"})
+}
+
+// Attachment is the file a task run uploaded, being downloaded.
+type Attachment struct {
+	// Name is the server's file name (no directory part), "" if it sent
+	// none.
+	Name string
+	// Size is the length the server announced, -1 when unknown.
+	Size   int64
+	body   io.ReadCloser
+	cancel context.CancelFunc
+	url    string
+	read   int64
+}
+
+// Read reads the file; at most MaxExportBytes are read.
+func (a *Attachment) Read(p []byte) (int, error) {
+	if a.read >= MaxExportBytes {
+		return 0, errcode.New(errcode.TooLarge, "attachment larger than %d bytes", int64(MaxExportBytes))
+	}
+	if rest := MaxExportBytes - a.read; int64(len(p)) > rest {
+		p = p[:rest]
+	}
+	n, err := a.body.Read(p)
+	a.read += int64(n)
+	if err != nil && err != io.EOF {
+		err = &ConnError{URL: a.url, Err: err}
+	}
+	return n, err
+}
+
+// Close ends the download.
+func (a *Attachment) Close() error {
+	err := a.body.Close()
+	a.cancel()
+	return err
+}
+
+// OpenAttachment starts downloading the file a run uploaded (a
+// diagnostics bundle); the caller reads and closes it. The download may
+// take up to ExportTimeout. A run without one: not_found.
+func (c *Client) OpenAttachment(ctx context.Context, runID string) (*Attachment, error) {
+	ctx, cancel := context.WithTimeout(ctx, max(ExportTimeout, c.timeout()))
+	resp, err := c.send(ctx, request{method: "GET", path: "/api/v1/task-runs/" + esc(runID) + "/attachment",
+		header: http.Header{"Accept": {"application/gzip, application/octet-stream, */*"}}})
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	a := &Attachment{Size: resp.ContentLength, body: resp.Body, cancel: cancel, url: c.BaseURL}
+	if _, params, err := mime.ParseMediaType(resp.Header.Get("Content-Disposition")); err == nil {
+		a.Name = filepath.Base(filepath.Clean("/" + strings.ReplaceAll(params["filename"], `\`, "/")))
+		if a.Name == "/" || a.Name == "." {
+			a.Name = ""
+		}
+	}
+	return a, nil
 }
