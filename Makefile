@@ -51,6 +51,12 @@ bench-agent: build
 bench-scan:
 	./scripts/bench-scan.sh
 
+# Dynamic groups: 100 groups over 20,000 computers after template changes,
+# against one group and one computer's change (COMPUTERS=N, COUNT=N runs).
+.PHONY: bench-dyngroups
+bench-dyngroups:
+	./scripts/bench-dyngroups.sh
+
 proto:
 	cd internal/agentproto && PATH="$$PATH:$$($(GO) env GOPATH)/bin" buf generate
 

@@ -13,7 +13,7 @@ import (
 // Store is what the evaluator needs.
 type Store interface {
 	Groups(ctx context.Context) (*store.GroupTree, error)
-	DynamicGroups(ctx context.Context) ([]*store.DynamicGroup, error)
+	DynamicGroupDefinitions(ctx context.Context) ([]*store.DynamicGroup, error)
 	ChangedComputers(ctx context.Context, seq int64, limit int) ([]string, int64, error)
 	ComputersForEvaluation(ctx context.Context, afterID string, limit int, ids []string, sections []string) ([]store.EvalRow, error)
 	DynamicGroupMembers(ctx context.Context, groupID string) ([]string, error)
@@ -100,6 +100,7 @@ func (e *Evaluator) Run(ctx context.Context) {
 				e.Log.Error("dynamic groups: incremental evaluation", "err", err)
 			}
 		case <-e.kick:
+			e.settle(ctx) // a burst of template changes makes one pass
 			e.mu.Lock()
 			ids := make([]string, 0, len(e.queued))
 			for id := range e.queued {
@@ -114,6 +115,27 @@ func (e *Evaluator) Run(ctx context.Context) {
 			if err := e.full(ctx, e.timeGroups(ctx)); err != nil && ctx.Err() == nil {
 				e.Log.Error("dynamic groups: time-based evaluation", "err", err)
 			}
+		}
+	}
+}
+
+// settle waits until no group was queued for 300 ms (5 s at most), so
+// that templates changed one after another are evaluated in one pass.
+func (e *Evaluator) settle(ctx context.Context) {
+	limit := time.NewTimer(5 * time.Second)
+	defer limit.Stop()
+	quiet := time.NewTimer(300 * time.Millisecond)
+	defer quiet.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-limit.C:
+			return
+		case <-quiet.C:
+			return
+		case <-e.kick:
+			quiet.Reset(300 * time.Millisecond)
 		}
 	}
 }
@@ -151,7 +173,7 @@ type group struct {
 
 // load returns the groups with valid templates, parents before children.
 func (e *Evaluator) load(ctx context.Context) ([]*group, error) {
-	all, err := e.Store.DynamicGroups(ctx)
+	all, err := e.Store.DynamicGroupDefinitions(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"strings"
 	"time"
 
 	"github.com/mamori/mamori/internal/errcode"
@@ -40,6 +41,28 @@ func scanDyn(row interface{ Scan(...any) error }) (*DynamicGroup, error) {
 func (db *DB) DynamicGroups(ctx context.Context) (_ []*DynamicGroup, err error) {
 	defer db.track("dynamic_groups", time.Now(), &err)
 	rows, err := db.ro.QueryContext(ctx, `SELECT `+dynColumns+` FROM dynamic_groups d ORDER BY d.name, d.id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*DynamicGroup
+	for rows.Next() {
+		g, err := scanDyn(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, g)
+	}
+	return out, rows.Err()
+}
+
+// DynamicGroupDefinitions is DynamicGroups without member counts (Members
+// is 0): what the evaluator reads on every pass, which must not count every
+// membership row each time.
+func (db *DB) DynamicGroupDefinitions(ctx context.Context) (_ []*DynamicGroup, err error) {
+	defer db.track("dynamic_group_definitions", time.Now(), &err)
+	cols := strings.Replace(dynColumns, `(SELECT COUNT(*) FROM dynamic_group_members m WHERE m.group_id = d.id)`, `0`, 1)
+	rows, err := db.ro.QueryContext(ctx, `SELECT `+cols+` FROM dynamic_groups d ORDER BY d.name, d.id`)
 	if err != nil {
 		return nil, err
 	}
@@ -183,25 +206,56 @@ const (
 func (db *DB) ApplyMembership(ctx context.Context, groupID string, added, removed []string, now time.Time) (err error) {
 	defer db.track("apply_membership", time.Now(), &err)
 	return db.tx(ctx, func(tx *sql.Tx) error {
+		// Statements are prepared once per transaction: a template change
+		// can move thousands of members.
+		var ins, del, ev *sql.Stmt
+		prep := func(st **sql.Stmt, q string) error {
+			if *st != nil {
+				return nil
+			}
+			var err error
+			*st, err = tx.PrepareContext(ctx, q)
+			return err
+		}
+		defer func() {
+			for _, st := range []*sql.Stmt{ins, del, ev} {
+				if st != nil {
+					st.Close()
+				}
+			}
+		}()
+		event := func(typ, id string) error {
+			if err := prep(&ev, `INSERT INTO server_events (at, type, computer_id, subject_id) VALUES (?, ?, ?, ?)`); err != nil {
+				return err
+			}
+			_, err := ev.ExecContext(ctx, ms(now), typ, id, groupID)
+			return err
+		}
 		for _, id := range added {
-			res, err := tx.ExecContext(ctx, `INSERT INTO dynamic_group_members (group_id, computer_id, since)
-				SELECT ?, id, ? FROM computers WHERE id = ? ON CONFLICT DO NOTHING`, groupID, ms(now), id)
+			if err := prep(&ins, `INSERT INTO dynamic_group_members (group_id, computer_id, since)
+				SELECT ?, id, ? FROM computers WHERE id = ? ON CONFLICT DO NOTHING`); err != nil {
+				return err
+			}
+			res, err := ins.ExecContext(ctx, groupID, ms(now), id)
 			if err != nil {
 				return err
 			}
 			if n, _ := res.RowsAffected(); n == 1 {
-				if err := addEvent(ctx, tx, now, EventJoinedDynamicGroup, id, groupID); err != nil {
+				if err := event(EventJoinedDynamicGroup, id); err != nil {
 					return err
 				}
 			}
 		}
 		for _, id := range removed {
-			res, err := tx.ExecContext(ctx, `DELETE FROM dynamic_group_members WHERE group_id = ? AND computer_id = ?`, groupID, id)
+			if err := prep(&del, `DELETE FROM dynamic_group_members WHERE group_id = ? AND computer_id = ?`); err != nil {
+				return err
+			}
+			res, err := del.ExecContext(ctx, groupID, id)
 			if err != nil {
 				return err
 			}
 			if n, _ := res.RowsAffected(); n == 1 {
-				if err := addEvent(ctx, tx, now, EventLeftDynamicGroup, id, groupID); err != nil {
+				if err := event(EventLeftDynamicGroup, id); err != nil {
 					return err
 				}
 			}
