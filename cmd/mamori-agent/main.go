@@ -155,7 +155,7 @@ func configCmd(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	state := fs.String("state", "MAMORI_AGENT_STATE", defaultState(), "state directory")
 	asJSON := fs.Bool("json", false, "JSON output (show)")
-	if err := fs.Parse(args); err != nil {
+	if err := fs.FlagSet.Parse(args); err != nil { // positional arguments follow
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, configUsage)
 			return err
@@ -166,6 +166,11 @@ func configCmd(args []string, stdout, stderr io.Writer) error {
 	if len(rest) == 0 {
 		return errcode.New(errcode.Invalid, "config needs a subcommand: show, set KEY VALUE or unset KEY")
 	}
+	// Flags may also follow the subcommand: config show --state DIR.
+	if err := fs.FlagSet.Parse(rest[1:]); err != nil {
+		return errcode.New(errcode.Invalid, "%v", err)
+	}
+	rest = append([]string{rest[0]}, fs.Args()...)
 	switch {
 	case rest[0] == "show" && len(rest) == 1:
 		m, err := agentcfg.Open(*state, slog.New(slog.DiscardHandler))
