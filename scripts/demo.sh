@@ -88,6 +88,15 @@ Try:
   curl --cacert $DATA/ca.crt -b /tmp/mamori.jar -X POST $API/api/v1/computers/<id>/wakeup
   curl --cacert $DATA/ca.crt $API/metrics | grep ^mamori_
 
+  Or with the CLI:
+  $BIN/mamori login --server $API --user admin --ca-fingerprint $FP
+  $BIN/mamori computers list
+  $BIN/mamori tasks create uptime --type run_command --param command=uptime
+  $BIN/mamori tasks run uptime --group All --wait
+  $BIN/mamori policies create fast --set agent.check_in_interval=15s
+  $BIN/mamori policies assign fast --group All
+  $BIN/mamori computers effective-config demo-1
+
 Press Ctrl-C to stop.
 MSG
 wait "${pids[0]}"
