@@ -189,7 +189,7 @@ func checkParam(t Type, p ParamInfo, v any) (any, error) {
 		if !ok || (p.Required && len(items) == 0) || len(items) > 256 {
 			return nil, bad(t, p.Name, "must be a list of 1 to 256 paths")
 		}
-		var out []string
+		out := []string{} // an empty list stays a list (null would not parse again)
 		for i, x := range items {
 			s, ok := x.(string)
 			if !ok || s == "" || len(s) > 4096 {
