@@ -126,7 +126,7 @@ func TestValidate_RefusesBadTriggersNamingTheField(t *testing.T) {
 		`{"kind":"event","event":"moon_rise"}`:                                                   "event must be",
 		`{"kind":"joined_dynamic_group"}`:                                                        "dynamic_group_id",
 		`{"kind":"asap","random_delay":"25h"}`:                                                   "random_delay",
-		`{"kind":"asap","expiry":"9s"}`:                                                         "expiry",
+		`{"kind":"asap","expiry":"9s"}`:                                                          "expiry",
 		`{"kind":"asap","throttle":{"window":{"from":"x","to":"06:00"}}}`:                        "window.from",
 		`{"kind":"asap","throttle":{"once_per":"-1h"}}`:                                          "once_per",
 		`{"kind":"asap","throttle":{"n_within":{"n":0,"period":"1h"}}}`:                          "n_within",
