@@ -2,8 +2,13 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"math"
 	"os"
+	rtdebug "runtime/debug"
+	"strconv"
+	"strings"
 
 	"github.com/mamori/mamori/internal/flagenv"
 	"github.com/mamori/mamori/internal/logging"
@@ -26,6 +31,11 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 	warn := fs.Duration("offline-warning", "MAMORI_OFFLINE_WARNING", 48*3600e9, "warn about computers not connected for this long")
 	crit := fs.Duration("offline-critical", "MAMORI_OFFLINE_CRITICAL", 336*3600e9, "critical level for computers not connected for this long")
 	wakeRate := fs.Int("wakeup-rate", "MAMORI_WAKEUP_RATE", 10000, "bulk wake-ups pushed per second")
+	transport := fs.String("agent-transport", "MAMORI_AGENT_TRANSPORT", "lean", "gRPC server of the agent listener: lean (one goroutine per connection) or grpc (grpc-go)")
+	hsSlots := fs.Int("handshake-slots", "MAMORI_HANDSHAKE_SLOTS", 128, "agent TLS handshakes in progress at once")
+	hsQueue := fs.Int("handshake-queue", "MAMORI_HANDSHAKE_QUEUE", 10000, "agent connections waiting for a handshake slot; beyond it new ones are refused")
+	setups := fs.Int("max-session-setups", "MAMORI_MAX_SESSION_SETUPS", 1024, "agent sessions set up at once; beyond it agents are told to retry later")
+	memLimit := fs.String("memory-limit", "MAMORI_MEMORY_LIMIT", "", "soft memory limit of the Go runtime, e.g. 3GiB (see docs/benchmarks.md); default GOMEMLIMIT or none")
 	sync := fs.String("sqlite-synchronous", "MAMORI_SQLITE_SYNCHRONOUS", "FULL", "SQLite synchronous mode: FULL (survives power loss) or NORMAL")
 	debug := fs.String("debug-listen", "MAMORI_DEBUG_LISTEN", "", "serve pprof profiles here (no authentication; use a loopback address)")
 	level := fs.String("log-level", "MAMORI_LOG_LEVEL", "info", "log level: debug, info, warn, error")
@@ -37,11 +47,19 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return usageError{err}
 	}
+	if *memLimit != "" {
+		n, err := parseBytes(*memLimit)
+		if err != nil {
+			return usageError{fmt.Errorf("--memory-limit: %w", err)}
+		}
+		rtdebug.SetMemoryLimit(n)
+	}
 	cfg = server.Config{
 		DataDir: *data, AgentListen: *agentListen, APIListen: *apiListen, Hosts: *hosts,
 		APICertFile: *apiCert, APIKeyFile: *apiKey, AdminPassword: os.Getenv("MAMORI_ADMIN_PASSWORD"),
 		CheckInInterval: *interval, KeepaliveTime: *kaTime, KeepaliveTimeout: *kaTimeout,
 		OfflineWarning: *warn, OfflineCritical: *crit, SQLiteSynchronous: *sync, DebugListen: *debug, WakeupRate: *wakeRate, Log: log,
+		AgentTransport: *transport, HandshakeSlots: *hsSlots, HandshakeQueue: *hsQueue, MaxSessionSetups: *setups,
 	}
 	s, err := server.New(ctx, cfg)
 	if err != nil {
@@ -49,4 +67,24 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer s.Close()
 	return s.Run(ctx)
+}
+
+// parseBytes reads a size like 3GiB, 512MiB, 2GB or a plain number of bytes.
+func parseBytes(v string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   float64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1}}
+	num, mult := strings.TrimSpace(v), 1.0
+	for _, u := range units {
+		if n, ok := strings.CutSuffix(num, u.suffix); ok {
+			num, mult = strings.TrimSpace(n), u.mult
+			break
+		}
+	}
+	f, err := strconv.ParseFloat(num, 64)
+	if err != nil || f <= 0 || f*mult > math.MaxInt64 {
+		return 0, fmt.Errorf("%q is not a size like 3GiB or 512MiB", v)
+	}
+	return int64(f * mult), nil
 }

@@ -219,3 +219,29 @@ func TestHardwareFingerprint_InstanceAndMachineIDMatter(t *testing.T) {
 		t.Fatal("fingerprint not stable")
 	}
 }
+
+func TestReconnectDelay_HonoursRetryLaterWithJitterAndStopsWhenRefused(t *testing.T) {
+	rl := &RetryLaterError{After: 10 * time.Second, Reason: "busy"}
+	seen := map[time.Duration]bool{}
+	for range 200 {
+		d, retry := ReconnectDelay(rl, 7)
+		if !retry || d < 10*time.Second || d > 15*time.Second {
+			t.Fatalf("retry later 10s at attempt 7: %s (retry %v), want within [10s,15s]", d, retry)
+		}
+		seen[d] = true
+	}
+	if len(seen) < 50 {
+		t.Errorf("only %d distinct delays in 200 draws: no jitter", len(seen))
+	}
+	if d, _ := ReconnectDelay(&RetryLaterError{}, 0); d < time.Second || d > 1500*time.Millisecond {
+		t.Errorf("a zero hint gave %s, want the 1s floor plus jitter", d)
+	}
+	for _, code := range []errcode.Code{errcode.Forbidden, errcode.Unauthorized} {
+		if _, retry := ReconnectDelay(errcode.New(code, "no"), 0); retry {
+			t.Errorf("%s: retried", code)
+		}
+	}
+	if d, retry := ReconnectDelay(errcode.New(errcode.Unavailable, "down"), 3); !retry || d < 4*time.Second || d > 8*time.Second {
+		t.Errorf("unavailable at attempt 3: %s (retry %v), want the backoff [4s,8s]", d, retry)
+	}
+}

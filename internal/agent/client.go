@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/mamori/mamori/internal/agentproto"
@@ -193,17 +194,15 @@ func (d *Direct) OpenSession(ctx context.Context, server string, hello *agentpro
 		return nil, nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	stream, err := agentproto.NewAgentClient(c).Session(ctx)
+	s := &Session{cancel: cancel, d: d, server: server}
+	s.stream, err = agentproto.NewAgentClient(c).Session(ctx)
 	if err != nil {
 		cancel()
 		return nil, nil, d.rpcError(server, err)
 	}
-	s := &Session{stream: stream, cancel: cancel, d: d, server: server}
-	if err := stream.Send(&agentproto.AgentMessage{Msg: &agentproto.AgentMessage_Hello{Hello: hello}}); err != nil {
-		_, rerr := stream.Recv() // the real reason is in the status
-		s.Close()
-		return nil, nil, d.rpcError(server, rerr)
-	}
+	// A server that answers at once (RetryLater) may have ended the stream
+	// before the hello is sent: its answer is still there to read.
+	sendErr := s.stream.Send(&agentproto.AgentMessage{Msg: &agentproto.AgentMessage_Hello{Hello: hello}})
 	first, err := s.Recv()
 	if err != nil {
 		s.Close()
@@ -211,7 +210,9 @@ func (d *Direct) OpenSession(ctx context.Context, server string, hello *agentpro
 	}
 	switch m := first.Msg.(type) {
 	case *agentproto.ServerMessage_Welcome:
-		return s, m.Welcome, nil
+		if sendErr == nil {
+			return s, m.Welcome, nil
+		}
 	case *agentproto.ServerMessage_RetryLater:
 		s.Close()
 		return nil, nil, &RetryLaterError{After: time.Duration(m.RetryLater.RetryAfterMs) * time.Millisecond, Reason: m.RetryLater.Reason}
@@ -220,11 +221,26 @@ func (d *Direct) OpenSession(ctx context.Context, server string, hello *agentpro
 	return nil, nil, errcode.New(errcode.Invalid, "server answered hello with an unexpected message")
 }
 
+// TLSState is the TLS state of the session's connection (DidResume tells
+// an abbreviated handshake); ok is false when it is not known.
+func (s *Session) TLSState() (tls.ConnectionState, bool) {
+	p, ok := peer.FromContext(s.stream.Context())
+	if !ok {
+		return tls.ConnectionState{}, false
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	return info.State, ok
+}
+
 // Send sends a check-in.
+//
+// When the stream has ended, Send fails with "closed the session"; the
+// reason the server gave is what Recv returns (callers that read on
+// another goroutine should prefer it: Recv must not be called from two
+// goroutines at once, so Send does not call it).
 func (s *Session) Send(ci *agentproto.CheckIn) error {
 	if err := s.stream.Send(&agentproto.AgentMessage{Msg: &agentproto.AgentMessage_CheckIn{CheckIn: ci}}); err != nil {
-		_, rerr := s.stream.Recv()
-		return s.d.rpcError(s.server, rerr)
+		return s.d.rpcError(s.server, err)
 	}
 	return nil
 }

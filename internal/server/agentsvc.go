@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
@@ -61,16 +62,26 @@ type agentService struct {
 	drop     func(remote string) // closes an agent's network connection
 	work     *workPool
 	writes   *batcher
+	gate     *sessionGate
+	// Management (capability 2): task run uploads, configuration pushes,
+	// and the scheduler told about connections (pending runs). Each may
+	// be nil.
+	uploads   *uploads
+	configs   *configPusher
+	connected func(computerID string)
 }
 
 // workPool runs store work for sessions on a few long-lived goroutines.
 // Session handlers wait on them instead of doing the work themselves, so a
 // handler's stack stays shallow while it idles in Recv (memory per agent),
 // and the number of concurrent store operations is bounded.
-type workPool struct{ jobs chan func() }
+type workPool struct {
+	jobs    chan func()
+	waiting prometheus.Gauge // callers waiting for a worker; may be nil
+}
 
-func newWorkPool(ctx context.Context, n int) *workPool {
-	p := &workPool{jobs: make(chan func())}
+func newWorkPool(ctx context.Context, n int, waiting prometheus.Gauge) *workPool {
+	p := &workPool{jobs: make(chan func()), waiting: waiting}
 	for range n {
 		go func() {
 			for {
@@ -89,10 +100,19 @@ func newWorkPool(ctx context.Context, n int) *workPool {
 // do runs f on a pool goroutine and waits for it; it gives up when ctx ends.
 func (p *workPool) do(ctx context.Context, f func()) error {
 	done := make(chan struct{})
+	job := func() { f(); close(done) }
 	select {
-	case p.jobs <- func() { f(); close(done) }:
-	case <-ctx.Done():
-		return ctx.Err()
+	case p.jobs <- job: // a worker was idle
+	default:
+		if p.waiting != nil {
+			p.waiting.Inc()
+			defer p.waiting.Dec()
+		}
+		select {
+		case p.jobs <- job:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	<-done
 	return nil
@@ -110,7 +130,12 @@ func (a *agentService) Enroll(ctx context.Context, req *agentproto.EnrollRequest
 		a.metrics.enrollments.WithLabelValues(string(errcode.Invalid)).Inc()
 		return nil, status.Error(codes.FailedPrecondition, "agent protocol too old; upgrade the agent")
 	}
+	remote := ""
+	if p, ok := peer.FromContext(ctx); ok {
+		remote = p.Addr.String()
+	}
 	res, err := a.enroll.Enroll(ctx, enrollment.Request{
+		Remote:              remote,
 		Token:               req.Token,
 		CSR:                 req.CsrDer,
 		Hostname:            req.Hostname,
@@ -119,10 +144,6 @@ func (a *agentService) Enroll(ctx context.Context, req *agentproto.EnrollRequest
 		AgentVersion:        req.AgentVersion,
 		Platform:            req.Platform,
 	})
-	remote := ""
-	if p, ok := peer.FromContext(ctx); ok {
-		remote = p.Addr.String()
-	}
 	if err != nil {
 		a.metrics.enrollments.WithLabelValues(string(errcode.Of(err))).Inc()
 		a.log.Warn("enrollment refused", "remote", remote, "hostname", req.Hostname, "instance", req.Instance, "reason", errcode.Message(err), "err", err)
@@ -179,6 +200,30 @@ func (a *agentService) authenticate(ctx context.Context) (*store.Computer, *x509
 func (a *agentService) Session(stream agentproto.Agent_SessionServer) error {
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
+	admitted, after := a.gate.enter(a.now())
+	if !admitted {
+		// Explicit back-pressure: answer the agent's Hello (it sends it
+		// at once) with a time to come back, and end the stream. The
+		// connection stays open for the agent's next attempt.
+		if _, err := stream.Recv(); err != nil {
+			return nil
+		}
+		a.metrics.sessions.WithLabelValues("retry_later").Inc()
+		a.metrics.retryAfter.Observe(after.Seconds())
+		stream.Send(&agentproto.ServerMessage{Msg: &agentproto.ServerMessage_RetryLater{RetryLater: &agentproto.RetryLater{
+			RetryAfterMs: uint32(after / time.Millisecond), Reason: "server busy: too many agents connecting at once"}}})
+		return nil
+	}
+	a.metrics.sessionSetups.Inc()
+	inSetup := true
+	setupDone := func() {
+		if inSetup {
+			inSetup = false
+			a.gate.leave(a.now())
+			a.metrics.sessionSetups.Dec()
+		}
+	}
+	defer setupDone()
 	var comp *store.Computer
 	var err error
 	if werr := a.work.do(ctx, func() { comp, _, err = a.authenticate(ctx) }); werr != nil {
@@ -213,6 +258,7 @@ func (a *agentService) Session(stream agentproto.Agent_SessionServer) error {
 		sessionID:   hello.SessionId,
 		fingerprint: hello.HardwareFingerprint,
 		remote:      remote,
+		capability:  hello.CapabilityVersion,
 		connectedAt: now,
 		cancel:      cancel,
 		drop:        func() { a.drop(remote) },
@@ -232,14 +278,17 @@ func (a *agentService) Session(stream agentproto.Agent_SessionServer) error {
 	res := a.hub.attach(conn)
 	defer a.hub.detach(conn)
 	a.metrics.sessions.WithLabelValues("accepted").Inc()
-	log := a.log.With("computer", comp.ID, "name", comp.Name, "remote", remote)
+	// Built when needed: a logger with attributes costs memory for the
+	// life of the session, for every agent.
+	name := comp.Name
+	log := func() *slog.Logger { return a.log.With("computer", conn.computerID, "name", name, "remote", remote) }
 
 	clone := res.cloneReason
 	if clone == "" && hello.HardwareFingerprint != comp.HardwareFingerprint {
 		clone = "certificate presented from different hardware (" + short(hello.HardwareFingerprint) + ", enrolled on " + short(comp.HardwareFingerprint) + ")"
 	}
 	if clone != "" && !(comp.CloneSuspected && comp.CloneReason == clone) {
-		log.Warn("clone suspected", "reason", clone)
+		log().Warn("clone suspected", "reason", clone)
 		a.work.do(ctx, func() { err = a.store.MarkCloneSuspected(ctx, comp.ID, clone) })
 		if err != nil {
 			return grpcError(err)
@@ -260,11 +309,13 @@ func (a *agentService) Session(stream agentproto.Agent_SessionServer) error {
 	if err := conn.sendMsg(&agentproto.ServerMessage{Msg: &agentproto.ServerMessage_Welcome{Welcome: welcome}}); err != nil {
 		return nil
 	}
+	setupDone()
+	a.sessionStarted(ctx, conn, hello) // configuration and pending task runs
 	for {
 		msg, err := stream.Recv()
 		if err != nil {
 			if !errors.Is(err, io.EOF) && ctx.Err() == nil {
-				log.Debug("agent stream ended", "err", err)
+				log().Debug("agent stream ended", "err", err)
 			}
 			return nil
 		}
@@ -278,13 +329,13 @@ func (a *agentService) Session(stream agentproto.Agent_SessionServer) error {
 			return nil
 		}
 		if err != nil {
-			log.Warn("check-in refused", "err", err)
+			log().Warn("check-in refused", "err", err)
 			return grpcError(err)
 		}
 		if w != nil {
 			inserted, err := a.writes.apply(ctx, w)
 			if err != nil {
-				log.Error("storing check-in", "err", err)
+				log().Error("storing check-in", "err", err)
 				return grpcError(errcode.New(errcode.Unavailable, "could not store the check-in; retry"))
 			}
 			a.metrics.sectionsStored.Add(float64(len(w.Sections)))
@@ -337,7 +388,10 @@ func (a *agentService) checkIn(conn *agentConn, ci *agentproto.CheckIn) (*agentp
 		w.Events = append(w.Events, store.Event{ID: e.Id, Type: e.Type, OccurredAt: time.UnixMilli(e.TimeUnixMs), Data: string(e.DataJson)})
 	}
 	a.metrics.events.WithLabelValues("rejected").Add(float64(len(ack.Rejected)))
-	if len(w.Sections) == 0 && len(w.Events) == 0 {
+	if ci.ConfigVersion != "" || ci.ConfigError != "" {
+		w.Config = &store.ConfigReport{Applied: clip(ci.ConfigVersion, 64), Error: clip(ci.ConfigError, 4096)}
+	}
+	if len(w.Sections) == 0 && len(w.Events) == 0 && w.Config == nil {
 		return ack, nil, nil
 	}
 	return ack, w, nil

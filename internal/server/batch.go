@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/mamori/mamori/internal/store"
 )
 
@@ -22,6 +24,9 @@ type batcher struct {
 	log      *slog.Logger
 	reqs     chan *writeReq
 	maxBatch int
+	// Optional metrics: writes waiting for a commit, check-ins per commit.
+	queued    prometheus.Gauge
+	batchSize prometheus.Histogram
 }
 
 type writeReq struct {
@@ -39,6 +44,10 @@ func newBatcher(st checkInWriter, log *slog.Logger, maxBatch int) *batcher {
 // new events.
 func (b *batcher) apply(ctx context.Context, ci *store.CheckIn) (int, error) {
 	r := &writeReq{ci: ci, done: make(chan struct{})}
+	if b.queued != nil {
+		b.queued.Inc()
+		defer b.queued.Dec()
+	}
 	select {
 	case b.reqs <- r:
 	case <-ctx.Done():
@@ -78,6 +87,9 @@ func (b *batcher) run(ctx context.Context) {
 }
 
 func (b *batcher) write(batch []*writeReq) {
+	if b.batchSize != nil {
+		b.batchSize.Observe(float64(len(batch)))
+	}
 	cs := make([]*store.CheckIn, len(batch))
 	for i, r := range batch {
 		cs[i] = r.ci

@@ -23,11 +23,23 @@ type metrics struct {
 	bytesIn        prometheus.CounterFunc
 	bytesOut       prometheus.CounterFunc
 	wakeupsSent    prometheus.Counter
+	pushes         *prometheus.CounterVec
 	wakeupLatency  prometheus.Histogram
 	presenceWrites prometheus.Counter
 	storeLatency   *prometheus.HistogramVec
 	enrollments    *prometheus.CounterVec
 	sessions       *prometheus.CounterVec
+
+	// Queues and back-pressure (issue 4): each bounded queue has a gauge.
+	handshakes        *prometheus.CounterVec
+	handshakeSeconds  *prometheus.HistogramVec
+	handshakesWaiting prometheus.Gauge
+	sessionSetups     prometheus.Gauge
+	retryAfter        prometheus.Histogram
+	workWaiting       prometheus.Gauge
+	writeQueue        prometheus.Gauge
+	writeBatch        prometheus.Histogram
+	wakeupsPending    prometheus.Gauge
 
 	in, out atomic.Uint64
 }
@@ -46,6 +58,7 @@ func newMetrics() *metrics {
 		Help: "Bytes written to agent connections (TLS records included)."}, func() float64 { return float64(m.out.Load()) })
 	m.reg.MustRegister(m.bytesIn, m.bytesOut)
 	m.wakeupsSent = f.counter("mamori_wakeups_sent_total", "Wake-ups pushed to agents.")
+	m.pushes = f.counterVec("mamori_pushes_total", "Messages pushed to agents by kind (configuration, task_runs, cancel).", "kind")
 	m.wakeupLatency = f.histogram("mamori_wakeup_latency_seconds", "Time from pushing a wake-up to the check-in that answers it.",
 		[]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5})
 	m.presenceWrites = f.counter("mamori_presence_updates_written_total", "Presence rows written in batches.")
@@ -55,6 +68,21 @@ func newMetrics() *metrics {
 	m.reg.MustRegister(m.storeLatency)
 	m.enrollments = f.counterVec("mamori_enrollments_total", "Enrollment attempts by result code.", "code")
 	m.sessions = f.counterVec("mamori_agent_sessions_total", "Agent sessions by how they began (accepted, refused, retry_later).", "result")
+	m.handshakes = f.counterVec("mamori_agent_tls_handshakes_total",
+		"Agent TLS handshakes by result: full, resumed (session ticket), failed, shed (too many waiting), expired (deadline passed while waiting).", "result")
+	m.handshakeSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "mamori_agent_tls_handshake_seconds",
+		Help: "Duration of successful agent TLS handshakes (after waiting for a slot), by kind.", Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1, 5}},
+		[]string{"kind"})
+	m.reg.MustRegister(m.handshakeSeconds)
+	m.handshakesWaiting = f.gauge("mamori_agent_tls_handshakes_waiting", "Agent connections waiting for a handshake slot.")
+	m.sessionSetups = f.gauge("mamori_agent_session_setups", "Agent sessions being set up (authentication, section hashes, Welcome); bounded, beyond it agents are told to retry later.")
+	m.retryAfter = f.histogram("mamori_agent_retry_after_seconds", "Retry-after hints sent to agents with RetryLater.",
+		[]float64{1, 2, 5, 10, 20, 30, 60, 120})
+	m.workWaiting = f.gauge("mamori_store_work_waiting", "Session store operations waiting for a worker.")
+	m.writeQueue = f.gauge("mamori_check_in_writes_queued", "Check-in writes waiting for the group commit.")
+	m.writeBatch = f.histogram("mamori_check_in_write_batch_size", "Check-ins written per group commit.",
+		[]float64{1, 2, 4, 8, 16, 32, 64, 128, 256})
+	m.wakeupsPending = f.gauge("mamori_wakeups_pending", "Wake-ups of bulk requests not yet pushed (paced by --wakeup-rate).")
 	return m
 }
 

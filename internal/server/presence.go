@@ -25,6 +25,7 @@ type agentConn struct {
 	sessionID   string
 	fingerprint string
 	remote      string
+	capability  uint32 // the agent's protocol capability (Hello)
 	connectedAt time.Time
 	lastSeen    atomic.Int64 // Unix ms of the last message received
 	flushedSeen int64        // last value written to the store; flusher only
@@ -205,16 +206,21 @@ func (h *Hub) WakeMany(ids []string, reason string) int {
 		return 0
 	}
 	wakeID := uuid.NewString()
+	h.metrics.wakeupsPending.Add(float64(len(targets)))
 	go func() {
 		const tick = 10 * time.Millisecond
 		perTick := max(1, h.wakeRate/int(time.Second/tick))
 		t := time.NewTicker(tick)
 		defer t.Stop()
 		for i := 0; i < len(targets); i += perTick {
-			for _, c := range targets[i:min(i+perTick, len(targets))] {
+			batch := targets[i:min(i+perTick, len(targets))]
+			for _, c := range batch {
 				h.sendWake(c, wakeID, reason)
 			}
-			<-t.C
+			h.metrics.wakeupsPending.Sub(float64(len(batch)))
+			if i+perTick < len(targets) {
+				<-t.C
+			}
 		}
 	}()
 	n := 0

@@ -11,7 +11,6 @@ package server
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,17 +25,16 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/keepalive"
 
-	"github.com/mamori/mamori/internal/agentproto"
 	"github.com/mamori/mamori/internal/auth"
+	"github.com/mamori/mamori/internal/configs"
+	"github.com/mamori/mamori/internal/dyngroup"
 	"github.com/mamori/mamori/internal/enrollment"
 	"github.com/mamori/mamori/internal/errcode"
 	"github.com/mamori/mamori/internal/httpapi"
 	"github.com/mamori/mamori/internal/password"
 	"github.com/mamori/mamori/internal/pki"
+	"github.com/mamori/mamori/internal/scheduler"
 	"github.com/mamori/mamori/internal/store"
 )
 
@@ -46,6 +44,10 @@ type Config struct {
 	DataDir string
 	// AgentListen is the agents' mTLS gRPC address; default ":2222".
 	AgentListen string
+	// AgentTransport serves gRPC on the agent listener: "lean" (default;
+	// grpclite, one goroutine per connection) or "grpc" (grpc-go). The
+	// wire is the same; see docs/architecture.md ("Agent wire").
+	AgentTransport string
 	// APIListen is the HTTPS API address; default ":8443".
 	APIListen string
 	// Hosts are extra names and addresses for the server certificate
@@ -76,8 +78,26 @@ type Config struct {
 	OfflineWarning, OfflineCritical time.Duration
 	// WakeupRate paces bulk wake-ups (computers per second); default 10000.
 	WakeupRate int
+	// HandshakeSlots bounds the agent TLS handshakes in progress at once;
+	// default 128 (a slot is held while the agent computes its side too).
+	// HandshakeQueue bounds the connections waiting for a slot (beyond it
+	// a new connection is closed at once and the agent backs off); default
+	// 10000. HandshakeTimeout is the time from accepting a connection to
+	// the end of its handshake; default 10s.
+	HandshakeSlots, HandshakeQueue int
+	HandshakeTimeout               time.Duration
+	// MaxSessionSetups bounds the agent sessions being set up at once
+	// (authentication, section hashes, Welcome); beyond it agents are
+	// answered RetryLater with a time to come back; default 1024.
+	MaxSessionSetups int
 	// SQLiteSynchronous: FULL (default) or NORMAL.
 	SQLiteSynchronous string
+	// ConfigPushRate is how many configuration pushes per second go to
+	// agents after a change (default 2000).
+	ConfigPushRate int
+	// TaskDeliveryPerSecond bounds task runs handed to agents per second
+	// (default 2000).
+	TaskDeliveryPerSecond int
 	// DebugListen, if set, serves Go's pprof profiles (plain HTTP, no
 	// authentication: bind it to loopback). Empty disables it.
 	DebugListen string
@@ -97,6 +117,13 @@ func (c *Config) setDefaults() error {
 	if c.AgentListen == "" {
 		c.AgentListen = ":2222"
 	}
+	switch c.AgentTransport {
+	case "":
+		c.AgentTransport = TransportLean
+	case TransportLean, TransportGRPC:
+	default:
+		return errcode.New(errcode.Invalid, "agent transport must be %q or %q", TransportLean, TransportGRPC)
+	}
 	if c.APIListen == "" {
 		c.APIListen = ":8443"
 	}
@@ -111,6 +138,28 @@ func (c *Config) setDefaults() error {
 	}
 	if c.WakeupRate == 0 {
 		c.WakeupRate = 10000
+	}
+	if c.HandshakeSlots == 0 {
+		c.HandshakeSlots = 128
+	}
+	if c.HandshakeQueue == 0 {
+		c.HandshakeQueue = 10000
+	}
+	def(&c.HandshakeTimeout, 10*time.Second)
+	if c.MaxSessionSetups == 0 {
+		c.MaxSessionSetups = 1024
+	}
+	if c.HandshakeSlots < 0 || c.HandshakeQueue < 0 || c.MaxSessionSetups < 0 {
+		return errcode.New(errcode.Invalid, "handshake slots, handshake queue and session setups must be positive")
+	}
+	if c.ConfigPushRate == 0 {
+		c.ConfigPushRate = 2000
+	}
+	if c.TaskDeliveryPerSecond == 0 {
+		c.TaskDeliveryPerSecond = 2000
+	}
+	if c.ConfigPushRate < 0 || c.TaskDeliveryPerSecond < 0 {
+		return errcode.New(errcode.Invalid, "configuration push rate and task delivery rate must be positive")
 	}
 	if c.WakeupRate < 0 {
 		return errcode.New(errcode.Invalid, "wake-up rate must be positive")
@@ -132,13 +181,18 @@ type Server struct {
 	ca       *pki.CA
 	metrics  *metrics
 	hub      *Hub
-	grpc     *grpc.Server
+	agent    *agentEndpoint
 	http     *http.Server
 	agentLn  net.Listener
+	agentTLS *tls.Config
 	apiLn    net.Listener
 	debugLn  net.Listener
 	conns    sync.Map // accepted agent connections by remote address
 	svc      *agentService
+	dyn      *dyngroup.Evaluator
+	configs  *configs.Service
+	pusher   *configPusher
+	sched    *scheduler.Scheduler
 	closeMu  sync.Once
 	closeErr error
 }
@@ -196,34 +250,16 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 
 	s.hub = newHub(s.db, s.log, s.metrics, cfg.PresenceFlush, cfg.LastSeenFlush, cfg.WakeupRate)
-	enroll := &enrollment.Service{Store: s.db, CA: ca}
+	enroll := &enrollment.Service{Store: s.db, CA: ca, Audit: s.db}
 	s.svc = &agentService{store: s.db, enroll: enroll, hub: s.hub, metrics: s.metrics, log: s.log, interval: cfg.CheckInInterval, now: time.Now,
-		drop: func(remote string) { closeConn(&s.conns, remote) }}
+		drop: func(remote string) { closeConn(&s.conns, remote) }, gate: newSessionGate(cfg.MaxSessionSetups)}
 
-	pool := x509.NewCertPool()
-	pool.AddCert(ca.Cert)
-	agentTLS := &tls.Config{
-		Certificates: []tls.Certificate{serverCert},
-		ClientAuth:   tls.VerifyClientCertIfGiven, // Enroll is the one call made without a certificate
-		ClientCAs:    pool,
-		MinVersion:   tls.VersionTLS13,
+	s.agentTLS = agentTLSConfig(serverCert, ca.Cert)
+	ticketKeys, err := rotateTicketKeys(cfg.DataDir, time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("TLS session ticket keys: %w", err)
 	}
-	s.grpc = grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(agentTLS)),
-		// Memory per idle connection is what limits agents per server; see
-		// docs/architecture.md ("Agent wire").
-		grpc.ReadBufferSize(0),
-		grpc.WriteBufferSize(4<<10),
-		grpc.SharedWriteBuffer(true),
-		grpc.InitialWindowSize(64<<10),
-		grpc.InitialConnWindowSize(64<<10),
-		grpc.MaxRecvMsgSize(16<<20),
-		grpc.MaxConcurrentStreams(16),
-		grpc.MaxHeaderListSize(16<<10),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.KeepaliveTime, Timeout: cfg.KeepaliveTimeout}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	)
-	agentproto.RegisterAgentServer(s.grpc, s.svc)
+	s.agentTLS.SetSessionTicketKeys(ticketKeys)
 
 	apiCert := serverCert
 	if cfg.APICertFile != "" || cfg.APIKeyFile != "" {
@@ -236,11 +272,27 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("secret key: %w", err)
 	}
+	// Management: dynamic groups, configurations pushed to agents, tasks.
+	s.dyn = &dyngroup.Evaluator{Store: s.db, Log: s.log}
+	s.configs = &configs.Service{Store: s.db}
+	s.pusher = newConfigPusher(s.configs, s.hub, s.log, cfg.ConfigPushRate)
+	s.configs.Changed = s.pusher.Changed
+	attachments := filepath.Join(cfg.DataDir, "attachments")
+	s.sched = &scheduler.Scheduler{Store: s.db, Deliver: s.hub, Log: s.log, PerStep: max(1, cfg.TaskDeliveryPerSecond),
+		Server: &scheduler.ServerTasks{Store: s.db, Disconnect: s.hub.Disconnect}}
+	s.svc.uploads = newUploads(s.db, attachments, s.log)
+	s.svc.configs = s.pusher
+	s.svc.connected = s.sched.Connected
 	api := httpapi.New(httpapi.Config{
 		Store:           s.db,
 		Auth:            &auth.Service{Store: s.db, Sealer: sealer},
 		Enrollment:      enroll,
 		Presence:        s.hub,
+		DynamicGroups:   s.dyn,
+		Configurations:  s.configs,
+		Scheduler:       s.sched,
+		Runs:            s.hub,
+		AttachmentDir:   attachments,
 		CAFingerprint:   ca.Fingerprint(),
 		CAPEM:           pki.EncodeCert(ca.Cert.Raw),
 		Metrics:         promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}),
@@ -270,6 +322,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("debug listener: %w", err)
 		}
 	}
+	s.agent = newAgentEndpoint(endpointOptions{
+		Transport:      cfg.AgentTransport,
+		TLS:            s.agentTLS,
+		Listener:       countingListener{Listener: s.agentLn, in: &s.metrics.in, out: &s.metrics.out, conns: &s.conns},
+		HandshakeSlots: cfg.HandshakeSlots, HandshakeQueue: cfg.HandshakeQueue, HandshakeTimeout: cfg.HandshakeTimeout,
+		KeepaliveTime: cfg.KeepaliveTime, KeepaliveTimeout: cfg.KeepaliveTimeout,
+		Metrics: s.metrics, Log: s.log,
+	}, s.svc)
 	ok = true
 	return s, nil
 }
@@ -321,16 +381,17 @@ func (s *Server) Run(ctx context.Context) error {
 	defer cancel()
 	workCtx, stopWork := context.WithCancel(context.Background())
 	defer stopWork() // after the agent listener has stopped
-	s.svc.work = newWorkPool(workCtx, 4*runtime.GOMAXPROCS(0))
 	s.svc.writes = newBatcher(s.db, s.log, 256)
 	go s.svc.writes.run(workCtx)
+	s.svc.work = newWorkPool(workCtx, 4*runtime.GOMAXPROCS(0), s.metrics.workWaiting)
+	s.svc.writes.queued, s.svc.writes.batchSize = s.metrics.writeQueue, s.metrics.writeBatch
 	errc := make(chan error, 2)
 	go func() {
-		err := s.grpc.Serve(countingListener{Listener: s.agentLn, in: &s.metrics.in, out: &s.metrics.out, conns: &s.conns})
-		if err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-			errc <- fmt.Errorf("agent listener: %w", err)
+		if err := s.agent.serve(); err != nil {
+			errc <- err
 		}
 	}()
+	go s.rotateTicketKeys(ctx)
 	go func() {
 		err := s.http.ServeTLS(s.apiLn, "", "")
 		if err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -349,6 +410,18 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	hubDone := make(chan struct{})
 	go func() { defer close(hubDone); s.hub.run(ctx) }()
+	var mgmt sync.WaitGroup
+	mgmt.Add(4)
+	go func() { defer mgmt.Done(); s.dyn.Run(ctx) }()
+	go func() { defer mgmt.Done(); s.configs.Run(ctx, s.db, s.log) }()
+	go func() { defer mgmt.Done(); s.pusher.run(ctx) }()
+	go func() {
+		defer mgmt.Done()
+		if err := s.sched.Run(ctx); err != nil && ctx.Err() == nil {
+			s.log.Error("task scheduler stopped", "err", err)
+		}
+	}()
+	defer mgmt.Wait()
 	go s.sweepSessions(ctx)
 	s.log.Info("server running", "agent_listen", s.AgentAddr(), "api_listen", s.APIAddr(), "ca_fingerprint", s.ca.Fingerprint())
 
@@ -359,20 +432,35 @@ func (s *Server) Run(ctx context.Context) error {
 		cancel()
 	}
 	<-hubDone
+	s.agent.stopAccepting()
 	shutdownCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
 	defer done()
 	s.http.Shutdown(shutdownCtx)
-	s.hub.closeAll(shutdownCtx) // drops agent connections so GracefulStop can finish
-	stopped := make(chan struct{})
-	go func() { s.grpc.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-shutdownCtx.Done():
-		s.grpc.Stop()
-	}
+	s.hub.closeAll(shutdownCtx) // drops agent connections so a graceful stop can finish
+	s.agent.stop(shutdownCtx)
 	s.hub.flush(context.Background(), true)
 	s.log.Info("server stopped")
 	return err
+}
+
+// rotateTicketKeys renews the agent listener's session ticket keys every
+// hour (a new encryption key each day; see ticketkeys.go).
+func (s *Server) rotateTicketKeys(ctx context.Context) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			keys, err := rotateTicketKeys(s.cfg.DataDir, time.Now())
+			if err != nil {
+				s.log.Warn("rotating TLS session ticket keys", "err", err)
+				continue
+			}
+			s.agentTLS.SetSessionTicketKeys(keys)
+		}
+	}
 }
 
 func (s *Server) sweepSessions(ctx context.Context) {
@@ -394,8 +482,8 @@ func (s *Server) sweepSessions(ctx context.Context) {
 func (s *Server) Close() error {
 	s.closeMu.Do(func() {
 		var errs []error
-		if s.grpc != nil {
-			s.grpc.Stop()
+		if s.agent != nil {
+			s.agent.close()
 		}
 		if s.agentLn != nil {
 			s.agentLn.Close()

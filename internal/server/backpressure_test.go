@@ -1,0 +1,251 @@
+package server
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/mamori/mamori/internal/pki"
+)
+
+func TestSessionGate_AdmitsUpToTheBoundThenSchedulesReturnsApart(t *testing.T) {
+	g := newSessionGate(3)
+	now := time.Now()
+	for i := range 3 {
+		if ok, _ := g.enter(now); !ok {
+			t.Fatalf("setup %d refused below the bound", i+1)
+		}
+	}
+	var hints []time.Duration
+	for range 100 {
+		ok, after := g.enter(now)
+		if ok {
+			t.Fatal("admitted beyond the bound")
+		}
+		hints = append(hints, after)
+	}
+	if hints[0] < time.Second {
+		t.Errorf("first hint %s, want at least the 1s floor", hints[0])
+	}
+	for i := 1; i < len(hints); i++ {
+		if hints[i] < hints[i-1] {
+			t.Fatalf("hint %d (%s) earlier than hint %d (%s): returns must be scheduled in order", i, hints[i], i-1, hints[i-1])
+		}
+	}
+	// At the assumed 50 setups/s the 100 refused are spread over ~2s.
+	if spread := hints[99] - hints[0]; spread < time.Second || spread > 3*time.Second {
+		t.Errorf("100 refused agents spread over %s, want about 2s", spread)
+	}
+	g.leave(now)
+	if ok, _ := g.enter(now); !ok {
+		t.Error("a freed place was not given out")
+	}
+}
+
+func TestSessionGate_HintsFollowTheMeasuredRate(t *testing.T) {
+	g := newSessionGate(1)
+	now := time.Now()
+	// 1,000 setups complete in one second.
+	for i := range 1001 {
+		g.enter(now)
+		g.leave(now.Add(time.Duration(i) * time.Millisecond))
+	}
+	g.enter(now) // occupy the only place
+	start := now.Add(2 * time.Second)
+	_, first := g.enter(start)
+	var last time.Duration
+	for range 999 {
+		_, last = g.enter(start)
+	}
+	if spread := last - first; spread < 500*time.Millisecond || spread > 1500*time.Millisecond {
+		t.Errorf("1,000 refused at ~1,000 setups/s spread over %s, want about 1s", spread)
+	}
+	if _, capped := g.enter(start.Add(-time.Hour)); capped > g.maxAfter+time.Hour {
+		t.Errorf("hint %s beyond the cap", capped)
+	}
+}
+
+func TestRotateTicketKeys_PersistsRotatesDailyAndExpiresOldKeys(t *testing.T) {
+	dir := t.TempDir()
+	t0 := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	k1, err := rotateTicketKeys(dir, t0)
+	if err != nil || len(k1) != 1 {
+		t.Fatalf("first start: %d keys, %v", len(k1), err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, TicketKeysFile)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v, mode %v", err, fi.Mode())
+	}
+	again, _ := rotateTicketKeys(dir, t0.Add(time.Hour))
+	if len(again) != 1 || again[0] != k1[0] {
+		t.Fatal("a restart within the day did not keep the same key")
+	}
+	day2, _ := rotateTicketKeys(dir, t0.Add(25*time.Hour))
+	if len(day2) != 2 || day2[1] != k1[0] || day2[0] == k1[0] {
+		t.Fatalf("after a day: want a new first key and the old one kept for decryption, got %d keys", len(day2))
+	}
+	// Keys live as long as the tickets they encrypted: rotation period + 7 days.
+	var keys [][32]byte
+	for d := 2; d <= 12; d++ {
+		keys, _ = rotateTicketKeys(dir, t0.Add(time.Duration(d)*24*time.Hour+time.Hour))
+	}
+	if len(keys) < 8 || len(keys) > 10 {
+		t.Errorf("after 12 days %d keys are kept, want 8-10", len(keys))
+	}
+	for _, k := range keys {
+		if k == k1[0] {
+			t.Error("the first key outlived every ticket it encrypted")
+		}
+	}
+	os.WriteFile(filepath.Join(dir, TicketKeysFile), []byte("{not json"), 0o600)
+	if k, err := rotateTicketKeys(dir, t0); err != nil || len(k) != 1 {
+		t.Errorf("an unreadable key file: %d keys, %v; want a fresh start", len(k), err)
+	}
+}
+
+// acceptorFixture is a tlsAcceptor on loopback with a CA-signed server
+// certificate.
+type acceptorFixture struct {
+	a       *tlsAcceptor
+	addr    string
+	served  chan *tls.Conn
+	m       *metrics
+	clients *tls.Config
+}
+
+func newAcceptorFixture(t *testing.T, slots, queue int, timeout time.Duration) *acceptorFixture {
+	t.Helper()
+	dir := t.TempDir()
+	ca, _, err := pki.LoadOrCreateCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.ServerCertificate(dir, []string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, _ := rotateTicketKeys(dir, time.Now())
+	cfg := agentTLSConfig(cert, ca.Cert)
+	cfg.SetSessionTicketKeys(keys)
+	f := &acceptorFixture{addr: ln.Addr().String(), served: make(chan *tls.Conn, 100), m: newMetrics()}
+	f.a = newTLSAcceptor(ln, cfg, slots, queue, timeout, f.m, slog.New(slog.NewTextHandler(io.Discard, nil)),
+		func(c *tls.Conn) { f.served <- c })
+	go f.a.run()
+	t.Cleanup(f.a.close)
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.Cert)
+	f.clients = &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", NextProtos: []string{"h2"}, ClientSessionCache: tls.NewLRUClientSessionCache(8)}
+	return f
+}
+
+func (f *acceptorFixture) count(result string) float64 {
+	var m dto.Metric
+	f.m.handshakes.WithLabelValues(result).Write(&m)
+	return m.GetCounter().GetValue()
+}
+
+func TestTLSAcceptor_HandsOverHandshakenConnectionsAndResumesSessions(t *testing.T) {
+	f := newAcceptorFixture(t, 2, 10, 5*time.Second)
+	for i := range 2 {
+		c, err := tls.Dial("tcp", f.addr, f.clients)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Read the session ticket the server sends after the handshake.
+		c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		c.Read(make([]byte, 1))
+		sc := <-f.served
+		if sc.ConnectionState().NegotiatedProtocol != "h2" {
+			t.Errorf("connection %d: ALPN %q, want h2", i, sc.ConnectionState().NegotiatedProtocol)
+		}
+		if got := c.ConnectionState().DidResume; got != (i == 1) {
+			t.Errorf("connection %d: resumed %v", i, got)
+		}
+		c.Close()
+		sc.Close()
+	}
+	if f.count("full") != 1 || f.count("resumed") != 1 {
+		t.Errorf("handshakes: full %v, resumed %v; want 1 and 1", f.count("full"), f.count("resumed"))
+	}
+}
+
+// A connection that sends nothing holds no handshake slot: with one slot, a
+// silent client does not delay a real one, and is dropped at its deadline.
+func TestTLSAcceptor_SilentConnectionsHoldNoSlot(t *testing.T) {
+	f := newAcceptorFixture(t, 1, 10, 300*time.Millisecond)
+	silent, err := net.Dial("tcp", f.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	time.Sleep(20 * time.Millisecond)
+	start := time.Now()
+	c, err := tls.Dial("tcp", f.addr, f.clients)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if d := time.Since(start); d > 200*time.Millisecond {
+		t.Errorf("handshake took %s behind a silent connection", d)
+	}
+	silent.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := silent.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("silent connection: read %v, want EOF once its deadline passed", err)
+	}
+}
+
+// Beyond the queue bound a connection is refused at once, not left to time out.
+func TestTLSAcceptor_ShedsBeyondTheQueueBound(t *testing.T) {
+	f := newAcceptorFixture(t, 1, 1, 2*time.Second)
+	// Occupy the only slot with a client that sends a ClientHello and then
+	// stalls the handshake, and fill the queue with another.
+	stall := func() net.Conn {
+		c, err := net.Dial("tcp", f.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write(clientHello(t))
+		return c
+	}
+	a, b := stall(), stall()
+	defer a.Close()
+	defer b.Close()
+	time.Sleep(100 * time.Millisecond)
+	start := time.Now()
+	_, err := tls.Dial("tcp", f.addr, f.clients)
+	if err == nil {
+		t.Fatal("a third connection was served with one slot busy and the queue full")
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("refusal took %s; want at once", d)
+	}
+	if f.count("shed") != 1 {
+		t.Errorf("shed %v, want 1", f.count("shed"))
+	}
+}
+
+// clientHello returns the first flight of a TLS 1.3 client.
+func clientHello(t *testing.T) []byte {
+	t.Helper()
+	a, b := net.Pipe()
+	go tls.Client(a, &tls.Config{InsecureSkipVerify: true}).Handshake()
+	buf := make([]byte, 4096)
+	n, err := b.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	b.Close()
+	return buf[:n]
+}

@@ -1,0 +1,203 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"time"
+
+	"github.com/mamori/mamori/internal/agentproto"
+	"github.com/mamori/mamori/internal/policy"
+	"github.com/mamori/mamori/internal/store"
+)
+
+// capPushes is the capability that understands Configuration and TaskRuns.
+const capPushes = 2
+
+// pushable returns the connections of a computer that take pushes.
+func (h *Hub) pushable(computerID string) []*agentConn {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []*agentConn
+	for _, c := range h.conns[computerID] {
+		if c.capability >= capPushes {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// pushAsync sends m on c without blocking the caller (a slow agent must
+// not hold up a dispatcher); a failed send is logged and the state the
+// message carried is sent again when the agent reconnects.
+func (h *Hub) pushAsync(c *agentConn, m *agentproto.ServerMessage, what string) {
+	go func() {
+		if err := c.sendMsg(m); err != nil {
+			h.log.Debug("push not delivered", "what", what, "computer", c.computerID, "err", err)
+			return
+		}
+		h.metrics.pushes.WithLabelValues(what).Inc()
+	}()
+}
+
+// Deliver implements scheduler.Deliverer: it pushes runs to the computer's
+// agent and reports whether it is connected (with a capable agent).
+func (h *Hub) Deliver(computerID string, runs []*store.TaskRun) bool {
+	conns := h.pushable(computerID)
+	if len(conns) == 0 {
+		return false
+	}
+	msg := &agentproto.TaskRuns{}
+	for _, r := range runs {
+		msg.Runs = append(msg.Runs, &agentproto.TaskRun{Id: r.ID, Type: r.Type, ParamsJson: []byte(r.Params),
+			ExpiresUnixMs: r.ExpiresAt.UnixMilli(), Attempt: uint32(r.Attempt)})
+	}
+	for _, c := range conns {
+		h.pushAsync(c, &agentproto.ServerMessage{Msg: &agentproto.ServerMessage_TaskRuns{TaskRuns: msg}}, "task_runs")
+	}
+	return true
+}
+
+// CancelRuns tells a connected agent that runs were cancelled.
+func (h *Hub) CancelRuns(computerID string, runIDs []string) {
+	for _, c := range h.pushable(computerID) {
+		h.pushAsync(c, &agentproto.ServerMessage{Msg: &agentproto.ServerMessage_TaskRuns{TaskRuns: &agentproto.TaskRuns{Cancelled: runIDs}}}, "cancel")
+	}
+}
+
+// Documents computes configuration documents (configs.Service).
+type Documents interface {
+	Documents(ctx context.Context, ids []string) (map[string]*policy.Document, error)
+}
+
+// configPusher sends computers their configuration: when it changes
+// (Changed, from the configuration service) and when an agent connects with
+// another version than the server's. Changes are pushed in batches, paced
+// at rate per second, so a policy change for every computer does not send
+// twenty thousand messages — and get twenty thousand check-ins back — in
+// the same instant.
+type configPusher struct {
+	docs  Documents
+	hub   *Hub
+	log   *slog.Logger
+	rate  int
+	queue chan []string
+}
+
+func newConfigPusher(docs Documents, hub *Hub, log *slog.Logger, rate int) *configPusher {
+	if rate <= 0 {
+		rate = 2000
+	}
+	return &configPusher{docs: docs, hub: hub, log: log, rate: rate, queue: make(chan []string, 1024)}
+}
+
+// Changed queues computers whose configuration changed. It does not block
+// for long: the service calls it after a recomputation.
+func (p *configPusher) Changed(ids []string) {
+	select {
+	case p.queue <- ids:
+	case <-time.After(5 * time.Second):
+		p.log.Warn("configuration push queue full; connected agents get the change at their next connection", "computers", len(ids))
+	}
+}
+
+func configMessage(d *policy.Document) (*agentproto.ServerMessage, error) {
+	b, err := json.Marshal(d)
+	if err != nil {
+		return nil, err
+	}
+	return &agentproto.ServerMessage{Msg: &agentproto.ServerMessage_Configuration{Configuration: &agentproto.Configuration{
+		Version: d.Version, DocumentJson: b}}}, nil
+}
+
+// run pushes queued changes until ctx ends.
+func (p *configPusher) run(ctx context.Context) {
+	const tick = 10 * time.Millisecond
+	perTick := max(1, p.rate/int(time.Second/tick))
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		var ids []string
+		select {
+		case <-ctx.Done():
+			return
+		case ids = <-p.queue:
+		}
+		// Only connected, capable agents get pushes; the others get the
+		// configuration when they connect.
+		var live []string
+		for _, id := range ids {
+			if len(p.hub.pushable(id)) > 0 {
+				live = append(live, id)
+			}
+		}
+		for start := 0; start < len(live); start += 500 {
+			chunk := live[start:min(start+500, len(live))]
+			docs, err := p.docs.Documents(ctx, chunk)
+			if err != nil {
+				if ctx.Err() == nil {
+					p.log.Error("computing configurations to push", "err", err)
+				}
+				break
+			}
+			sent := 0
+			for _, id := range chunk {
+				d, ok := docs[id]
+				if !ok {
+					continue
+				}
+				msg, err := configMessage(d)
+				if err != nil {
+					p.log.Error("encoding a configuration", "computer", id, "err", err)
+					continue
+				}
+				for _, c := range p.hub.pushable(id) {
+					p.hub.pushAsync(c, msg, "configuration")
+				}
+				if sent++; sent%perTick == 0 {
+					select {
+					case <-ctx.Done():
+						return
+					case <-t.C:
+					}
+				}
+			}
+		}
+	}
+}
+
+// onConnect pushes the configuration to a capable agent that announced
+// another version than its current one.
+func (p *configPusher) onConnect(ctx context.Context, c *agentConn, agentVersion string) {
+	if p == nil || c.capability < capPushes {
+		return
+	}
+	docs, err := p.docs.Documents(ctx, []string{c.computerID})
+	if err != nil {
+		p.log.Error("computing a configuration", "computer", c.computerID, "err", err)
+		return
+	}
+	d, ok := docs[c.computerID]
+	if !ok || d.Version == agentVersion {
+		return
+	}
+	msg, err := configMessage(d)
+	if err != nil {
+		return
+	}
+	p.hub.pushAsync(c, msg, "configuration")
+}
+
+// sessionStarted runs after a capable agent's Welcome: its configuration
+// if it differs from the server's, and the task runs waiting for it.
+func (a *agentService) sessionStarted(ctx context.Context, c *agentConn, hello *agentproto.Hello) {
+	if c.capability < capPushes {
+		return
+	}
+	if a.configs != nil {
+		a.work.do(ctx, func() { a.configs.onConnect(ctx, c, hello.GetConfigVersion()) })
+	}
+	if a.connected != nil {
+		a.connected(c.computerID)
+	}
+}
