@@ -1,29 +1,44 @@
 #!/usr/bin/env bash
-# Agent-plane benchmark: a fresh server on loopback, N simulated agents
-# (mamori-loadtest: real protocol, real mTLS), then the figures of
-# docs/benchmarks.md: server memory per idle agent, bytes per no-change
-# check-in, check-in and wake-up latency.
+# Agent-plane benchmark (docs/benchmarks.md): a server on loopback (its data
+# directory, and so the enrolled identities, kept between runs in BENCH_DIR),
+# the echo endpoint beside it, and mamori-loadtest running one scenario.
 #
-#   AGENTS=5000 GOGC=100 ./scripts/bench-agent.sh
+#   SCENARIO=steady AGENTS=19500 ./scripts/bench-agent.sh [mamori-loadtest flags...]
+#
+# SCENARIO: steady (default), churn, wakeup-fanout, reconnect-storm, echo.
+# Extra arguments go to mamori-loadtest (e.g. --interval 0 --duration 60s).
+# BENCH_TRANSPORT (lean or grpc) is the --agent-transport of the server and
+# the echo endpoint; SERVER_FLAGS go to `mamori server`; GOGC and GOMEMLIMIT apply to the
+# server only. The JSON report is written to BENCH_DIR/report-SCENARIO-AGENTS.json,
+# the server's (and echo endpoint's) profiles to BENCH_DIR/profiles/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+SCENARIO=${SCENARIO:-steady}
 AGENTS=${AGENTS:-5000}
-WORK=${BENCH_DIR:-/tmp/mamori-bench-agent}
+export BENCH_DIR=${BENCH_DIR:-/tmp/mamori-bench-agent}
 AGENT_ADDR=${BENCH_AGENT_ADDR:-127.0.0.1:32222}
 API_ADDR=${BENCH_API_ADDR:-127.0.0.1:38443}
 DEBUG_ADDR=${BENCH_DEBUG_ADDR:-127.0.0.1:36060}
-mkdir -p "$WORK"
+ECHO_ADDR=${BENCH_ECHO_ADDR:-127.0.0.1:32223}
+ECHO_DEBUG_ADDR=${BENCH_ECHO_DEBUG_ADDR:-127.0.0.1:36061}
 [ -x bin/mamori-loadtest ] || make build >/dev/null
+export SERVER_GOGC=${GOGC:-} SERVER_GOMEMLIMIT=${GOMEMLIMIT:-}
+unset GOGC GOMEMLIMIT # not for the load generator or the echo endpoint
 
-bin/mamori server --data "$WORK/data" --agent-listen "$AGENT_ADDR" --api-listen "$API_ADDR" \
-  --debug-listen "$DEBUG_ADDR" --log-level warn >"$WORK/server.log" 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-  curl -fsk "https://$API_ADDR/readyz" >/dev/null 2>&1 && break
-  sleep 0.2
-done
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(lscpu | sed -n 's/^Model name: *//p'), GOGC=${GOGC:-100}"
-bin/mamori-loadtest --server "$AGENT_ADDR" --api "https://$API_ADDR" --data "$WORK/data" \
-  --agents "$AGENTS" --settle "${SETTLE:-30s}" --pprof "http://$DEBUG_ADDR" --json "$WORK/report-$AGENTS.json"
-echo "JSON report: $WORK/report-$AGENTS.json"
+trap './scripts/bench-server.sh stop-echo; ./scripts/bench-server.sh stop' EXIT
+./scripts/bench-server.sh stop
+./scripts/bench-server.sh start
+echo_flags=()
+case "$SCENARIO" in
+  steady|churn|echo)
+    ./scripts/bench-server.sh stop-echo
+    # The load generator and the server share the machine; so does the
+    # echo endpoint, but it is idle while the server is measured.
+    ./scripts/bench-server.sh start-echo
+    echo_flags=(--echo-server "$ECHO_ADDR" --echo-debug "http://$ECHO_DEBUG_ADDR") ;;
+esac
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(lscpu | sed -n 's/^Model name: *//p'), transport ${BENCH_TRANSPORT:-lean}, server GOGC=${SERVER_GOGC:-100} GOMEMLIMIT=${SERVER_GOMEMLIMIT:-none} ${SERVER_FLAGS:-}"
+bin/mamori-loadtest --scenario "$SCENARIO" --server "$AGENT_ADDR" --api "https://$API_ADDR" --data "$BENCH_DIR/data" \
+  --agents "$AGENTS" --pprof "http://$DEBUG_ADDR" --restart-cmd "$PWD/scripts/bench-server.sh restart" \
+  "${echo_flags[@]}" --json "$BENCH_DIR/report-$SCENARIO-$AGENTS.json" --profile-dir "$BENCH_DIR/profiles" "$@"
+echo "JSON report: $BENCH_DIR/report-$SCENARIO-$AGENTS.json"

@@ -1,64 +1,127 @@
-// Command mamori-loadtest simulates many agents against a running server and
-// reports what they cost it (see docs/benchmarks.md).
+// Command mamori-loadtest simulates many agents against a running server
+// and reports what they cost it; it also runs the echo endpoint the
+// figures are compared with. See docs/benchmarks.md.
 //
-//	mamori-loadtest --server 127.0.0.1:2222 --api https://127.0.0.1:8443 --data DIR --agents 5000 [--json FILE]
+//	mamori-loadtest --server HOST:PORT --api URL --data DIR --agents N \
+//	    --scenario steady|reconnect-storm|wakeup-fanout|churn|echo \
+//	    [--duration D] [--interval I] [--json FILE] ...
+//	mamori-loadtest echo-server --data DIR [--listen ADDR] [--debug-listen ADDR]
 package main
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
+	"time"
 
 	"github.com/mamori/mamori/internal/flagenv"
 	"github.com/mamori/mamori/internal/loadtest"
+	"github.com/mamori/mamori/internal/server"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	fs := flagenv.New("mamori-loadtest")
-	server := fs.String("server", "MAMORI_SERVER", "127.0.0.1:2222", "agent listener HOST:PORT")
-	api := fs.String("api", "MAMORI_API", "https://127.0.0.1:8443", "API base URL")
-	data := fs.String("data", "MAMORI_DATA", "", "the server's data directory (CA certificate, initial admin password)")
-	agents := fs.Int("agents", "", 1000, "simulated agents")
-	ramp := fs.Int("ramp", "", 500, "new connections per second")
-	settle := fs.Duration("settle", "", 10e9, "wait after connecting before reading idle memory")
-	checkins := fs.Int("checkins", "", 5, "no-change check-ins per agent to measure")
-	wakeups := fs.Int("wakeups", "", 200, "wake-ups to time")
-	packages := fs.Int("packages", "", 800, "packages in each synthetic inventory")
-	cache := fs.String("cache", "", "", "identity cache directory (default: next to --data)")
-	jsonOut := fs.String("json", "", "", "write the report as JSON to this file")
-	pprofURL := fs.String("pprof", "", "", "the server's --debug-listen URL (http://HOST:PORT): collect garbage before memory readings")
-	if err := fs.Parse(os.Args[1:]); err != nil {
-		os.Exit(2)
+	var err error
+	if len(os.Args) > 1 && os.Args[1] == "echo-server" {
+		err = runEcho(ctx, os.Args[2:])
+	} else {
+		err = runLoad(ctx, os.Args[1:], os.Stdout)
 	}
-	if *data == "" {
-		fmt.Fprintln(os.Stderr, "mamori-loadtest: --data is required")
-		os.Exit(2)
-	}
-	rep, err := loadtest.Run(ctx, loadtest.Config{Server: *server, API: *api, DataDir: *data, Password: os.Getenv("MAMORI_ADMIN_PASSWORD"),
-		Agents: *agents, Ramp: *ramp, Settle: *settle, CheckIns: *checkins, Wakeups: *wakeups, Packages: *packages,
-		CacheDir: *cache, PprofURL: *pprofURL, Log: os.Stderr})
+	stop()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "mamori-loadtest:", err)
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "mamori-loadtest:", err)
+		}
 		os.Exit(1)
 	}
-	fmt.Printf("agents connected        %d of %d (%d errors) in %.1fs\n", rep.Connected, rep.Agents, rep.Errors, rep.ConnectSeconds)
-	fmt.Printf("server RSS              %.1f MiB (baseline %.1f MiB)\n", rep.ServerRSS/(1<<20), rep.ServerRSSBaseline/(1<<20))
-	fmt.Printf("per idle agent          RSS %.1f KiB (live heap %.1f KiB, stacks %.1f KiB), %.2f goroutines\n",
-		rep.ServerRSSPerAgent/1024, rep.ServerHeapPerAgent/1024, rep.ServerStackPerAgent/1024, rep.ServerGoroutinesAgent)
-	fmt.Printf("first check-in          %.0f bytes on the wire (handshake + full inventory)\n", rep.FirstCheckInBytes)
-	fmt.Printf("no-change check-in      %.0f bytes (%.0f up, %.0f down), %.0f/s, p50 %.2f ms, p99 %.2f ms\n",
-		rep.BytesPerCheckIn, rep.BytesPerCheckInUp, rep.BytesPerCheckInDown, rep.CheckInsPerSec, rep.P50ms, rep.P99ms)
-	fmt.Printf("wake-up → replicated    p50 %.2f ms, p99 %.2f ms, max %.2f ms\n", rep.WakeupP50ms, rep.WakeupP99ms, rep.WakeupMaxms)
-	if *jsonOut != "" {
-		b, _ := json.MarshalIndent(rep, "", "  ")
-		if err := os.WriteFile(*jsonOut, append(b, '\n'), 0o644); err != nil {
-			fmt.Fprintln(os.Stderr, "mamori-loadtest:", err)
-			os.Exit(1)
+}
+
+func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flagenv.New("mamori-loadtest")
+	var cfg loadtest.Config
+	scenario := fs.String("scenario", "", "steady", "steady, reconnect-storm, wakeup-fanout, churn or echo")
+	srv := fs.String("server", "MAMORI_SERVER", "127.0.0.1:2222", "the server's agent endpoint HOST:PORT (the echo scenario enrolls through it)")
+	api := fs.String("api", "MAMORI_API", "https://127.0.0.1:8443", "the server's API base URL (tokens, wake-ups, /metrics)")
+	data := fs.String("data", "MAMORI_DATA", "", "the server's data directory: CA certificate and initial admin password")
+	caFile := fs.String("ca-file", "", "", "the server's CA certificate, when --data is not readable from here")
+	token := fs.String("token", "MAMORI_TOKEN", "", "an enrollment token to use instead of creating one (needs no admin password)")
+	agents := fs.Int("agents", "", 1000, "simulated agents")
+	duration := fs.Duration("duration", "", 30*time.Second, "measured time of steady, churn and echo")
+	interval := fs.Duration("interval", "", 60*time.Second, "check-in interval per agent (±jitter); 0: none for the storm and fan-out, as fast as answered for steady, churn and echo")
+	jitter := fs.Float64("jitter", 0.1, "check-in interval jitter (fraction)")
+	inflight := fs.Int("inflight", "", 256, "check-ins outstanding across the fleet with --interval 0")
+	ramp := fs.Int("ramp", "", 500, "new connections per second")
+	settle := fs.Duration("settle", "", 10*time.Second, "wait after connecting before reading idle memory")
+	changeRate := fs.Float64("change-rate", 0, "churn: fraction of agents changing their software list per minute (default 0.1)")
+	changePk := fs.Float64("change-packages", 3, "churn: packages one change touches (below 1: a fraction of the list)")
+	pkMin := fs.Int("packages-min", "", 200, "fewest packages in a synthetic inventory")
+	pkMax := fs.Int("packages-max", "", 2000, "most packages in a synthetic inventory")
+	restart := fs.String("restart-cmd", "", "", "reconnect-storm: shell command that restarts the server and returns once it is up")
+	stormTimeout := fs.Duration("storm-timeout", "", 3*time.Minute, "reconnect-storm: agents not back by then count as given up")
+	wakeTimeout := fs.Duration("wake-timeout", "", time.Minute, "wakeup-fanout: agents not replicated by then count as missed")
+	echo := fs.String("echo-server", "", "", "echo endpoint HOST:PORT: the echo scenario's target; with steady or churn the same loop runs against it afterwards (echo_ratio)")
+	echoDebug := fs.String("echo-debug", "", "", "the echo endpoint's --debug-listen URL (http://HOST:PORT)")
+	sources := fs.List("source-addrs", "", "local addresses to connect from, round-robin (127.0.0.2,127.0.0.3...)")
+	cache := fs.String("cache", "", "", "identity cache directory (default: next to --data)")
+	pprofURL := fs.String("pprof", "", "", "the server's --debug-listen URL (http://HOST:PORT): collect garbage before memory readings")
+	jsonOut := fs.String("json", "", "", "also write the report as JSON to this file")
+	profileDir := fs.String("profile-dir", "", "", "with --pprof (and --echo-debug): save the server's heap when idle and its CPU profile while measured here")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg = loadtest.Config{Scenario: *scenario, Server: *srv, API: *api, DataDir: *data, CAFile: *caFile, Token: *token,
+		Password: os.Getenv("MAMORI_ADMIN_PASSWORD"), Agents: *agents, Duration: *duration, Interval: *interval, Jitter: *jitter,
+		InFlight: *inflight, Ramp: *ramp, Settle: *settle, ChangeRate: *changeRate, ChangePackages: *changePk, PackagesMin: *pkMin, PackagesMax: *pkMax,
+		StormTimeout: *stormTimeout, WakeTimeout: *wakeTimeout, EchoServer: *echo, EchoDebugURL: *echoDebug,
+		SourceAddrs: *sources, CacheDir: *cache, PprofURL: *pprofURL, ProfileDir: *profileDir, Log: os.Stderr}
+	if *restart != "" {
+		cfg.Restart = loadtest.RestartCommand(*restart)
+	}
+	// The harness holds tens of thousands of connections: collect garbage
+	// a little more often than by default so it does not crowd the server.
+	debug.SetGCPercent(50)
+	rep, err := loadtest.Run(ctx, cfg)
+	if rep != nil {
+		rep.WriteTable(stdout)
+		if *jsonOut != "" {
+			b, _ := json.MarshalIndent(rep, "", "  ")
+			if werr := os.WriteFile(*jsonOut, append(b, '\n'), 0o644); werr != nil {
+				return werr
+			}
 		}
 	}
+	if err != nil {
+		return err
+	}
+	if rep.Errors > 0 || rep.GaveUp > 0 {
+		return fmt.Errorf("%d errors, %d agents gave up", rep.Errors, rep.GaveUp)
+	}
+	return nil
+}
+
+func runEcho(ctx context.Context, args []string) error {
+	fs := flagenv.New("mamori-loadtest echo-server")
+	data := fs.String("data", "MAMORI_DATA", "", "the server's data directory (CA and server certificate are read)")
+	listen := fs.String("listen", "", ":2223", "agent address")
+	debugListen := fs.String("debug-listen", "", "", "serve /metrics and pprof here (plain HTTP; use a loopback address)")
+	transport := fs.String("agent-transport", "MAMORI_AGENT_TRANSPORT", "lean", "the server's --agent-transport: lean or grpc")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	e, err := server.NewEcho(server.EchoConfig{DataDir: *data, Listen: *listen, DebugListen: *debugListen, Transport: *transport, Log: log})
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	fmt.Fprintf(os.Stderr, "echo endpoint on %s\n", e.Addr())
+	return e.Run(ctx)
 }

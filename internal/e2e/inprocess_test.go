@@ -181,9 +181,11 @@ func TestInventoryDelta_OnlyChangedSectionsAreSent(t *testing.T) {
 	col.mu.Unlock()
 	wake()
 	wake()
-	if n := p.api.metric(t, "mamori_inventory_sections_stored_total"); n != 7 {
-		t.Fatalf("after one section changed %v sections were stored in total, want 7", n)
-	}
+	// The check-in counter moves before the write commits; wait for it.
+	waitFor(t, 10*time.Second, "the changed section stored", func() (bool, string) {
+		n := p.api.metric(t, "mamori_inventory_sections_stored_total")
+		return n == 7, fmt.Sprintf("%v sections stored in total, want 7", n)
+	})
 	after := p.api.computer(t, c.ID)
 	if !strings.Contains(string(after.Inventory["software"]), "zz-mamori-test") {
 		t.Fatal("the new package is not in the server's inventory")

@@ -1,42 +1,254 @@
 package e2e
 
 import (
+	"context"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/mamori/mamori/internal/loadtest"
+	mserver "github.com/mamori/mamori/internal/server"
 )
 
-// The harness itself, at a size CI can afford: every agent connects,
-// replicates, answers wake-ups, and the figures are sane.
-func TestLoadtest_SmallRunConnectsEveryAgentAndReportsSaneFigures(t *testing.T) {
-	t.Parallel()
-	p := startInproc(t)
-	rep, err := loadtest.Run(t.Context(), loadtest.Config{
-		Server: p.srv.AgentAddr(), API: p.api.base, DataDir: p.data, Password: "correct horse battery staple",
-		Agents: 100, Ramp: 1000, Settle: 100 * time.Millisecond, CheckIns: 3, Wakeups: 20, Packages: 300,
-		CacheDir: t.TempDir(),
-	})
+// The load harness at a size CI can afford: every scenario runs, reports
+// sane figures and no errors. The large runs are benchmarks
+// (docs/benchmarks.md), not tests.
+
+const harnessAgents = 200
+
+// restartable is an in-process server that can be restarted on the same
+// addresses and data directory, as a reconnect storm needs.
+type restartable struct {
+	t        *testing.T
+	cfg      mserver.Config
+	mu       sync.Mutex
+	srv      *mserver.Server
+	stopRun  context.CancelFunc
+	runDone  chan error
+	restarts int
+}
+
+func startRestartable(t *testing.T, tweak func(*mserver.Config)) *restartable {
+	t.Helper()
+	r := &restartable{t: t, cfg: mserver.Config{
+		DataDir: filepath.Join(t.TempDir(), "data"), AgentListen: "127.0.0.1:0", APIListen: "127.0.0.1:0",
+		AdminPassword: "correct horse battery staple",
+		Log:           slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}}
+	if tweak != nil {
+		tweak(&r.cfg)
+	}
+	if err := r.start(); err != nil {
+		t.Fatal(err)
+	}
+	// The next starts reuse the addresses the first one got.
+	r.cfg.AgentListen, r.cfg.APIListen = r.srv.AgentAddr(), r.srv.APIAddr()
+	t.Cleanup(func() { r.stop() })
+	return r
+}
+
+func (r *restartable) start() error {
+	srv, err := mserver.New(context.Background(), r.cfg)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	r.mu.Lock()
+	r.srv, r.stopRun, r.runDone = srv, cancel, done
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *restartable) stop() {
+	r.mu.Lock()
+	srv, cancel, done := r.srv, r.stopRun, r.runDone
+	r.srv = nil
+	r.mu.Unlock()
+	if srv == nil {
+		return
+	}
+	cancel()
+	if err := <-done; err != nil {
+		r.t.Errorf("server Run: %v", err)
+	}
+	srv.Close()
+}
+
+// restart is the storm's trigger: stop, then start on the same addresses.
+func (r *restartable) restart(context.Context) error {
+	r.stop()
+	r.restarts++
+	return r.start()
+}
+
+func (r *restartable) config(scenario string) loadtest.Config {
+	return loadtest.Config{
+		Scenario: scenario, Server: r.cfg.AgentListen, API: "https://" + r.cfg.APIListen, DataDir: r.cfg.DataDir,
+		Password: "correct horse battery staple", Agents: harnessAgents, Ramp: 2000, Settle: 100 * time.Millisecond,
+		Duration: 2 * time.Second, PackagesMin: 200, PackagesMax: 400, CacheDir: filepath.Join(filepath.Dir(r.cfg.DataDir), "cache"),
+		StormTimeout: 60 * time.Second, WakeTimeout: 20 * time.Second,
+	}
+}
+
+func startEcho(t *testing.T, dataDir string) *mserver.Echo {
+	t.Helper()
+	e, err := mserver.NewEcho(mserver.EchoConfig{DataDir: dataDir, Listen: "127.0.0.1:0", DebugListen: "127.0.0.1:0",
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Connected != 100 || rep.Errors != 0 {
-		t.Fatalf("connected %d, errors %d", rep.Connected, rep.Errors)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		e.Close()
+	})
+	return e
+}
+
+func runHarness(t *testing.T, cfg loadtest.Config) *loadtest.Report {
+	t.Helper()
+	rep, err := loadtest.Run(t.Context(), cfg)
+	if err != nil {
+		t.Fatalf("%s: %v (report %+v)", cfg.Scenario, err, rep)
 	}
-	if rep.BytesPerCheckIn <= 0 || rep.BytesPerCheckIn > 500 {
-		t.Errorf("bytes per no-change check-in %.0f, want (0, 500]", rep.BytesPerCheckIn)
+	var table strings.Builder
+	rep.WriteTable(&table)
+	t.Log("\n" + table.String())
+	if rep.Connected != harnessAgents || rep.Errors != 0 || rep.GaveUp != 0 {
+		t.Fatalf("%s: connected %d of %d, errors %d %v, gave up %d", cfg.Scenario, rep.Connected, harnessAgents, rep.Errors, rep.ErrorsByKind, rep.GaveUp)
 	}
+	if rep.ServerRSS <= 0 && cfg.Scenario != loadtest.Echo {
+		t.Errorf("%s: no server RSS reading", cfg.Scenario)
+	}
+	return rep
+}
+
+func checkCheckIns(t *testing.T, rep *loadtest.Report) {
+	t.Helper()
+	if rep.CheckIns == 0 || rep.CheckInsPerSec <= 0 {
+		t.Fatalf("%s: no check-ins measured: %+v", rep.Scenario, rep)
+	}
+	if rep.P50ms <= 0 || rep.P95ms < rep.P50ms || rep.P99ms < rep.P95ms || rep.Maxms < rep.P99ms {
+		t.Errorf("%s: latency percentiles out of order: p50 %.2f p95 %.2f p99 %.2f max %.2f", rep.Scenario, rep.P50ms, rep.P95ms, rep.P99ms, rep.Maxms)
+	}
+	if rep.BytesPerCheckIn <= 0 || rep.BytesPerCheckIn > 500 || rep.BytesPerCheckInUp <= 0 || rep.BytesPerCheckInDn <= 0 {
+		t.Errorf("%s: bytes per no-change check-in %.0f (%.0f up, %.0f down), want within (0, 500]", rep.Scenario,
+			rep.BytesPerCheckIn, rep.BytesPerCheckInUp, rep.BytesPerCheckInDn)
+	}
+}
+
+func TestLoadtest_SteadyAsFastAsAnsweredWithEchoBaseline(t *testing.T) {
+	t.Parallel()
+	srv := startRestartable(t, nil)
+	echo := startEcho(t, srv.cfg.DataDir)
+	cfg := srv.config(loadtest.Steady)
+	cfg.Interval = 0 // closed loop: capacity
+	cfg.InFlight = 32
+	cfg.EchoServer, cfg.EchoDebugURL = echo.Addr(), "http://"+echo.DebugAddr()
+	rep := runHarness(t, cfg)
+	checkCheckIns(t, rep)
 	if rep.FirstCheckInBytes <= rep.BytesPerCheckIn {
 		t.Errorf("first check-in %.0f bytes is not larger than a no-change one (%.0f)", rep.FirstCheckInBytes, rep.BytesPerCheckIn)
 	}
-	if rep.P50ms <= 0 || rep.P99ms < rep.P50ms || rep.WakeupP50ms <= 0 || rep.WakeupMaxms < rep.WakeupP99ms {
-		t.Errorf("latency figures out of order: %+v", rep)
+	if rep.Echo == nil || rep.Echo.Connected != harnessAgents || rep.Echo.Errors != 0 {
+		t.Fatalf("echo run: %+v", rep.Echo)
 	}
-	waitFor(t, 5*time.Second, "all simulated agents offline after the run", func() (bool, string) {
-		_, online := p.api.computers(t, "status=online")
-		return online == 0, fmtCounts(map[string]int{"online": online})
-	})
-	if _, total := p.api.computers(t, ""); total != 100 {
-		t.Errorf("%d computers enrolled, want 100", total)
+	checkCheckIns(t, rep.Echo)
+	if rep.EchoRatio <= 0 || rep.EchoRatio != rep.CheckInsPerSec/rep.Echo.CheckInsPerSec {
+		t.Errorf("echo ratio %.3f, server %.0f/s, echo %.0f/s", rep.EchoRatio, rep.CheckInsPerSec, rep.Echo.CheckInsPerSec)
 	}
+	if rep.ServerCPUSeconds <= 0 || rep.Echo.ServerCPUSeconds <= 0 {
+		t.Errorf("CPU not measured: server %.2fs, echo %.2fs", rep.ServerCPUSeconds, rep.Echo.ServerCPUSeconds)
+	}
+}
+
+func TestLoadtest_SteadyOnAnIntervalChecksInAtThatRate(t *testing.T) {
+	t.Parallel()
+	srv := startRestartable(t, nil)
+	cfg := srv.config(loadtest.Steady)
+	cfg.Interval, cfg.Duration = 500*time.Millisecond, 3*time.Second
+	rep := runHarness(t, cfg)
+	checkCheckIns(t, rep)
+	want := float64(harnessAgents) / cfg.Interval.Seconds() // 400/s
+	if rep.CheckInsPerSec < 0.6*want || rep.CheckInsPerSec > 1.3*want {
+		t.Errorf("%.0f check-ins/s, want about %.0f (%d agents every %s)", rep.CheckInsPerSec, want, harnessAgents, cfg.Interval)
+	}
+}
+
+func TestLoadtest_ChurnStoresChangedSoftwareLists(t *testing.T) {
+	t.Parallel()
+	srv := startRestartable(t, nil)
+	cfg := srv.config(loadtest.Churn)
+	cfg.Interval, cfg.Duration = 250*time.Millisecond, 3*time.Second
+	cfg.ChangeRate = 60 // each agent about once a second
+	rep := runHarness(t, cfg)
+	checkCheckIns(t, rep)
+	if rep.ChangedCheckIns < harnessAgents/4 || rep.ChangedP50ms <= 0 || rep.BytesPerChanged <= rep.BytesPerCheckIn {
+		t.Errorf("churn: %d changed check-ins (p50 %.2f ms, %.0f bytes each)", rep.ChangedCheckIns, rep.ChangedP50ms, rep.BytesPerChanged)
+	}
+}
+
+func TestLoadtest_WakeupFanoutReachesEveryAgent(t *testing.T) {
+	t.Parallel()
+	srv := startRestartable(t, nil)
+	rep := runHarness(t, srv.config(loadtest.WakeupFanout))
+	if rep.WakeupRequested != harnessAgents || rep.WakeupMissed != 0 {
+		t.Fatalf("wake-up: requested %d, missed %d", rep.WakeupRequested, rep.WakeupMissed)
+	}
+	if rep.WakeupAllSeconds <= 0 || rep.WakeupAllSeconds > 10 || rep.WakeupP50ms > rep.WakeupMaxms {
+		t.Errorf("wake-up figures: all in %.2fs, p50 %.1f ms, max %.1f ms", rep.WakeupAllSeconds, rep.WakeupP50ms, rep.WakeupMaxms)
+	}
+}
+
+// After a restart every agent comes back, and on abbreviated handshakes:
+// the session ticket keys survive the restart in the data directory.
+func TestLoadtest_ReconnectStormAllBackOnResumedSessions(t *testing.T) {
+	t.Parallel()
+	srv := startRestartable(t, nil)
+	cfg := srv.config(loadtest.ReconnectStorm)
+	cfg.Restart = srv.restart
+	rep := runHarness(t, cfg)
+	if srv.restarts != 1 || rep.StormBack != harnessAgents || rep.StormAllBackSecs <= 0 {
+		t.Fatalf("storm: %d restarts, %d back in %.1fs", srv.restarts, rep.StormBack, rep.StormAllBackSecs)
+	}
+	if rep.ResumedFraction < 0.95 || rep.ServerCounters["handshakes_resumed"] < 0.95*harnessAgents {
+		t.Errorf("only %.0f%% of reconnects resumed their TLS session (server: %v)", 100*rep.ResumedFraction, rep.ServerCounters)
+	}
+}
+
+// With room for one session setup at a time the server sheds the storm with
+// RetryLater, and every agent still comes back.
+func TestLoadtest_ReconnectStormShedWithRetryLaterNobodyGivesUp(t *testing.T) {
+	t.Parallel()
+	srv := startRestartable(t, func(c *mserver.Config) { c.MaxSessionSetups = 1 })
+	cfg := srv.config(loadtest.ReconnectStorm)
+	cfg.Restart = srv.restart
+	rep := runHarness(t, cfg)
+	if rep.StormBack != harnessAgents {
+		t.Fatalf("storm: %d of %d back", rep.StormBack, harnessAgents)
+	}
+	if rep.RetryLater == 0 || rep.ServerCounters["sessions_retry_later"] == 0 {
+		t.Errorf("no RetryLater during the storm (agents %d, server %v)", rep.RetryLater, rep.ServerCounters)
+	}
+}
+
+func TestLoadtest_EchoScenarioAloneMeasuresTheBaseline(t *testing.T) {
+	t.Parallel()
+	srv := startRestartable(t, nil)
+	echo := startEcho(t, srv.cfg.DataDir)
+	cfg := srv.config(loadtest.Echo)
+	cfg.EchoServer, cfg.EchoDebugURL = echo.Addr(), "http://"+echo.DebugAddr()
+	cfg.Interval = 0
+	cfg.InFlight = 32
+	rep := runHarness(t, cfg)
+	checkCheckIns(t, rep)
 }

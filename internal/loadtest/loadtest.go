@@ -1,268 +1,959 @@
 // Package loadtest simulates many agents speaking the real agent protocol
 // over real mTLS connections against one server, and measures what the
-// server pays for them: memory per idle connection, bytes on the wire per
-// no-change check-in, check-in and wake-up latency.
+// server pays for them. See docs/benchmarks.md for the scenarios, the
+// figures and how they were taken.
 //
-// Each simulated agent is a real agent.Direct client with its own TLS
-// connection and a synthetic inventory; identities are cached on disk so a
-// large run enrolls only once.
+// Each simulated agent is a real agent.Direct client (its own gRPC
+// connection, TLS session cache and client certificate) with a synthetic
+// inventory (varied operating systems and interfaces, 200-2,000 packages),
+// driven with the agent's own reconnection policy. Identities are enrolled
+// once and cached on disk, so large runs start fast.
+//
+// Scenarios:
+//   - steady: N agents check in every Interval (±Jitter) for Duration; with
+//     Interval 0 the fleet checks in as fast as the server answers
+//     (InFlight check-ins outstanding), which measures capacity.
+//   - churn: steady, with ChangeRate of the agents changing their software
+//     list per minute.
+//   - wakeup-fanout: the whole group "All" is woken through the API; the
+//     time until every agent has replicated.
+//   - reconnect-storm: the server is restarted (Restart); the time until
+//     every agent has a session again, and how many gave up.
+//   - echo: steady against the echo endpoint EchoServer (server.Echo: the
+//     same protocol stack doing no work) — the ceiling of the machine. With
+//     EchoServer set, steady and churn run the same loop against it after
+//     the server and report echo_ratio.
 package loadtest
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
-	"net"
 	"net/http"
-	"net/http/cookiejar"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/mamori/mamori/internal/agent"
-	"github.com/mamori/mamori/internal/agent/inventory"
 	"github.com/mamori/mamori/internal/agentproto"
+	"github.com/mamori/mamori/internal/errcode"
 	"github.com/mamori/mamori/internal/pki"
-	"github.com/mamori/mamori/internal/sectionzip"
 )
 
-// Config describes a run.
+// Scenarios.
+const (
+	Steady         = "steady"
+	ReconnectStorm = "reconnect-storm"
+	WakeupFanout   = "wakeup-fanout"
+	Churn          = "churn"
+	Echo           = "echo"
+)
+
+// Config describes a run. Zero values take the documented defaults.
 type Config struct {
-	Server   string // agent listener HOST:PORT
-	API      string // https://HOST:PORT
-	DataDir  string // the server's data directory: CA, admin password
-	Password string // admin password; default read from DataDir
-	Agents   int
-	Ramp     int           // new connections per second; default 500
-	Settle   time.Duration // wait before reading idle memory; default 10s
-	CheckIns int           // no-change check-ins per agent to measure; default 5
-	Wakeups  int           // wake-ups to time; default 200
-	Packages int           // packages in the synthetic inventory; default 800
-	CacheDir string        // identity cache; default DataDir/../loadtest-cache
-	// PprofURL is the server's --debug-listen base URL; when set, the server
-	// is made to collect garbage before each memory reading, so per-agent
-	// figures are live memory, not garbage awaiting collection.
+	// Scenario is one of steady (default), reconnect-storm, wakeup-fanout,
+	// churn, echo.
+	Scenario string
+	// Server is the server's agent endpoint HOST:PORT (the echo scenario
+	// uses it only to enroll identities it does not have yet).
+	Server string
+	// EchoServer is an echo endpoint (mamori-loadtest echo-server): the
+	// target of the echo scenario; with steady or churn the same loop runs
+	// against it after the server and the report carries echo_ratio.
+	// EchoDebugURL is its --debug-listen base URL (memory and CPU).
+	EchoServer, EchoDebugURL string
+	// API is the server's https://HOST:PORT: enrollment tokens, wake-ups,
+	// /metrics. Not needed by the echo scenario with cached identities.
+	API string
+	// DataDir is the server's data directory (its CA certificate, and the
+	// initial admin password unless Password is set). CAFile may name the
+	// CA certificate instead.
+	DataDir, CAFile string
+	// Password is the admin password (default: DataDir/initial-admin-password).
+	Password string
+	// Token is an enrollment token to use instead of creating one.
+	Token string
+	// Agents is the number of simulated agents. Required.
+	Agents int
+	// Ramp is the number of new connections per second; default 500.
+	Ramp int
+	// Duration of the measured part of steady, churn and echo; default 30s.
+	Duration time.Duration
+	// Interval between check-ins of each agent, ±Jitter (default 0.1); 0
+	// means none for wakeup-fanout and reconnect-storm, and "as fast as
+	// the server answers" for steady, churn and echo, with InFlight
+	// (default 256) check-ins outstanding across the fleet.
+	Interval time.Duration
+	Jitter   float64
+	InFlight int
+	// Settle is the wait after connecting before the idle memory reading;
+	// default 10s.
+	Settle time.Duration
+	// ChangeRate is, for churn, the fraction of agents that change their
+	// software list per minute; default 0.1. ChangePackages is how much of
+	// the list one change touches: a fraction of the packages when below
+	// 1, else a number of packages; default 3.
+	ChangeRate, ChangePackages float64
+	// PackagesMin/PackagesMax bound the packages of each synthetic
+	// inventory; defaults 200 and 2000.
+	PackagesMin, PackagesMax int
+	// Restart restarts the server for reconnect-storm and returns when
+	// the command to do so has finished (RestartCommand builds one from a
+	// shell command).
+	Restart func(ctx context.Context) error
+	// StormTimeout is how long agents have to come back after a restart
+	// before they count as given up; default 3m. WakeTimeout is the same
+	// for wakeup-fanout; default 60s.
+	StormTimeout, WakeTimeout time.Duration
+	// SourceAddrs are local addresses to connect from, round-robin (e.g.
+	// 127.0.0.2, 127.0.0.3): each source/destination pair has ~28,000
+	// ephemeral ports.
+	SourceAddrs []string
+	// CacheDir holds enrolled identities; default DataDir/../loadtest-cache.
+	CacheDir string
+	// PprofURL is the server's --debug-listen base URL; when set, the
+	// server collects garbage before each memory reading.
 	PprofURL string
-	Log      io.Writer
+	// ProfileDir, with PprofURL, receives the server's profiles: its heap
+	// once idle, and its CPU during the measured part (file names say
+	// which scenario and target).
+	ProfileDir string
+	// Log receives progress lines; default discarded.
+	Log io.Writer
 }
 
-// Report holds the results (JSON keys are stable).
-type Report struct {
-	Agents                int     `json:"agents"`
-	Connected             int     `json:"connected"`
-	Errors                int     `json:"errors"`
-	ConnectSeconds        float64 `json:"connect_seconds"`
-	ServerRSSBaseline     float64 `json:"server_rss_baseline_bytes"`
-	ServerRSS             float64 `json:"server_rss_bytes"`
-	ServerRSSPerAgent     float64 `json:"server_rss_per_agent_bytes"`
-	ServerHeapPerAgent    float64 `json:"server_heap_per_agent_bytes"`
-	ServerStackPerAgent   float64 `json:"server_stack_per_agent_bytes"`
-	ServerGoroutinesAgent float64 `json:"server_goroutines_per_agent"`
-	FirstCheckInBytes     float64 `json:"first_check_in_bytes"`
-	BytesPerCheckInUp     float64 `json:"bytes_per_checkin_up"`
-	BytesPerCheckInDown   float64 `json:"bytes_per_checkin_down"`
-	BytesPerCheckIn       float64 `json:"bytes_per_checkin"`
-	CheckInsPerSec        float64 `json:"checkins_per_sec"`
-	P50ms                 float64 `json:"p50_ms"`
-	P99ms                 float64 `json:"p99_ms"`
-	WakeupP50ms           float64 `json:"wakeup_p50_ms"`
-	WakeupP99ms           float64 `json:"wakeup_p99_ms"`
-	WakeupMaxms           float64 `json:"wakeup_max_ms"`
+// RestartCommand returns a Restart function that runs a shell command.
+func RestartCommand(command string) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		out, err := execShell(ctx, command)
+		if err != nil {
+			return fmt.Errorf("restart command: %w: %s", err, strings.TrimSpace(out))
+		}
+		return nil
+	}
 }
 
-type sim struct {
-	id      *agent.Identity
-	d       *agent.Direct
-	s       *agent.Session
-	in, out atomic.Uint64
-	sendMu  sync.Mutex
-	seq     uint64
-	acks    chan uint64
-	woken   chan time.Time
-}
-
-// Run executes the measurement and returns the report.
-func Run(ctx context.Context, cfg Config) (*Report, error) {
-	if cfg.Agents <= 0 {
-		return nil, errors.New("--agents must be positive")
+func (c *Config) setDefaults() error {
+	if c.Scenario == "" {
+		c.Scenario = Steady
+	}
+	switch c.Scenario {
+	case Steady, Churn, Echo, WakeupFanout, ReconnectStorm:
+	default:
+		return fmt.Errorf("unknown scenario %q (steady, reconnect-storm, wakeup-fanout, churn, echo)", c.Scenario)
+	}
+	if c.Agents <= 0 {
+		return errors.New("--agents must be positive")
+	}
+	if c.Server == "" {
+		return errors.New("--server is required")
 	}
 	def := func(v *int, d int) {
 		if *v <= 0 {
 			*v = d
 		}
 	}
-	def(&cfg.Ramp, 500)
-	def(&cfg.CheckIns, 5)
-	def(&cfg.Wakeups, 200)
-	def(&cfg.Packages, 800)
-	if cfg.Settle == 0 {
-		cfg.Settle = 10 * time.Second
+	defD := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
 	}
-	if cfg.Log == nil {
-		cfg.Log = io.Discard
+	def(&c.Ramp, 500)
+	def(&c.InFlight, 256)
+	def(&c.PackagesMin, 200)
+	def(&c.PackagesMax, 2000)
+	defD(&c.Duration, 30*time.Second)
+	defD(&c.Settle, 10*time.Second)
+	defD(&c.StormTimeout, 3*time.Minute)
+	defD(&c.WakeTimeout, time.Minute)
+	if c.Jitter == 0 {
+		c.Jitter = 0.1
 	}
-	if cfg.CacheDir == "" {
-		cfg.CacheDir = filepath.Join(filepath.Dir(filepath.Clean(cfg.DataDir)), "loadtest-cache")
+	if c.Jitter < 0 || c.Jitter > 0.5 {
+		return errors.New("--jitter must be within [0, 0.5]")
 	}
-	raiseFileLimit()
-	caPEM, err := os.ReadFile(filepath.Join(cfg.DataDir, "ca.crt"))
+	if c.Interval < 0 {
+		return errors.New("--interval must not be negative")
+	}
+	switch c.Scenario {
+	case Churn:
+		if c.ChangeRate == 0 {
+			c.ChangeRate = 0.1
+		}
+	case Echo: // the echo loop may churn too, to mirror a churn run
+	default:
+		c.ChangeRate = 0
+	}
+	if c.ChangeRate < 0 || c.ChangePackages < 0 {
+		return errors.New("--change-rate and --change-packages must not be negative")
+	}
+	if c.ChangePackages == 0 {
+		c.ChangePackages = 3
+	}
+	if c.PackagesMax < c.PackagesMin {
+		return errors.New("--packages-max is below --packages-min")
+	}
+	if c.Scenario == ReconnectStorm && c.Restart == nil {
+		return errors.New("reconnect-storm needs a way to restart the server (--restart-cmd)")
+	}
+	if c.Scenario == Echo && c.EchoServer == "" {
+		return errors.New("the echo scenario needs --echo-server")
+	}
+	if (c.Scenario == WakeupFanout) && c.API == "" {
+		return errors.New("wakeup-fanout needs --api")
+	}
+	if c.Log == nil {
+		c.Log = io.Discard
+	}
+	if c.CacheDir == "" {
+		if c.DataDir == "" {
+			return errors.New("--cache is required without --data")
+		}
+		c.CacheDir = filepath.Join(filepath.Dir(filepath.Clean(c.DataDir)), "loadtest-cache")
+	}
+	return nil
+}
+
+// Report holds the results. JSON keys are stable; docs/benchmarks.md
+// explains each.
+type Report struct {
+	Scenario string `json:"scenario"`
+	Target   string `json:"target"`
+	Agents   int    `json:"agents"`
+	// Connected agents (a session open and its first check-in
+	// acknowledged) at the end of the connect phase; for reconnect-storm,
+	// after the storm.
+	Connected      int            `json:"connected"`
+	ConnectSeconds float64        `json:"connect_seconds"`
+	Errors         int            `json:"errors"`
+	ErrorsByKind   map[string]int `json:"errors_by_kind"`
+	// RetryLater counts explicit back-pressure answers received (not errors).
+	RetryLater int `json:"retry_later"`
+
+	// Check-ins in the measured window (steady, churn, echo).
+	CheckIns           int     `json:"checkins"`
+	CheckInsPerSec     float64 `json:"checkins_per_sec"`
+	ChangedCheckIns    int     `json:"changed_checkins"`
+	P50ms              float64 `json:"p50_ms"`
+	P95ms              float64 `json:"p95_ms"`
+	P99ms              float64 `json:"p99_ms"`
+	Maxms              float64 `json:"max_ms"`
+	ChangedP50ms       float64 `json:"changed_p50_ms,omitempty"`
+	ChangedP99ms       float64 `json:"changed_p99_ms,omitempty"`
+	BytesPerCheckIn    float64 `json:"bytes_per_checkin"`
+	BytesPerCheckInUp  float64 `json:"bytes_per_checkin_up"`
+	BytesPerCheckInDn  float64 `json:"bytes_per_checkin_down"`
+	BytesPerChanged    float64 `json:"bytes_per_changed_checkin,omitempty"`
+	WireBytesPerAgentM float64 `json:"wire_bytes_per_agent_per_minute"`
+	FirstCheckInBytes  float64 `json:"first_checkin_bytes"`
+
+	// Wake-up: from the API request until each agent's answering
+	// check-in was acknowledged.
+	WakeupRequested  int     `json:"wakeup_requested,omitempty"`
+	WakeupP50ms      float64 `json:"wakeup_p50_ms,omitempty"`
+	WakeupP95ms      float64 `json:"wakeup_p95_ms,omitempty"`
+	WakeupP99ms      float64 `json:"wakeup_p99_ms,omitempty"`
+	WakeupMaxms      float64 `json:"wakeup_max_ms,omitempty"`
+	WakeupAllSeconds float64 `json:"wakeup_all_seconds,omitempty"`
+	WakeupMissed     int     `json:"wakeup_missed"`
+
+	// Reconnect storm: from the start of the restart.
+	RestartSeconds   float64 `json:"restart_seconds,omitempty"`
+	StormAllBackSecs float64 `json:"storm_all_back_seconds,omitempty"`
+	StormP50Secs     float64 `json:"storm_p50_seconds,omitempty"`
+	StormP99Secs     float64 `json:"storm_p99_seconds,omitempty"`
+	StormBack        int     `json:"storm_back,omitempty"`
+	GaveUp           int     `json:"gave_up"`
+	ResumedFraction  float64 `json:"tls_resumed_fraction,omitempty"`
+
+	// Server process (from its /metrics): RSS at the end, per idle agent
+	// after garbage collection, CPU during the measured part.
+	ServerRSS             float64 `json:"server_rss_bytes"`
+	ServerRSSBaseline     float64 `json:"server_rss_baseline_bytes"`
+	ServerRSSPerAgent     float64 `json:"server_rss_per_agent_bytes"`
+	ServerHeapPerAgent    float64 `json:"server_heap_per_agent_bytes"`
+	ServerStackPerAgent   float64 `json:"server_stack_per_agent_bytes"`
+	ServerGoroutinesAgent float64 `json:"server_goroutines_per_agent"`
+	ServerCPUSeconds      float64 `json:"server_cpu_seconds"`
+	// ServerCounters are the server's handshake and session counters at
+	// the end (TLS handshakes full/resumed/shed/..., RetryLater sent).
+	ServerCounters  map[string]float64 `json:"server_counters,omitempty"`
+	ServerCPUCores  float64            `json:"server_cpu_cores"`
+	ClientCPUCores  float64            `json:"client_cpu_cores"`
+	MeasuredSeconds float64            `json:"measured_seconds"`
+	// MachineLoad is the 1-minute load average at the start and the end
+	// of the measured part: the machine is shared, so say how busy it was.
+	MachineLoad [2]float64 `json:"machine_load_1m"`
+
+	// Echo holds the same loop against the echo endpoint, and EchoRatio
+	// is checkins_per_sec divided by the echo's.
+	Echo      *Report `json:"echo,omitempty"`
+	EchoRatio float64 `json:"echo_ratio,omitempty"`
+}
+
+// env is what every phase needs.
+type env struct {
+	cfg       *Config
+	ca        *x509.Certificate
+	api       *apiClient
+	ids       []*agentIdentity
+	serverMet *metricsSource
+	echoMet   *metricsSource
+}
+
+// Run executes cfg's scenario and returns the report.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	limit := raiseFileLimit()
+	if need := uint64(cfg.Agents) + 256; limit > 0 && need > limit {
+		return nil, fmt.Errorf("%d agents need about %d open files but this process may have %d: "+
+			"run several mamori-loadtest processes (see docs/benchmarks.md)", cfg.Agents, need, limit)
+	}
+	e, err := newEnv(ctx, &cfg)
+	if err != nil {
+		return nil, err
+	}
+	switch cfg.Scenario {
+	case Steady, Churn:
+		rep, err := runSteady(ctx, e, cfg.Server, e.serverMet, cfg.PprofURL != "")
+		if err != nil || cfg.EchoServer == "" {
+			return rep, err
+		}
+		fmt.Fprintf(cfg.Log, "same loop against the echo endpoint %s\n", cfg.EchoServer)
+		echo, err := runSteady(ctx, e, cfg.EchoServer, e.echoMet, cfg.EchoDebugURL != "")
+		if err != nil {
+			return rep, fmt.Errorf("echo run: %w", err)
+		}
+		echo.Scenario = Echo
+		rep.Echo = echo
+		if echo.CheckInsPerSec > 0 {
+			rep.EchoRatio = rep.CheckInsPerSec / echo.CheckInsPerSec
+		}
+		return rep, nil
+	case Echo:
+		return runSteady(ctx, e, cfg.EchoServer, e.echoMet, cfg.EchoDebugURL != "")
+	case WakeupFanout:
+		return runFanout(ctx, e)
+	case ReconnectStorm:
+		return runStorm(ctx, e)
+	}
+	return nil, fmt.Errorf("unknown scenario %q", cfg.Scenario)
+}
+
+func newEnv(ctx context.Context, cfg *Config) (*env, error) {
+	e := &env{cfg: cfg}
+	caPath := cfg.CAFile
+	if caPath == "" && cfg.DataDir != "" {
+		caPath = filepath.Join(cfg.DataDir, "ca.crt")
+	}
+	if caPath == "" {
+		return nil, errors.New("the server's CA certificate is needed: --data DIR or --ca-file FILE")
+	}
+	caPEM, err := os.ReadFile(caPath)
 	if err != nil {
 		return nil, fmt.Errorf("reading the server CA: %w", err)
 	}
-	ca, err := pki.ParseCertPEM(caPEM)
-	if err != nil {
+	if e.ca, err = pki.ParseCertPEM(caPEM); err != nil {
 		return nil, err
 	}
-	if cfg.Password == "" {
-		b, err := os.ReadFile(filepath.Join(cfg.DataDir, "initial-admin-password"))
-		if err != nil {
-			return nil, fmt.Errorf("admin password: set MAMORI_ADMIN_PASSWORD or keep DATA/initial-admin-password: %w", err)
+	if cfg.API != "" {
+		pw := cfg.Password
+		if pw == "" && cfg.DataDir != "" {
+			if b, err := os.ReadFile(filepath.Join(cfg.DataDir, "initial-admin-password")); err == nil {
+				pw = strings.TrimSpace(string(b))
+			}
 		}
-		cfg.Password = strings.TrimSpace(string(b))
+		e.api = newAPI(cfg.API, e.ca, pw)
+		e.serverMet = &metricsSource{url: strings.TrimSuffix(cfg.API, "/") + "/metrics", gcURL: strings.TrimSuffix(cfg.PprofURL, "/"), c: e.api.c}
 	}
-	api, err := newAPI(cfg.API, ca, cfg.Password)
-	if err != nil {
+	if cfg.EchoDebugURL != "" {
+		u := strings.TrimSuffix(cfg.EchoDebugURL, "/")
+		e.echoMet = &metricsSource{url: u + "/metrics", gcURL: u, c: http.DefaultClient}
+	}
+	if e.ids, err = identities(ctx, cfg, e.ca, e.api); err != nil {
 		return nil, err
 	}
-	ids, err := identities(ctx, cfg, ca, api)
-	if err != nil {
-		return nil, err
+	return e, nil
+}
+
+// fleet is N simulated agents against one target.
+type fleet struct {
+	cfg    *Config
+	env    *env
+	target string
+	sims   []*sim
+	up     atomic.Int64 // agents with an open session whose first check-in was acknowledged
+	// periodic is closed when the agents start their periodic check-ins:
+	// after everyone has connected and the idle memory was read, so the
+	// connect phase measures connecting and the steady phase a steady state.
+	periodic     chan struct{}
+	periodicOnce sync.Once
+	rec          recorder
+	errs         errCounter
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func newFleet(e *env, target string) (*fleet, error) {
+	f := &fleet{cfg: e.cfg, env: e, target: target, periodic: make(chan struct{})}
+	for i, id := range e.ids {
+		s, err := newSim(f, i, id)
+		if err != nil {
+			return nil, err
+		}
+		f.sims = append(f.sims, s)
 	}
-	rep := &Report{Agents: cfg.Agents}
-	api.pprof = strings.TrimSuffix(cfg.PprofURL, "/")
-	base, err := api.metrics()
+	return f, nil
+}
+
+// connect starts every agent at the ramp rate and waits until all are
+// connected (or until a generous deadline); it returns the time taken.
+func (f *fleet) connect(ctx context.Context) time.Duration {
+	fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	f.cancel = cancel
+	start := time.Now()
+	tick := time.NewTicker(time.Second / time.Duration(f.cfg.Ramp))
+	defer tick.Stop()
+	for _, s := range f.sims {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return time.Since(start)
+		}
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			s.run(fctx)
+		}()
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for int(f.up.Load()) < len(f.sims) && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// startPeriodic lets the agents begin their periodic check-ins.
+func (f *fleet) startPeriodic() { f.periodicOnce.Do(func() { close(f.periodic) }) }
+
+// stop ends every agent's session and connection.
+func (f *fleet) stop() {
+	if f.cancel != nil {
+		f.cancel()
+	}
+	f.wg.Wait()
+	var wg sync.WaitGroup
+	for _, s := range f.sims {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.close() }()
+	}
+	wg.Wait()
+}
+
+func (f *fleet) jittered() time.Duration {
+	iv := float64(f.cfg.Interval)
+	return time.Duration(iv + (rand.Float64()*2-1)*iv*f.cfg.Jitter)
+}
+
+// changeGap is the time until an agent's next software change: exponential
+// with a mean of one minute divided by the change rate.
+func (f *fleet) changeGap() time.Duration {
+	return time.Duration(rand.ExpFloat64() * float64(time.Minute) / f.cfg.ChangeRate)
+}
+
+func (f *fleet) bytes() (in, out uint64) {
+	for _, s := range f.sims {
+		in += s.in.Load()
+		out += s.out.Load()
+	}
+	return in, out
+}
+
+// recorder collects check-in figures while on.
+type recorder struct {
+	on                 atomic.Bool
+	mu                 sync.Mutex
+	lat, latChanged    []time.Duration
+	up, down           uint64 // no-change check-ins
+	changedBytes       uint64
+	firstBytes, firsts uint64
+}
+
+func (r *recorder) checkIn(d time.Duration, in, out uint64, changed bool, reason agentproto.CheckInReason) {
+	if reason == agentproto.CheckInReason_CHECK_IN_REASON_STARTUP {
+		r.mu.Lock()
+		r.firstBytes += in + out
+		r.firsts++
+		r.mu.Unlock()
+		return
+	}
+	if !r.on.Load() {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if changed {
+		r.latChanged = append(r.latChanged, d)
+		r.changedBytes += in + out
+		return
+	}
+	r.lat = append(r.lat, d)
+	r.up += out
+	r.down += in
+}
+
+// errCounter counts failures by kind.
+type errCounter struct {
+	mu sync.Mutex
+	m  map[string]int
+}
+
+func (c *errCounter) add(kind string) {
+	if kind == "" {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]int{}
+	}
+	c.m[kind]++
+}
+
+func (c *errCounter) snapshot() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]int, len(c.m))
+	for k, v := range c.m {
+		out[k] = v
+	}
+	return out
+}
+
+// errKind names a failure for the report.
+func errKind(err error) string {
+	var rl *agent.RetryLaterError
+	switch {
+	case err == nil, errors.Is(err, context.Canceled):
+		return ""
+	case errors.As(err, &rl):
+		return "retry_later"
+	case errors.Is(err, errAckTimeout):
+		return "ack_timeout"
+	case errors.Is(err, errNotConnected):
+		return "not_connected"
+	}
+	msg := errcode.Message(err)
+	switch {
+	case strings.Contains(msg, "connection refused"):
+		return "connection_refused"
+	case strings.Contains(msg, "handshake"), strings.Contains(msg, "tls:"):
+		return "tls_handshake"
+	case strings.Contains(msg, "closed the session"), strings.Contains(msg, "EOF"), strings.Contains(msg, "connection reset"),
+		strings.Contains(msg, "error reading from server"), strings.Contains(msg, "transport is closing"):
+		return "connection_lost"
+	case strings.Contains(msg, "deadline exceeded"), strings.Contains(msg, "timed out"), strings.Contains(msg, "timeout"):
+		return "timeout"
+	}
+	return string(errcode.Of(err))
+}
+
+// tally moves the error counts into the report: retry_later is
+// back-pressure, not an error.
+func (rep *Report) tally(m map[string]int) {
+	rep.ErrorsByKind = m
+	rep.Errors = 0
+	for k, v := range m {
+		if strings.HasSuffix(k, "retry_later") {
+			rep.RetryLater += v
+			continue
+		}
+		rep.Errors += v
+	}
+}
+
+// connectPhase builds a fleet against target, reads the memory baseline,
+// connects every agent and reads idle memory after the settle time.
+func connectPhase(ctx context.Context, e *env, target string, met *metricsSource, gc bool, rep *Report) (*fleet, map[string]float64, error) {
+	cfg := e.cfg
+	f, err := newFleet(e, target)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	base, err := met.read(gc)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading the target's metrics: %w", err)
 	}
 	rep.ServerRSSBaseline = base["process_resident_memory_bytes"]
+	fmt.Fprintf(cfg.Log, "%s: connecting %d agents to %s at %d/s\n", cfg.Scenario, len(f.sims), target, cfg.Ramp)
+	rep.ConnectSeconds = f.connect(ctx).Seconds()
+	rep.Connected = int(f.up.Load())
+	if f.rec.firsts > 0 {
+		rep.FirstCheckInBytes = float64(f.rec.firstBytes) / float64(f.rec.firsts)
+	}
+	fmt.Fprintf(cfg.Log, "%d/%d connected in %.1fs; settling %s\n", rep.Connected, len(f.sims), rep.ConnectSeconds, cfg.Settle)
+	if rep.Connected == 0 {
+		f.stop()
+		rep.tally(f.errs.snapshot())
+		return nil, nil, fmt.Errorf("no agent connected (%v)", rep.ErrorsByKind)
+	}
+	sleep(ctx, cfg.Settle)
+	idle, err := met.read(gc)
+	if err != nil {
+		f.stop()
+		return nil, nil, err
+	}
+	if len(idle) > 0 {
+		n := float64(rep.Connected)
+		rep.ServerRSS = idle["process_resident_memory_bytes"]
+		rep.ServerRSSPerAgent = (idle["process_resident_memory_bytes"] - base["process_resident_memory_bytes"]) / n
+		rep.ServerHeapPerAgent = (idle["go_memstats_heap_alloc_bytes"] - base["go_memstats_heap_alloc_bytes"]) / n
+		rep.ServerStackPerAgent = (idle["go_memstats_stack_inuse_bytes"] - base["go_memstats_stack_inuse_bytes"]) / n
+		rep.ServerGoroutinesAgent = (idle["go_goroutines"] - base["go_goroutines"]) / n
+	}
+	return f, idle, nil
+}
 
-	// Connect with a controlled ramp; each agent replicates once in full.
-	sims := make([]*sim, len(ids))
+// profile saves the target's CPU profile over the next d (in the
+// background; wait on the returned channel), or does nothing without a
+// profile directory or pprof URL.
+func profile(cfg *Config, base, name string, d time.Duration) <-chan struct{} {
+	done := make(chan struct{})
+	if cfg.ProfileDir == "" || base == "" {
+		close(done)
+		return done
+	}
+	go func() {
+		defer close(done)
+		secs := max(1, int(d.Seconds()))
+		saveURL(cfg, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", strings.TrimSuffix(base, "/"), secs), name+".cpu.pprof")
+	}()
+	return done
+}
+
+// heapProfile saves the target's heap profile (after a collection).
+func heapProfile(cfg *Config, base, name string) {
+	if cfg.ProfileDir != "" && base != "" {
+		saveURL(cfg, strings.TrimSuffix(base, "/")+"/debug/pprof/heap?gc=1", name+".heap.pprof")
+	}
+}
+
+func saveURL(cfg *Config, url, file string) {
+	c := &http.Client{Timeout: 2 * time.Minute}
+	resp, err := c.Get(url)
+	if err != nil {
+		fmt.Fprintf(cfg.Log, "profile %s: %v\n", file, err)
+		return
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	os.MkdirAll(cfg.ProfileDir, 0o755)
+	path := filepath.Join(cfg.ProfileDir, cfg.Scenario+"-"+file)
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		fmt.Fprintf(cfg.Log, "profile %s: %v\n", file, err)
+	}
+}
+
+// pprofBase is the debug URL of a target.
+func (e *env) pprofBase(target string) string {
+	if target == e.cfg.EchoServer {
+		return e.cfg.EchoDebugURL
+	}
+	return e.cfg.PprofURL
+}
+
+// runSteady: steady, churn and echo.
+func runSteady(ctx context.Context, e *env, target string, met *metricsSource, gc bool) (*Report, error) {
+	cfg := e.cfg
+	rep := &Report{Scenario: cfg.Scenario, Target: target, Agents: cfg.Agents}
+	f, before, err := connectPhase(ctx, e, target, met, gc, rep)
+	if err != nil {
+		return rep, err
+	}
+	defer f.stop()
+	connectErrs := f.errs.snapshot()
+	f.errs = errCounter{}
+	who := "server"
+	if target == cfg.EchoServer {
+		who = "echo"
+	}
+	heapProfile(cfg, e.pprofBase(target), who+"-idle")
+	profiled := profile(cfg, e.pprofBase(target), who, min(cfg.Duration-time.Second, 30*time.Second))
+
+	in0, out0 := f.bytes()
+	cpu0 := clientCPU()
+	rep.MachineLoad[0] = loadAverage()
+	f.rec.on.Store(true)
 	start := time.Now()
-	tick := time.NewTicker(time.Second / time.Duration(cfg.Ramp))
+	f.startPeriodic()
+	mode := fmt.Sprintf("every %s ±%.0f%%", cfg.Interval, cfg.Jitter*100)
+	if cfg.Interval == 0 {
+		mode = fmt.Sprintf("as fast as answered, %d in flight", cfg.InFlight)
+	}
+	fmt.Fprintf(cfg.Log, "measuring %s: check-ins %s\n", cfg.Duration, mode)
+	if cfg.Interval == 0 {
+		closedLoop(ctx, f, cfg.Duration)
+	} else {
+		sleep(ctx, cfg.Duration)
+	}
+	f.rec.on.Store(false)
+	el := time.Since(start)
+	<-profiled
+	in1, out1 := f.bytes()
+	after, err := met.read(false)
+	if err != nil {
+		return rep, err
+	}
+	rep.MeasuredSeconds = el.Seconds()
+	rep.ClientCPUCores = (clientCPU() - cpu0).Seconds() / el.Seconds()
+	rep.MachineLoad[1] = loadAverage()
+	serverFigures(rep, before, after, el)
+
+	f.rec.mu.Lock()
+	rep.CheckIns = len(f.rec.lat) + len(f.rec.latChanged)
+	rep.ChangedCheckIns = len(f.rec.latChanged)
+	rep.CheckInsPerSec = float64(rep.CheckIns) / el.Seconds()
+	all := append(slices.Clone(f.rec.lat), f.rec.latChanged...)
+	rep.P50ms, rep.P95ms, rep.P99ms, rep.Maxms = pct(all, 50), pct(all, 95), pct(all, 99), pct(all, 100)
+	if n := len(f.rec.lat); n > 0 {
+		rep.BytesPerCheckInUp = float64(f.rec.up) / float64(n)
+		rep.BytesPerCheckInDn = float64(f.rec.down) / float64(n)
+		rep.BytesPerCheckIn = rep.BytesPerCheckInUp + rep.BytesPerCheckInDn
+	}
+	if n := len(f.rec.latChanged); n > 0 {
+		rep.ChangedP50ms, rep.ChangedP99ms = pct(f.rec.latChanged, 50), pct(f.rec.latChanged, 99)
+		rep.BytesPerChanged = float64(f.rec.changedBytes) / float64(n)
+	}
+	f.rec.mu.Unlock()
+	rep.WireBytesPerAgentM = float64(in1-in0+out1-out0) / float64(len(f.sims)) / el.Minutes()
+	errs := f.errs.snapshot()
+	for k, v := range connectErrs {
+		errs["connect:"+k] += v
+	}
+	rep.tally(errs)
+	return rep, nil
+}
+
+// closedLoop keeps cfg.InFlight check-ins outstanding across the fleet for
+// d: each worker checks in the next connected agent as soon as its
+// previous check-in was acknowledged.
+func closedLoop(ctx context.Context, f *fleet, d time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var next atomic.Uint64
 	var wg sync.WaitGroup
-	var errs atomic.Int64
-	var firstBytes atomic.Uint64
-	for i, id := range ids {
-		<-tick.C
+	for range min(f.cfg.InFlight, len(f.sims)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s, err := connect(ctx, id, ca, cfg)
-			if err != nil {
-				errs.Add(1)
-				fmt.Fprintf(cfg.Log, "agent %d: %v\n", i, err)
-				return
+			misses := 0
+			for ctx.Err() == nil {
+				s := f.sims[next.Add(1)%uint64(len(f.sims))]
+				if !s.connected.Load() {
+					if misses++; misses > len(f.sims) {
+						time.Sleep(10 * time.Millisecond)
+						misses = 0
+					}
+					continue
+				}
+				misses = 0
+				if err := s.checkIn(ctx, agentproto.CheckInReason_CHECK_IN_REASON_INTERVAL, ""); err != nil && ctx.Err() == nil {
+					f.errs.add(errKind(err))
+				}
 			}
-			firstBytes.Add(s.in.Load() + s.out.Load())
-			sims[i] = s
 		}()
 	}
-	tick.Stop()
 	wg.Wait()
-	rep.ConnectSeconds = time.Since(start).Seconds()
-	live := slices.DeleteFunc(slices.Clone(sims), func(s *sim) bool { return s == nil })
-	rep.Connected = len(live)
-	rep.Errors = int(errs.Load())
-	if len(live) == 0 {
-		return rep, errors.New("no agent connected")
-	}
-	rep.FirstCheckInBytes = float64(firstBytes.Load()) / float64(len(live))
-	fmt.Fprintf(cfg.Log, "%d/%d connected in %.1fs; settling %s\n", len(live), cfg.Agents, rep.ConnectSeconds, cfg.Settle)
+}
 
-	time.Sleep(cfg.Settle)
-	idle, err := api.metrics()
+// serverFigures adds CPU and RSS from two metric readings.
+func serverFigures(rep *Report, before, after map[string]float64, el time.Duration) {
+	if len(after) == 0 {
+		return
+	}
+	rep.ServerRSS = after["process_resident_memory_bytes"]
+	rep.ServerCPUSeconds = after["process_cpu_seconds_total"] - before["process_cpu_seconds_total"]
+	rep.ServerCPUCores = rep.ServerCPUSeconds / el.Seconds()
+	rep.ServerCounters = serverCounters(after)
+}
+
+// serverCounters picks the handshake and session counters.
+func serverCounters(m map[string]float64) map[string]float64 {
+	out := map[string]float64{}
+	for k, v := range m {
+		if r, ok := strings.CutPrefix(k, `mamori_agent_tls_handshakes_total{result="`); ok {
+			out["handshakes_"+strings.TrimSuffix(r, `"}`)] = v
+		}
+		if r, ok := strings.CutPrefix(k, `mamori_agent_sessions_total{result="`); ok {
+			out["sessions_"+strings.TrimSuffix(r, `"}`)] = v
+		}
+	}
+	return out
+}
+
+// runFanout wakes the group "All" and waits until every agent replicated.
+func runFanout(ctx context.Context, e *env) (*Report, error) {
+	cfg := e.cfg
+	rep := &Report{Scenario: cfg.Scenario, Target: cfg.Server, Agents: cfg.Agents}
+	f, before, err := connectPhase(ctx, e, cfg.Server, e.serverMet, cfg.PprofURL != "", rep)
 	if err != nil {
-		return nil, err
+		return rep, err
 	}
-	n := float64(len(live))
-	rep.ServerRSS = idle["process_resident_memory_bytes"]
-	rep.ServerRSSPerAgent = (idle["process_resident_memory_bytes"] - base["process_resident_memory_bytes"]) / n
-	rep.ServerHeapPerAgent = (idle["go_memstats_heap_alloc_bytes"] - base["go_memstats_heap_alloc_bytes"]) / n
-	rep.ServerStackPerAgent = (idle["go_memstats_stack_inuse_bytes"] - base["go_memstats_stack_inuse_bytes"]) / n
-	rep.ServerGoroutinesAgent = (idle["go_goroutines"] - base["go_goroutines"]) / n
-
-	// No-change check-ins on established connections.
-	var up, down uint64
-	for _, s := range live {
-		up += s.out.Load()
-		down += s.in.Load()
+	defer f.stop()
+	f.startPeriodic()
+	cpu0 := clientCPU()
+	rep.MachineLoad[0] = loadAverage()
+	t0 := time.Now()
+	for _, s := range f.sims {
+		s.wokenAt.Store(0)
 	}
-	lat := make([]time.Duration, 0, len(live)*cfg.CheckIns)
-	var latMu sync.Mutex
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(256)
-	ciStart := time.Now()
-	for _, s := range live {
-		g.Go(func() error {
-			local := make([]time.Duration, 0, cfg.CheckIns)
-			for range cfg.CheckIns {
-				t0 := time.Now()
-				if err := s.checkIn(gctx, nil, ""); err != nil {
-					return err
-				}
-				local = append(local, time.Since(t0))
+	profiled := profile(cfg, cfg.PprofURL, "server", 5*time.Second)
+	defer func() { <-profiled }()
+	n, err := e.api.wakeGroup("All")
+	if err != nil {
+		return rep, err
+	}
+	rep.WakeupRequested = n
+	fmt.Fprintf(cfg.Log, "woke group All: %d connected computers\n", n)
+	deadline := t0.Add(cfg.WakeTimeout)
+	var lat []time.Duration
+	for {
+		lat = lat[:0]
+		for _, s := range f.sims {
+			if w := s.wokenAt.Load(); w > t0.UnixNano() {
+				lat = append(lat, time.Duration(w-t0.UnixNano()))
 			}
-			latMu.Lock()
-			lat = append(lat, local...)
-			latMu.Unlock()
-			return nil
-		})
+		}
+		if len(lat) >= rep.Connected || time.Now().After(deadline) || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	if err := g.Wait(); err != nil {
-		return nil, fmt.Errorf("check-ins: %w", err)
+	el := time.Since(t0)
+	after, err := e.serverMet.read(false)
+	if err != nil {
+		return rep, err
 	}
-	elapsed := time.Since(ciStart)
-	var up2, down2 uint64
-	for _, s := range live {
-		up2 += s.out.Load()
-		down2 += s.in.Load()
+	rep.MeasuredSeconds = el.Seconds()
+	rep.ClientCPUCores = (clientCPU() - cpu0).Seconds() / el.Seconds()
+	rep.MachineLoad[1] = loadAverage()
+	serverFigures(rep, before, after, el)
+	rep.WakeupMissed = rep.Connected - len(lat)
+	rep.WakeupP50ms, rep.WakeupP95ms, rep.WakeupP99ms, rep.WakeupMaxms = pct(lat, 50), pct(lat, 95), pct(lat, 99), pct(lat, 100)
+	rep.WakeupAllSeconds = rep.WakeupMaxms / 1000
+	errs := f.errs.snapshot()
+	if rep.WakeupMissed > 0 {
+		errs["wakeup_missed"] = rep.WakeupMissed
 	}
-	total := float64(len(lat))
-	rep.BytesPerCheckInUp = float64(up2-up) / total
-	rep.BytesPerCheckInDown = float64(down2-down) / total
-	rep.BytesPerCheckIn = rep.BytesPerCheckInUp + rep.BytesPerCheckInDown
-	rep.CheckInsPerSec = total / elapsed.Seconds()
-	rep.P50ms, rep.P99ms = pct(lat, 50), pct(lat, 99)
+	rep.tally(errs)
+	return rep, nil
+}
 
-	// Wake-ups through the API, timed until the agent's answer is acknowledged.
-	wl := make([]time.Duration, 0, cfg.Wakeups)
-	for i := 0; i < cfg.Wakeups; i++ {
-		s := live[rand.IntN(len(live))]
-		t0 := time.Now()
-		if err := api.wake(s.id.ComputerID); err != nil {
-			return nil, err
-		}
-		select {
-		case <-s.woken:
-			wl = append(wl, time.Since(t0))
-		case <-time.After(10 * time.Second):
-			return nil, fmt.Errorf("wake-up of %s not answered within 10s", s.id.ComputerID)
-		}
+// runStorm restarts the server and waits until every agent is back.
+func runStorm(ctx context.Context, e *env) (*Report, error) {
+	cfg := e.cfg
+	rep := &Report{Scenario: cfg.Scenario, Target: cfg.Server, Agents: cfg.Agents}
+	f, _, err := connectPhase(ctx, e, cfg.Server, e.serverMet, cfg.PprofURL != "", rep)
+	if err != nil {
+		return rep, err
 	}
-	if len(wl) > 0 {
-		rep.WakeupP50ms, rep.WakeupP99ms, rep.WakeupMaxms = pct(wl, 50), pct(wl, 99), pct(wl, 100)
+	defer f.stop()
+	f.startPeriodic()
+	connected := rep.Connected
+	connectErrs := f.errs.snapshot()
+	f.errs = errCounter{}
+	cpu0 := clientCPU()
+	rep.MachineLoad[0] = loadAverage()
+	t0 := time.Now()
+	fmt.Fprintf(cfg.Log, "restarting the server with %d agents connected\n", connected)
+	if err := cfg.Restart(ctx); err != nil {
+		return rep, err
 	}
-	for _, s := range live {
-		s.s.Close()
-		s.d.Close()
+	rep.RestartSeconds = time.Since(t0).Seconds()
+	profiled := profile(cfg, cfg.PprofURL, "server", 10*time.Second)
+	defer func() { <-profiled }()
+	deadline := t0.Add(cfg.StormTimeout)
+	var back []time.Duration
+	resumed := 0
+	lastLog := time.Now()
+	for {
+		back, resumed = back[:0], 0
+		gaveUp := 0
+		for _, s := range f.sims {
+			if u := s.upAt.Load(); u > t0.UnixNano() && s.connected.Load() {
+				back = append(back, time.Duration(u-t0.UnixNano()))
+				if s.resumed.Load() {
+					resumed++
+				}
+			}
+			if s.gaveUp.Load() {
+				gaveUp++
+			}
+		}
+		if len(back) >= connected || len(back)+gaveUp >= len(f.sims) || time.Now().After(deadline) || ctx.Err() != nil {
+			break
+		}
+		if time.Since(lastLog) > 5*time.Second {
+			fmt.Fprintf(cfg.Log, "  %.0fs: %d back\n", time.Since(t0).Seconds(), len(back))
+			lastLog = time.Now()
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	el := time.Since(t0)
+	rep.MeasuredSeconds = el.Seconds()
+	rep.ClientCPUCores = (clientCPU() - cpu0).Seconds() / el.Seconds()
+	rep.MachineLoad[1] = loadAverage()
+	rep.StormBack = len(back)
+	rep.Connected = int(f.up.Load())
+	rep.GaveUp = connected - len(back)
+	rep.StormAllBackSecs = pct(back, 100) / 1000
+	rep.StormP50Secs, rep.StormP99Secs = pct(back, 50)/1000, pct(back, 99)/1000
+	if len(back) > 0 {
+		rep.ResumedFraction = float64(resumed) / float64(len(back))
+	}
+	// The server process is new: its counters and CPU cover its whole life,
+	// start-up and storm.
+	after, err := e.serverMet.read(false)
+	if err == nil && len(after) > 0 {
+		rep.ServerRSS = after["process_resident_memory_bytes"]
+		rep.ServerCPUSeconds = after["process_cpu_seconds_total"]
+		rep.ServerCPUCores = rep.ServerCPUSeconds / el.Seconds()
+		rep.ServerCounters = serverCounters(after)
+	}
+	// Reconnect attempts that failed while the server was away are the
+	// storm itself, not errors; agents that did not come back are.
+	storm := f.errs.snapshot()
+	errs := map[string]int{}
+	for k, v := range connectErrs {
+		errs["connect:"+k] = v
+	}
+	for k, v := range storm {
+		if k == "retry_later" {
+			rep.RetryLater += v
+			continue
+		}
+		errs["storm:"+k] = v
+	}
+	rep.ErrorsByKind = errs
+	rep.Errors = rep.GaveUp
+	for k, v := range connectErrs {
+		if k == "retry_later" {
+			rep.RetryLater += v
+		} else {
+			rep.Errors += v
+		}
 	}
 	return rep, nil
 }
@@ -273,301 +964,51 @@ func pct(d []time.Duration, p float64) float64 {
 	}
 	s := slices.Clone(d)
 	slices.Sort(s)
-	i := int(float64(len(s)-1) * p / 100)
+	i := int(math.Ceil(float64(len(s))*p/100)) - 1
+	i = min(max(i, 0), len(s)-1)
 	return float64(s[i].Microseconds()) / 1000
 }
 
-type countingConn struct {
-	net.Conn
-	s *sim
-}
-
-func (c countingConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	c.s.in.Add(uint64(n))
-	return n, err
-}
-
-func (c countingConn) Write(p []byte) (int, error) {
-	n, err := c.Conn.Write(p)
-	c.s.out.Add(uint64(n))
-	return n, err
-}
-
-func connect(ctx context.Context, id *agent.Identity, ca *x509.Certificate, cfg Config) (*sim, error) {
-	cert, err := tls.X509KeyPair([]byte(id.CertPEM), []byte(id.KeyPEM))
-	if err != nil {
-		return nil, err
-	}
-	s := &sim{id: id, acks: make(chan uint64, 4), woken: make(chan time.Time, 4)}
-	s.d = agent.NewDirect(agent.DirectOptions{Pin: pki.Fingerprint(ca.Raw), CA: ca, Cert: &cert,
-		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
-			var d net.Dialer
-			c, err := d.DialContext(ctx, "tcp", addr)
-			if err != nil {
-				return nil, err
-			}
-			return countingConn{Conn: c, s: s}, nil
-		}})
-	fp := fingerprint(id.Instance)
-	hello := &agentproto.Hello{CapabilityVersion: agentproto.CapabilityVersion, AgentVersion: "loadtest",
-		HardwareFingerprint: fp, SessionId: id.ComputerID, Instance: id.Instance}
-	sess, _, err := s.d.OpenSession(ctx, cfg.Server, hello)
-	if err != nil {
-		s.d.Close()
-		return nil, err
-	}
-	s.s = sess
-	go s.recv()
-	if err := s.checkIn(ctx, syntheticInventory(id, fp, cfg.Packages).Sections, ""); err != nil {
-		sess.Close()
-		s.d.Close()
-		return nil, err
-	}
-	return s, nil
-}
-
-func (s *sim) recv() {
-	for {
-		m, err := s.s.Recv()
-		if err != nil {
-			close(s.acks)
-			return
-		}
-		switch x := m.Msg.(type) {
-		case *agentproto.ServerMessage_Ack:
-			s.acks <- x.Ack.Seq
-		case *agentproto.ServerMessage_WakeUp:
-			go func() {
-				if s.checkIn(context.Background(), nil, x.WakeUp.Id) == nil {
-					s.woken <- time.Now()
-				}
-			}()
-		}
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
 	}
 }
 
-func (s *sim) checkIn(ctx context.Context, secs []*agentproto.InventorySection, wakeID string) error {
-	s.sendMu.Lock()
-	defer s.sendMu.Unlock()
-	s.seq++
-	seq := s.seq
-	ci := &agentproto.CheckIn{Seq: seq, WakeId: wakeID}
-	if err := sectionzip.Pack(ci, secs); err != nil {
-		return err
-	}
-	if err := s.s.Send(ci); err != nil {
-		return err
-	}
-	for {
-		select {
-		case got, ok := <-s.acks:
-			if !ok {
-				return errors.New("session closed")
-			}
-			if got == seq {
-				return nil
-			}
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(30 * time.Second):
-			return errors.New("no ack within 30s")
-		}
-	}
-}
-
-// fingerprint is a simulated machine's hardware fingerprint, stable per name.
-func fingerprint(name string) string {
-	sum := sha256.Sum256([]byte("loadtest\x00" + name))
-	return hex.EncodeToString(sum[:])
-}
-
-// syntheticInventory is a plausible computer with n packages.
-func syntheticInventory(id *agent.Identity, fp string, n int) *inventory.Snapshot {
-	r := rand.New(rand.NewPCG(uint64(len(id.ComputerID)), uint64(id.ComputerID[0])))
-	pk := make([]*agentproto.Package, n)
-	for i := range pk {
-		pk[i] = &agentproto.Package{Name: fmt.Sprintf("package-%05d", i), Version: fmt.Sprintf("%d.%d.%d-%d", r.IntN(9), r.IntN(20), r.IntN(99), r.IntN(5)), Architecture: "amd64"}
-	}
-	return inventory.NewSnapshot(
-		&agentproto.SystemInfo{Hostname: id.ComputerName, OsFamily: "linux", OsName: "Debian GNU/Linux", OsVersion: "12", Kernel: "6.1.0-28-amd64", Architecture: "amd64"},
-		&agentproto.HardwareInfo{CpuModel: "Intel(R) Core(TM) i5-8500", CpuCores: 6, RamBytes: 16 << 30,
-			Disks: []*agentproto.Disk{{Device: "/dev/nvme0n1p2", MountPoint: "/", Filesystem: "ext4", SizeBytes: 512 << 30, FreeGib: 200}}},
-		&agentproto.NetworkInfo{Interfaces: []*agentproto.NetworkInterface{{Name: "eth0", Mac: "02:00:00:00:00:01", Addresses: []string{"10.0.0.2/24"}, Up: true}}},
-		&agentproto.SoftwareInfo{Source: "dpkg", Packages: pk},
-		&agentproto.UsersInfo{},
-		&agentproto.AgentInfo{Version: "loadtest", CapabilityVersion: agentproto.CapabilityVersion, Instance: id.Instance, HardwareFingerprint: fp},
-	)
-}
-
-// identities loads cached identities or enrolls new ones.
-func identities(ctx context.Context, cfg Config, ca *x509.Certificate, api *apiClient) ([]*agent.Identity, error) {
-	if err := os.MkdirAll(cfg.CacheDir, 0o700); err != nil {
-		return nil, err
-	}
-	path := filepath.Join(cfg.CacheDir, "identities-"+pki.Fingerprint(ca.Raw)[7:19]+".jsonl")
-	var ids []*agent.Identity
-	if f, err := os.Open(path); err == nil {
-		sc := bufio.NewScanner(f)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() && len(ids) < cfg.Agents {
-			var id agent.Identity
-			if json.Unmarshal(sc.Bytes(), &id) == nil {
-				ids = append(ids, &id)
-			}
-		}
-		f.Close()
-	}
-	if len(ids) >= cfg.Agents {
-		return ids[:cfg.Agents], nil
-	}
-	need := cfg.Agents - len(ids)
-	token, err := api.token(need)
-	if err != nil {
-		return nil, err
-	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var mu sync.Mutex
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(16)
-	start := len(ids)
-	fmt.Fprintf(cfg.Log, "enrolling %d agents (cached in %s)\n", need, path)
-	for i := range need {
-		g.Go(func() error {
-			id, err := enroll(gctx, cfg.Server, ca, token, fmt.Sprintf("sim-%06d", start+i))
-			if err != nil {
-				return err
-			}
-			b, _ := json.Marshal(id)
-			mu.Lock()
-			defer mu.Unlock()
-			ids = append(ids, id)
-			_, err = f.Write(append(b, '\n'))
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return nil, fmt.Errorf("enrolling: %w", err)
-	}
-	return ids, nil
-}
-
-func enroll(ctx context.Context, server string, ca *x509.Certificate, token, name string) (*agent.Identity, error) {
-	key, err := pki.NewKey()
-	if err != nil {
-		return nil, err
-	}
-	csr, err := pki.NewCSR(key, name)
-	if err != nil {
-		return nil, err
-	}
-	d := agent.NewDirect(agent.DirectOptions{Pin: pki.Fingerprint(ca.Raw), CA: ca})
-	defer d.Close()
-	resp, err := d.Enroll(ctx, server, &agentproto.EnrollRequest{CapabilityVersion: agentproto.CapabilityVersion, Token: token, CsrDer: csr,
-		Hostname: name, Instance: name, HardwareFingerprint: fingerprint(name), AgentVersion: "loadtest", Platform: "linux"})
-	if err != nil {
-		return nil, err
-	}
-	kp, err := pki.EncodeKey(key)
-	if err != nil {
-		return nil, err
-	}
-	return &agent.Identity{ComputerID: resp.ComputerId, ComputerName: resp.ComputerName, Instance: name, KeyPEM: string(kp),
-		CertPEM: string(pki.EncodeCert(resp.CertificateDer)), CAPEM: string(pki.EncodeCert(resp.CaCertificateDer)), Servers: []string{server}}, nil
-}
-
-// raiseFileLimit lifts the soft open-files limit to the hard one.
-func raiseFileLimit() {
+// raiseFileLimit lifts the soft open-files limit to the hard one and
+// returns the limit now in force (0 if unknown).
+func raiseFileLimit() uint64 {
 	var l syscall.Rlimit
-	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) == nil && l.Cur < l.Max {
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) != nil {
+		return 0
+	}
+	if l.Cur < l.Max {
 		l.Cur = l.Max
 		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
+		syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l)
 	}
+	return l.Cur
 }
 
-type apiClient struct {
-	base  string
-	pprof string
-	c     *http.Client
-}
-
-func newAPI(base string, ca *x509.Certificate, password string) (*apiClient, error) {
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	jar, _ := cookiejar.New(nil)
-	a := &apiClient{base: strings.TrimSuffix(base, "/"), c: &http.Client{Jar: jar, Timeout: 30 * time.Second,
-		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, MaxIdleConnsPerHost: 16}}}
-	if err := a.post("/api/v1/session", map[string]string{"username": "admin", "password": password}, nil); err != nil {
-		return nil, fmt.Errorf("logging in to %s: %w", base, err)
-	}
-	return a, nil
-}
-
-func (a *apiClient) post(path string, body, out any) error {
-	b, _ := json.Marshal(body)
-	resp, err := a.c.Post(a.base+path, "application/json", bytes.NewReader(b))
+// loadAverage is the machine's 1-minute load average (0 if unknown).
+func loadAverage() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
 	if err != nil {
-		return err
+		return 0
 	}
-	defer resp.Body.Close()
-	rb, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode >= 300 {
-		return fmt.Errorf("POST %s: %s: %s", path, resp.Status, rb)
-	}
-	if out != nil {
-		return json.Unmarshal(rb, out)
-	}
-	return nil
+	var l float64
+	fmt.Sscan(string(b), &l)
+	return l
 }
 
-func (a *apiClient) token(uses int) (string, error) {
-	var r struct{ Token string }
-	err := a.post("/api/v1/enrollment-tokens", map[string]any{"ttl": "2h", "uses": uses, "description": "loadtest"}, &r)
-	return r.Token, err
-}
-
-func (a *apiClient) wake(id string) error {
-	return a.post("/api/v1/computers/"+id+"/wakeup", struct{}{}, nil)
-}
-
-// metrics reads the server's unlabelled Prometheus samples.
-func (a *apiClient) metrics() (map[string]float64, error) {
-	if a.pprof != "" {
-		// heap?gc=1 runs a garbage collection first; twice lets the
-		// second cycle shrink the stacks the first one found oversized.
-		for range 2 {
-			r, err := http.Get(a.pprof + "/debug/pprof/heap?gc=1")
-			if err != nil {
-				return nil, err
-			}
-			io.Copy(io.Discard, r.Body)
-			r.Body.Close()
-		}
+// clientCPU is the CPU time this process has used.
+func clientCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
 	}
-	resp, err := a.c.Get(a.base + "/metrics")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	m := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' || strings.Contains(line, "{") {
-			continue
-		}
-		k, v, ok := strings.Cut(line, " ")
-		if !ok {
-			continue
-		}
-		if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
-			m[k] = f
-		}
-	}
-	return m, sc.Err()
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

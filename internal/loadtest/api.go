@@ -1,0 +1,141 @@
+package loadtest
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// apiClient talks to the server's REST API as the admin; it logs in on
+// first use (a run against the echo endpoint with cached identities never
+// does).
+type apiClient struct {
+	base     string
+	password string
+	c        *http.Client
+	loggedIn bool
+}
+
+func newAPI(base string, ca *x509.Certificate, password string) *apiClient {
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	jar, _ := cookiejar.New(nil)
+	return &apiClient{base: strings.TrimSuffix(base, "/"), password: password, c: &http.Client{Jar: jar, Timeout: 30 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, MaxIdleConnsPerHost: 4}}}
+}
+
+func (a *apiClient) login() error {
+	if a.loggedIn {
+		return nil
+	}
+	if a.password == "" {
+		return errors.New("the admin password is needed: MAMORI_ADMIN_PASSWORD, or DATA/initial-admin-password with --data")
+	}
+	if err := a.post("/api/v1/session", map[string]string{"username": "admin", "password": a.password}, nil); err != nil {
+		return fmt.Errorf("logging in to %s: %w", a.base, err)
+	}
+	a.loggedIn = true
+	return nil
+}
+
+func (a *apiClient) post(path string, body, out any) error {
+	b, _ := json.Marshal(body)
+	resp, err := a.c.Post(a.base+path, "application/json", bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	rb, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("POST %s: %s: %s", path, resp.Status, bytes.TrimSpace(rb))
+	}
+	if out != nil {
+		return json.Unmarshal(rb, out)
+	}
+	return nil
+}
+
+func (a *apiClient) token(uses int) (string, error) {
+	if err := a.login(); err != nil {
+		return "", err
+	}
+	var r struct{ Token string }
+	err := a.post("/api/v1/enrollment-tokens", map[string]any{"ttl": "2h", "uses": uses, "description": "loadtest"}, &r)
+	return r.Token, err
+}
+
+// wakeGroup wakes every connected computer of a group (paced by the
+// server) and returns how many were connected.
+func (a *apiClient) wakeGroup(group string) (int, error) {
+	if err := a.login(); err != nil {
+		return 0, err
+	}
+	var r struct {
+		Connected int `json:"connected"`
+	}
+	err := a.post("/api/v1/computers/wakeup", map[string]any{"group": group}, &r)
+	return r.Connected, err
+}
+
+// metricsSource reads a Prometheus text endpoint; gcURL, when set, is a
+// pprof base URL used to make the process collect garbage first.
+type metricsSource struct {
+	url   string
+	gcURL string
+	c     *http.Client
+}
+
+// read returns the unlabelled samples, and labelled ones under their full
+// text (name{labels}). With gc, the process collects garbage twice first
+// (the second cycle shrinks the stacks the first one found oversized), so
+// memory figures are live memory, not garbage awaiting collection.
+func (m *metricsSource) read(gc bool) (map[string]float64, error) {
+	if m == nil || m.url == "" {
+		return map[string]float64{}, nil
+	}
+	if gc && m.gcURL != "" {
+		for range 2 {
+			r, err := http.Get(m.gcURL + "/debug/pprof/heap?gc=1")
+			if err != nil {
+				return nil, err
+			}
+			io.Copy(io.Discard, r.Body)
+			r.Body.Close()
+		}
+	}
+	resp, err := m.c.Get(m.url)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s", m.url, resp.Status)
+	}
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		if f, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			out[line[:i]] = f
+		}
+	}
+	return out, sc.Err()
+}
