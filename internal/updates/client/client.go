@@ -243,7 +243,7 @@ func (d *Direct) Update(ctx context.Context, o UpdateOptions) (Result, error) {
 func (d *Direct) update(ctx context.Context, o UpdateOptions) (Result, error) {
 	var res Result
 	// re-read engine.json: another process may have changed it
-	st, err := OpenStore(d.cfg.StateDir)
+	st, err := openStore(d.cfg.StateDir, d.cfg.DryRunFrom == 0)
 	if err != nil {
 		return res, err
 	}
@@ -611,7 +611,7 @@ func (d *Direct) Rollback(hold time.Duration) (RollbackResult, error) {
 		return RollbackResult{}, err
 	}
 	defer l.Unlock()
-	st, err := OpenStore(d.cfg.StateDir)
+	st, err := openStore(d.cfg.StateDir, true)
 	if err != nil {
 		return RollbackResult{}, err
 	}

@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"errors"
 	"crypto/ed25519"
 	"fmt"
 	"net/http"
@@ -21,6 +22,7 @@ import (
 	"github.com/mamori/mamori/internal/engine/builtin"
 	"github.com/mamori/mamori/internal/errcode"
 	"github.com/mamori/mamori/internal/updates/bundle"
+	"github.com/mamori/mamori/internal/updates/filelock"
 	"github.com/mamori/mamori/internal/updates/repo"
 	"github.com/mamori/mamori/internal/updates/scheme"
 	"github.com/mamori/mamori/internal/updates/trust"
@@ -697,4 +699,38 @@ func TestUpdate_SecondProcessIsRefusedWhileOneRuns(t *testing.T) {
 
 func rotateOpts(t *testing.T) repo.RotateOptions {
 	return repo.RotateOptions{NewRootKey: filepath.Join(t.TempDir(), "root2.pem"), RotateOnline: true}
+}
+
+// A reader (the agent's inventory reading the status, "engine status")
+// must not delete the temporary file of an update in progress; once no
+// update holds the lock, such a file is a leftover and goes.
+func TestOpenStore_KeepsTemporaryFilesWhileAnUpdateHoldsTheLock(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := OpenStore(dir); err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Join(dir, "engines", ".7.mdb.tmp123")
+	if err := os.WriteFile(tmp, []byte("partial"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l, err := filelock.TryLock(filepath.Join(dir, "lock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenStore(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadStatus(dir, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(tmp); err != nil {
+		t.Fatalf("an update's temporary file was removed while it held the lock: %v", err)
+	}
+	l.Unlock()
+	if _, err := OpenStore(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(tmp); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("leftover temporary file survived with no update running: %v", err)
+	}
 }

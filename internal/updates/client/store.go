@@ -16,6 +16,7 @@ import (
 	"github.com/mamori/mamori/internal/engine/builtin"
 	"github.com/mamori/mamori/internal/engine/enginedb"
 	"github.com/mamori/mamori/internal/errcode"
+	"github.com/mamori/mamori/internal/updates/filelock"
 )
 
 // Installed is one engine version kept on disk.
@@ -59,18 +60,34 @@ const (
 	StagePointer       = "pointer"        // engine.json replaced, old files not yet removed
 )
 
-// OpenStore opens (creating) the engine store in dir and removes leftovers
-// of interrupted writes. A current engine that no longer loads is replaced
-// by the newest kept one that does (or the built-in engine).
+// OpenStore opens (creating) the engine store in dir and, unless an update
+// holds the state directory's lock (its temporary files are then work in
+// progress, not leftovers), removes leftovers of interrupted writes. A
+// current engine that no longer loads is replaced by the newest kept one
+// that does (or the built-in engine).
 func OpenStore(dir string) (*Store, error) {
+	return openStore(dir, false)
+}
+
+// openStore opens the store; locked says the caller holds the lock.
+func openStore(dir string, locked bool) (*Store, error) {
 	s := &Store{dir: dir, writeFile: atomicfile.Write, crash: func(string) {}}
 	if err := os.MkdirAll(filepath.Join(dir, "engines"), 0o755); err != nil {
 		return nil, err
 	}
-	ents, _ := os.ReadDir(filepath.Join(dir, "engines"))
-	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), ".") {
-			os.Remove(filepath.Join(dir, "engines", e.Name()))
+	clean := locked
+	if !locked {
+		if l, err := filelock.TryLock(filepath.Join(dir, "lock")); err == nil {
+			defer l.Unlock()
+			clean = true
+		}
+	}
+	if clean {
+		ents, _ := os.ReadDir(filepath.Join(dir, "engines"))
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), ".") {
+				os.Remove(filepath.Join(dir, "engines", e.Name()))
+			}
 		}
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "engine.json"))
