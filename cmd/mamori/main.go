@@ -5,6 +5,8 @@
 //	mamori ca fingerprint --data DIR
 //	mamori engine build --from DIR... --out FILE --version N
 //	mamori engine info FILE
+//	mamori repo init|publish|refresh|prune|rotate-root|status --repo DIR ...
+//	mamori mirror serve|sync|export --dir DIR ...
 //	mamori version
 //	mamori login --server URL [--user NAME] [--ca-fingerprint sha256:HEX | --ca-file FILE]
 //	mamori logout | whoami
@@ -25,6 +27,7 @@ import (
 	"github.com/mamori/mamori/internal/admincli"
 	"github.com/mamori/mamori/internal/engine/enginecli"
 	"github.com/mamori/mamori/internal/errcode"
+	"github.com/mamori/mamori/internal/updates/updatecli"
 )
 
 // version is set at build time (-ldflags "-X main.version=...").
@@ -38,6 +41,8 @@ commands:
   ca fingerprint    print the CA fingerprint agents pin
   engine build      compile signature sources into an engine database
   engine info       describe an engine database
+  repo              publish engine updates (init, publish, refresh, prune, rotate-root, status)
+  mirror            verify and re-serve an update repository (serve, sync, export)
   version           print the version
 
 administration through the REST API of a running server:
@@ -69,6 +74,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return enginecli.Build(rest[1:], stdout, stderr)
 	case cmd == "engine" && len(rest) > 0 && rest[0] == "info":
 		return enginecli.Info(rest[1:], stdout, stderr)
+	case cmd == "repo":
+		return updatecli.Repo(ctx, rest, stdout, stderr)
+	case cmd == "mirror":
+		return updatecli.Mirror(ctx, rest, stdout, stderr)
 	case admincli.IsCommand(cmd):
 		return admincli.Run(ctx, args, os.Stdin, stdout, stderr)
 	case cmd == "version" || cmd == "--version":

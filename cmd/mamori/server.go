@@ -9,6 +9,7 @@ import (
 	rtdebug "runtime/debug"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/mamori/mamori/internal/flagenv"
 	"github.com/mamori/mamori/internal/logging"
@@ -38,6 +39,15 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 	memLimit := fs.String("memory-limit", "MAMORI_MEMORY_LIMIT", "", "soft memory limit of the Go runtime, e.g. 3GiB (see docs/benchmarks.md); default GOMEMLIMIT or none")
 	sync := fs.String("sqlite-synchronous", "MAMORI_SQLITE_SYNCHRONOUS", "FULL", "SQLite synchronous mode: FULL (survives power loss) or NORMAL")
 	debug := fs.String("debug-listen", "MAMORI_DEBUG_LISTEN", "", "serve pprof profiles here (no authentication; use a loopback address)")
+	pushRate := fs.Int("config-push-rate", "MAMORI_CONFIG_PUSH_RATE", 2000, "configuration pushes per second to agents after a policy change")
+	taskRate := fs.Int("task-delivery-rate", "MAMORI_TASK_DELIVERY_RATE", 2000, "task runs handed to agents per second")
+	upstream := fs.String("updates-upstream", "MAMORI_UPDATES_UPSTREAM", "", "built-in update mirror: repository or mirror URL, folder or bundle .tar to sync from (empty: no mirror)")
+	rootSHA := fs.String("updates-root-sha256", "MAMORI_UPDATES_ROOT_SHA256", "", "SHA-256 of the update repository's 1.root.json (first sync)")
+	rootFile := fs.String("updates-root", "MAMORI_UPDATES_ROOT", "", "or: the update repository's trusted root.json (first sync)")
+	updatesURL := fs.String("updates-url", "MAMORI_UPDATES_URL", "", "the mirror's address as agents reach it (default https://<server host>:<API port>/updates)")
+	updatesSync := fs.Duration("updates-sync-interval", "MAMORI_UPDATES_SYNC_INTERVAL", 5*60e9, "time between mirror syncs")
+	updatesRate := fs.String("updates-rate", "MAMORI_UPDATES_RATE", "", "cap on bytes/s sent by the mirror to all agents, e.g. 50MB (empty: none)")
+	updatesClientRate := fs.String("updates-client-rate", "MAMORI_UPDATES_CLIENT_RATE", "", "cap on bytes/s sent by the mirror to one agent, e.g. 2MB (empty: none)")
 	level := fs.String("log-level", "MAMORI_LOG_LEVEL", "info", "log level: debug, info, warn, error")
 	format := fs.String("log-format", "MAMORI_LOG_FORMAT", "text", "log format: text or json")
 	if err := fs.Parse(args); err != nil {
@@ -54,12 +64,32 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		rtdebug.SetMemoryLimit(n)
 	}
+	rates := make([]int64, 2)
+	for i, f := range []struct{ name, v string }{{"--updates-rate", *updatesRate}, {"--updates-client-rate", *updatesClientRate}} {
+		if f.v == "" {
+			continue
+		}
+		n, err := parseBytes(f.v)
+		if err != nil {
+			return usageError{fmt.Errorf("%s: %w", f.name, err)}
+		}
+		rates[i] = n
+	}
+	if *updatesSync < time.Second {
+		return usageError{fmt.Errorf("--updates-sync-interval must be at least 1s")}
+	}
+	if *pushRate <= 0 || *taskRate <= 0 {
+		return usageError{fmt.Errorf("--config-push-rate and --task-delivery-rate must be positive")}
+	}
 	cfg = server.Config{
 		DataDir: *data, AgentListen: *agentListen, APIListen: *apiListen, Hosts: *hosts,
 		APICertFile: *apiCert, APIKeyFile: *apiKey, AdminPassword: os.Getenv("MAMORI_ADMIN_PASSWORD"),
 		CheckInInterval: *interval, KeepaliveTime: *kaTime, KeepaliveTimeout: *kaTimeout,
 		OfflineWarning: *warn, OfflineCritical: *crit, SQLiteSynchronous: *sync, DebugListen: *debug, WakeupRate: *wakeRate, Log: log,
 		AgentTransport: *transport, HandshakeSlots: *hsSlots, HandshakeQueue: *hsQueue, MaxSessionSetups: *setups,
+		ConfigPushRate: *pushRate, TaskDeliveryPerSecond: *taskRate,
+		UpdatesUpstream: *upstream, UpdatesRootSHA256: *rootSHA, UpdatesRootFile: *rootFile, UpdatesURL: *updatesURL,
+		UpdatesSyncInterval: *updatesSync, UpdatesRate: rates[0], UpdatesClientRate: rates[1],
 	}
 	s, err := server.New(ctx, cfg)
 	if err != nil {

@@ -687,8 +687,14 @@ type Welcome struct {
 	// Check-in interval the server asks for; 0 keeps the agent's own setting.
 	CheckInIntervalSeconds uint32 `protobuf:"varint,4,opt,name=check_in_interval_seconds,json=checkInIntervalSeconds,proto3" json:"check_in_interval_seconds,omitempty"`
 	ServerTimeUnixMs       int64  `protobuf:"varint,5,opt,name=server_time_unix_ms,json=serverTimeUnixMs,proto3" json:"server_time_unix_ms,omitempty"`
-	unknownFields          protoimpl.UnknownFields
-	sizeCache              protoimpl.SizeCache
+	// Engine updates (capability 2): the server's built-in update mirror, the
+	// agent's default update source when its configuration names none, and
+	// the SHA-256 of the update repository's 1.root.json the agent pins on
+	// its first update. Empty when the server has no mirror configured.
+	UpdateUrl        string `protobuf:"bytes,6,opt,name=update_url,json=updateUrl,proto3" json:"update_url,omitempty"`
+	UpdateRootSha256 string `protobuf:"bytes,7,opt,name=update_root_sha256,json=updateRootSha256,proto3" json:"update_root_sha256,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Welcome) Reset() {
@@ -754,6 +760,20 @@ func (x *Welcome) GetServerTimeUnixMs() int64 {
 		return x.ServerTimeUnixMs
 	}
 	return 0
+}
+
+func (x *Welcome) GetUpdateUrl() string {
+	if x != nil {
+		return x.UpdateUrl
+	}
+	return ""
+}
+
+func (x *Welcome) GetUpdateRootSha256() string {
+	if x != nil {
+		return x.UpdateRootSha256
+	}
+	return ""
 }
 
 // RetryLater is explicit back-pressure: the server is busy and the agent must
@@ -2046,8 +2066,16 @@ type AgentInfo struct {
 	Instance            string                 `protobuf:"bytes,3,opt,name=instance,proto3" json:"instance,omitempty"`
 	HardwareFingerprint string                 `protobuf:"bytes,4,opt,name=hardware_fingerprint,json=hardwareFingerprint,proto3" json:"hardware_fingerprint,omitempty"`
 	StartedUnix         int64                  `protobuf:"varint,5,opt,name=started_unix,json=startedUnix,proto3" json:"started_unix,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// The detection engine and its updates (capability 2).
+	EngineVersion uint64 `protobuf:"varint,6,opt,name=engine_version,json=engineVersion,proto3" json:"engine_version,omitempty"`
+	EngineBuiltin bool   `protobuf:"varint,7,opt,name=engine_builtin,json=engineBuiltin,proto3" json:"engine_builtin,omitempty"`
+	// idle, updating, held (after a rollback), failing, no_source.
+	EngineUpdateState     string `protobuf:"bytes,8,opt,name=engine_update_state,json=engineUpdateState,proto3" json:"engine_update_state,omitempty"`
+	EngineLastSuccessUnix int64  `protobuf:"varint,9,opt,name=engine_last_success_unix,json=engineLastSuccessUnix,proto3" json:"engine_last_success_unix,omitempty"`
+	EngineNextAttemptUnix int64  `protobuf:"varint,10,opt,name=engine_next_attempt_unix,json=engineNextAttemptUnix,proto3" json:"engine_next_attempt_unix,omitempty"`
+	EngineLastError       string `protobuf:"bytes,11,opt,name=engine_last_error,json=engineLastError,proto3" json:"engine_last_error,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *AgentInfo) Reset() {
@@ -2113,6 +2141,48 @@ func (x *AgentInfo) GetStartedUnix() int64 {
 		return x.StartedUnix
 	}
 	return 0
+}
+
+func (x *AgentInfo) GetEngineVersion() uint64 {
+	if x != nil {
+		return x.EngineVersion
+	}
+	return 0
+}
+
+func (x *AgentInfo) GetEngineBuiltin() bool {
+	if x != nil {
+		return x.EngineBuiltin
+	}
+	return false
+}
+
+func (x *AgentInfo) GetEngineUpdateState() string {
+	if x != nil {
+		return x.EngineUpdateState
+	}
+	return ""
+}
+
+func (x *AgentInfo) GetEngineLastSuccessUnix() int64 {
+	if x != nil {
+		return x.EngineLastSuccessUnix
+	}
+	return 0
+}
+
+func (x *AgentInfo) GetEngineNextAttemptUnix() int64 {
+	if x != nil {
+		return x.EngineNextAttemptUnix
+	}
+	return 0
+}
+
+func (x *AgentInfo) GetEngineLastError() string {
+	if x != nil {
+		return x.EngineLastError
+	}
+	return ""
 }
 
 // Configuration is the effective configuration of the computer: a JSON
@@ -2506,14 +2576,17 @@ const file_agent_proto_rawDesc = "" +
 	"\aboot_id\x18\x05 \x01(\tR\x06bootId\x12\x1a\n" +
 	"\binstance\x18\x06 \x01(\tR\binstance\x12\x1a\n" +
 	"\bhostname\x18\a \x01(\tR\bhostname\x12%\n" +
-	"\x0econfig_version\x18\b \x01(\tR\rconfigVersion\"\x88\x02\n" +
+	"\x0econfig_version\x18\b \x01(\tR\rconfigVersion\"\xd5\x02\n" +
 	"\aWelcome\x12-\n" +
 	"\x12capability_version\x18\x01 \x01(\rR\x11capabilityVersion\x12\x1f\n" +
 	"\vcomputer_id\x18\x02 \x01(\tR\n" +
 	"computerId\x12C\n" +
 	"\x0esection_hashes\x18\x03 \x03(\v2\x1c.mamori.agent.v1.SectionHashR\rsectionHashes\x129\n" +
 	"\x19check_in_interval_seconds\x18\x04 \x01(\rR\x16checkInIntervalSeconds\x12-\n" +
-	"\x13server_time_unix_ms\x18\x05 \x01(\x03R\x10serverTimeUnixMs\"J\n" +
+	"\x13server_time_unix_ms\x18\x05 \x01(\x03R\x10serverTimeUnixMs\x12\x1d\n" +
+	"\n" +
+	"update_url\x18\x06 \x01(\tR\tupdateUrl\x12,\n" +
+	"\x12update_root_sha256\x18\a \x01(\tR\x10updateRootSha256\"J\n" +
 	"\n" +
 	"RetryLater\x12$\n" +
 	"\x0eretry_after_ms\x18\x01 \x01(\rR\fretryAfterMs\x12\x16\n" +
@@ -2612,13 +2685,20 @@ const file_agent_proto_rawDesc = "" +
 	"\bterminal\x18\x02 \x01(\tR\bterminal\x12\x12\n" +
 	"\x04host\x18\x03 \x01(\tR\x04host\x12\x1d\n" +
 	"\n" +
-	"since_unix\x18\x04 \x01(\x03R\tsinceUnix\"\xc6\x01\n" +
+	"since_unix\x18\x04 \x01(\x03R\tsinceUnix\"\xe2\x03\n" +
 	"\tAgentInfo\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12-\n" +
 	"\x12capability_version\x18\x02 \x01(\rR\x11capabilityVersion\x12\x1a\n" +
 	"\binstance\x18\x03 \x01(\tR\binstance\x121\n" +
 	"\x14hardware_fingerprint\x18\x04 \x01(\tR\x13hardwareFingerprint\x12!\n" +
-	"\fstarted_unix\x18\x05 \x01(\x03R\vstartedUnix\"N\n" +
+	"\fstarted_unix\x18\x05 \x01(\x03R\vstartedUnix\x12%\n" +
+	"\x0eengine_version\x18\x06 \x01(\x04R\rengineVersion\x12%\n" +
+	"\x0eengine_builtin\x18\a \x01(\bR\rengineBuiltin\x12.\n" +
+	"\x13engine_update_state\x18\b \x01(\tR\x11engineUpdateState\x127\n" +
+	"\x18engine_last_success_unix\x18\t \x01(\x03R\x15engineLastSuccessUnix\x127\n" +
+	"\x18engine_next_attempt_unix\x18\n" +
+	" \x01(\x03R\x15engineNextAttemptUnix\x12*\n" +
+	"\x11engine_last_error\x18\v \x01(\tR\x0fengineLastError\"N\n" +
 	"\rConfiguration\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12#\n" +
 	"\rdocument_json\x18\x02 \x01(\fR\fdocumentJson\"V\n" +

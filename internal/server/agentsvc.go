@@ -69,6 +69,7 @@ type agentService struct {
 	uploads   *uploads
 	configs   *configPusher
 	connected func(computerID string)
+	updates   *updatesMirror // the built-in update mirror; nil: none
 }
 
 // workPool runs store work for sessions on a few long-lived goroutines.
@@ -300,6 +301,9 @@ func (a *agentService) Session(stream agentproto.Agent_SessionServer) error {
 		ComputerId:             comp.ID,
 		CheckInIntervalSeconds: uint32(a.interval / time.Second),
 		ServerTimeUnixMs:       now.UnixMilli(),
+	}
+	if conn.capability >= 2 {
+		welcome.UpdateUrl, welcome.UpdateRootSha256 = a.updates.welcome()
 	}
 	for name, h := range hashes {
 		if sec, ok := sectionByName[name]; ok {

@@ -98,6 +98,20 @@ type Config struct {
 	// TaskDeliveryPerSecond bounds task runs handed to agents per second
 	// (default 2000).
 	TaskDeliveryPerSecond int
+	// UpdatesUpstream, when set, turns on the built-in update mirror (in
+	// DataDir/mirror, served on the API listener under /updates/, the
+	// agents' default update source): the repository or mirror URL, a
+	// folder or a bundle .tar it syncs from. UpdatesRootSHA256 (the
+	// repository's 1.root.json) or UpdatesRootFile is needed on first use.
+	UpdatesUpstream, UpdatesRootSHA256, UpdatesRootFile string
+	// UpdatesURL is the mirror's address as agents reach it; default
+	// https://<the host the agent connected to>:<API port>/updates.
+	UpdatesURL string
+	// UpdatesSyncInterval between syncs (default 5 min); UpdatesRate and
+	// UpdatesClientRate cap the bytes/s sent to all agents and to one
+	// (0: no cap).
+	UpdatesSyncInterval            time.Duration
+	UpdatesRate, UpdatesClientRate int64
 	// DebugListen, if set, serves Go's pprof profiles (plain HTTP, no
 	// authentication: bind it to loopback). Empty disables it.
 	DebugListen string
@@ -193,6 +207,7 @@ type Server struct {
 	configs  *configs.Service
 	pusher   *configPusher
 	sched    *scheduler.Scheduler
+	updates  *updatesMirror // nil: no built-in mirror
 	closeMu  sync.Once
 	closeErr error
 }
@@ -283,6 +298,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.svc.uploads = newUploads(s.db, attachments, s.log)
 	s.svc.configs = s.pusher
 	s.svc.connected = s.sched.Connected
+	if cfg.UpdatesUpstream != "" {
+		if s.updates, err = newUpdatesMirror(cfg, s); err != nil {
+			return nil, err
+		}
+		s.svc.updates = s.updates
+	}
 	api := httpapi.New(httpapi.Config{
 		Store:           s.db,
 		Auth:            &auth.Service{Store: s.db, Sealer: sealer},
@@ -301,7 +322,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		OfflineCritical: cfg.OfflineCritical,
 	})
 	s.http = &http.Server{
-		Handler:           api,
+		Handler:           withUpdates(s.updates, api),
 		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{apiCert}, MinVersion: tls.VersionTLS12},
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -421,6 +442,10 @@ func (s *Server) Run(ctx context.Context) error {
 			s.log.Error("task scheduler stopped", "err", err)
 		}
 	}()
+	if s.updates != nil {
+		mgmt.Add(1)
+		go func() { defer mgmt.Done(); s.updates.run(ctx) }()
+	}
 	defer mgmt.Wait()
 	go s.sweepSessions(ctx)
 	s.log.Info("server running", "agent_listen", s.AgentAddr(), "api_listen", s.APIAddr(), "ca_fingerprint", s.ca.Fingerprint())
@@ -496,6 +521,9 @@ func (s *Server) Close() error {
 		}
 		if s.db != nil {
 			errs = append(errs, s.db.Close())
+		}
+		if s.updates != nil {
+			errs = append(errs, s.updates.m.Close())
 		}
 		s.closeErr = errors.Join(errs...)
 	})
