@@ -26,6 +26,7 @@ import (
 	"github.com/mamori/mamori/internal/errcode"
 	"github.com/mamori/mamori/internal/flagenv"
 	"github.com/mamori/mamori/internal/logging"
+	"github.com/mamori/mamori/internal/updates/agentcli"
 )
 
 // version is set at build time (-ldflags "-X main.version=...").
@@ -38,6 +39,7 @@ commands:
   scan         scan files and directories (detections go to the server)
   quarantine   list, restore or delete quarantined files
   config       show the configuration in effect, or set local values
+  engine       update the detection engine now, roll it back, or show its status
   version      print the version
 
 Run "mamori-agent <command> -h" for the flags of a command.
@@ -65,6 +67,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return scancmd.Quarantine(args[1:], stateDefault(), stdout, stderr)
 	case "config":
 		err = configCmd(args[1:], stdout, stderr)
+	case "engine":
+		return agentcli.Options{StateDefault: defaultState(), StateEnv: "MAMORI_AGENT_STATE",
+			StateHelp: "agent state directory (the engine and its update state are in STATE/engine)",
+			EngineDir: agent.EngineStateDir}.Run(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "mamori-agent", version, runtime.GOOS+"/"+runtime.GOARCH)
 		return 0

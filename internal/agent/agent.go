@@ -102,6 +102,15 @@ type TaskEnv struct {
 	StopManaging func()
 	// Diagnostics returns agent state for a diagnostics bundle.
 	Diagnostics func() map[string][]byte
+	// Engine updates and rolls back the detection engine.
+	Engine EngineControl
+}
+
+// EngineControl updates and rolls back the detection engine now; the
+// result is a line for the task run's output.
+type EngineControl interface {
+	Update(ctx context.Context) (string, error)
+	Rollback(ctx context.Context) (string, error)
 }
 
 // ErrUnmanaged is returned by Run after a stop_managing task: the agent
@@ -118,6 +127,7 @@ type Agent struct {
 	config    *agentcfg.Manager
 	unmanaged chan struct{}
 	stopOnce  sync.Once
+	engine    *engineUpdates
 }
 
 // New validates cfg and loads the identity if present.
@@ -172,6 +182,7 @@ func New(cfg Config) (*Agent, error) {
 		}
 	}
 	a := &Agent{cfg: cfg, log: cfg.Log, unmanaged: make(chan struct{})}
+	a.engine = &engineUpdates{dir: EngineStateDir(cfg.StateDir), log: cfg.Log}
 	id, err := LoadIdentity(cfg.StateDir)
 	defer func() {
 		if a.id != nil {
@@ -209,7 +220,7 @@ func New(cfg Config) (*Agent, error) {
 			instance = a.id.Instance
 		}
 		c, err := inventory.NewCollector(inventory.Options{AgentVersion: cfg.Version, Instance: instance,
-			Fingerprint: HardwareFingerprint(instance), StartedUnix: time.Now().Unix()})
+			Fingerprint: HardwareFingerprint(instance), StartedUnix: time.Now().Unix(), Agent: a.engine.fill})
 		if err != nil {
 			return nil, errcode.New(errcode.Invalid, "%v", err)
 		}
@@ -376,7 +387,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.auto = &Auto{
 		d: d, servers: servers, hello: newHello(a.cfg.Version, fp, id.Instance), ob: ob, collector: collector,
 		log: a.log, interval: a.cfg.Interval, jitter: a.cfg.Jitter, resumed: make(chan time.Duration, 1), first: true,
-		config: a.config, tasks: a.cfg.Tasks,
+		config: a.config, tasks: a.cfg.Tasks, invChanged: make(chan struct{}, 1),
+	}
+	a.engine.ca, a.engine.agentProxy = ca, proxy
+	a.engine.onStatus = a.auto.inventoryChanged
+	a.auto.onWelcome = func(server string, w *agentproto.Welcome) {
+		a.engine.setServer(serverMirrorURL(w.UpdateUrl, server), w.UpdateRootSha256)
 	}
 	a.config.OnChange(a.applySettings)
 	if _, err := ob.Append("agent.started", map[string]any{"version": a.cfg.Version, "instance": id.Instance, "pid": os.Getpid()}); err != nil {
@@ -400,10 +416,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	})
 
 	go a.importSpool(autoCtx)
+	a.engine.start(autoCtx)
 	go a.watchLocalConfig(autoCtx)
 	if a.cfg.Tasks != nil {
 		env := TaskEnv{StateDir: a.cfg.StateDir, Outbox: ob, Config: a.config, StopManaging: a.stopManaging,
-			Diagnostics: a.diagnostics,
+			Diagnostics: a.diagnostics, Engine: a.engine,
 			Upload: func(ctx context.Context, runID, name string, r io.Reader, size int64) error {
 				st := a.auto.Status()
 				if !st.Connected {
@@ -466,6 +483,7 @@ func (a *Agent) Close() error {
 // applySettings puts configuration changes into effect. Values left at
 // their default keep what the command line chose.
 func (a *Agent) applySettings(s *agentcfg.Settings) {
+	a.engine.setSettings(s)
 	if a.auto != nil {
 		if s.Sources["agent.check_in_interval"] == agentcfg.SourceDefault {
 			a.auto.setInterval(a.cfg.Interval, false)

@@ -68,6 +68,12 @@ type Auto struct {
 	// intervalPinned: the configuration sets the interval, so the
 	// server's Welcome/Ack hints do not override it.
 	intervalPinned bool // guarded by mu
+	// onWelcome, when set, sees every Welcome (the engine updater takes the
+	// server's update mirror from it).
+	onWelcome func(server string, w *agentproto.Welcome)
+	// invChanged asks for a check-in because the inventory changed (an
+	// engine update); nil: not used.
+	invChanged chan struct{}
 
 	mu     sync.Mutex
 	status Status
@@ -231,6 +237,15 @@ func (a *Auto) handlePush(st *sessionState, m *agentproto.ServerMessage) {
 	}
 }
 
+// inventoryChanged asks the session for a check-in soon (it returns at
+// once; several requests make one check-in).
+func (a *Auto) inventoryChanged() {
+	select {
+	case a.invChanged <- struct{}{}:
+	default:
+	}
+}
+
 func (a *Auto) getInterval() time.Duration {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -268,6 +283,9 @@ func (a *Auto) session(ctx context.Context, server string) error {
 		msgs: make(chan *agentproto.ServerMessage, 16), recvErr: make(chan error, 1)}
 	for _, h := range welcome.SectionHashes {
 		st.hashes[h.Section] = h.Hash
+	}
+	if a.onWelcome != nil {
+		a.onWelcome(server, welcome)
 	}
 	if welcome.CheckInIntervalSeconds > 0 {
 		a.hintInterval(time.Duration(welcome.CheckInIntervalSeconds) * time.Second)
@@ -326,6 +344,10 @@ func (a *Auto) session(ctx context.Context, server string) error {
 			return err
 		case m := <-st.msgs:
 			a.handlePush(st, m) // wake-ups and configuration reports are sent at the top of the loop
+		case <-a.invChanged:
+			if err := a.checkIn(ctx, st, agentproto.CheckInReason_CHECK_IN_REASON_INTERVAL, ""); err != nil {
+				return err
+			}
 		case <-a.ob.Notify():
 			if a.ob.Len() > 0 {
 				if err := a.checkIn(ctx, st, agentproto.CheckInReason_CHECK_IN_REASON_EVENTS, ""); err != nil {

@@ -29,6 +29,9 @@ type Options struct {
 	Instance     string
 	Fingerprint  string
 	StartedUnix  int64
+	// Agent, when set, fills further fields of the agent section (the
+	// detection engine and its updates).
+	Agent func(*agentproto.AgentInfo)
 }
 
 // Snapshot is one collection: every section with its hash.
@@ -99,11 +102,15 @@ func NewSnapshot(sys *agentproto.SystemInfo, hw *agentproto.HardwareInfo, net *a
 }
 
 func agentInfo(o Options) *agentproto.AgentInfo {
-	return &agentproto.AgentInfo{
+	ai := &agentproto.AgentInfo{
 		Version:             o.AgentVersion,
 		CapabilityVersion:   agentproto.CapabilityVersion,
 		Instance:            o.Instance,
 		HardwareFingerprint: o.Fingerprint,
 		StartedUnix:         o.StartedUnix,
 	}
+	if o.Agent != nil {
+		o.Agent(ai)
+	}
+	return ai
 }

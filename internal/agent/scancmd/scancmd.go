@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/mamori/mamori/internal/agent"
 	"github.com/mamori/mamori/internal/agent/agentcfg"
@@ -25,6 +26,7 @@ import (
 	"github.com/mamori/mamori/internal/engine/enginecli"
 	"github.com/mamori/mamori/internal/engine/matcher"
 	"github.com/mamori/mamori/internal/engine/scanner"
+	"github.com/mamori/mamori/internal/updates/client"
 )
 
 // SettingsFile holds local scan settings in the state directory. The
@@ -33,9 +35,32 @@ import (
 // the value, then the command line.
 const SettingsFile = "scan.json"
 
-// EngineFile is where the agent keeps its current engine (written by the
-// updater); without it the built-in engine is used.
-const EngineFile = "engine/current.mdb"
+// LoadEngine loads the agent's current engine, installed by the engine
+// updater in agent.EngineStateDir(state). It returns nil and no error when
+// the built-in engine is current (no update installed yet).
+func LoadEngine(state string) (*matcher.Engine, error) {
+	dir := agent.EngineStateDir(state)
+	if _, err := os.Stat(filepath.Join(dir, "engine.json")); errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	// Twice: an update may remove the file between reading the pointer
+	// and opening it (it keeps only a few versions).
+	var err error
+	for range 2 {
+		var st client.Status
+		if st, err = client.ReadStatus(dir, time.Now()); err != nil || st.Builtin {
+			return nil, err
+		}
+		var e *matcher.Engine
+		if e, err = matcher.LoadFile(st.EnginePath); err == nil {
+			return e, nil
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			break
+		}
+	}
+	return nil, err
+}
 
 // Settings are the local scan settings. Every field is optional; command
 // line flags win.
@@ -227,9 +252,9 @@ func Scan(ctx context.Context, args []string, defaultState string, stdout, stder
 		rest = append([]string{"--quarantine-dir", filepath.Join(state, "quarantine")}, rest...)
 	}
 	hooks := enginecli.ScanHooks{}
-	if e, err := matcher.LoadFile(filepath.Join(state, EngineFile)); err == nil {
+	if e, err := LoadEngine(state); e != nil {
 		hooks.Engine = e
-	} else if !errors.Is(err, os.ErrNotExist) {
+	} else if err != nil {
 		fmt.Fprintf(stderr, "mamori-agent scan: the agent's engine is unusable (%v); using the built-in engine\n", err)
 	}
 	_, idErr := agent.LoadIdentity(state)

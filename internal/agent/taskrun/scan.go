@@ -2,16 +2,13 @@ package taskrun
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strconv"
 
 	"github.com/mamori/mamori/internal/agent/scancmd"
 	"github.com/mamori/mamori/internal/engine/enginecli"
-	"github.com/mamori/mamori/internal/engine/matcher"
 	"github.com/mamori/mamori/internal/engine/scanner"
 	"github.com/mamori/mamori/internal/tasks"
 )
@@ -83,9 +80,9 @@ func (r *Runner) builtinScan(ctx context.Context, req ScanRequest) (ScanResult, 
 	}
 	args = append(append(args, "--"), req.Paths...)
 	hooks := enginecli.ScanHooks{}
-	if e, err := matcher.LoadFile(filepath.Join(r.StateDir, scancmd.EngineFile)); err == nil {
+	if e, err := scancmd.LoadEngine(r.StateDir); e != nil {
 		hooks.Engine = e
-	} else if !errors.Is(err, os.ErrNotExist) {
+	} else if err != nil {
 		r.Log.Warn("the agent's engine is unusable; scanning with the built-in engine", "err", err)
 	}
 	found := 0

@@ -419,6 +419,9 @@ func (r *Runner) StartTasks(ctx context.Context, env agent.TaskEnv) error {
 		r.Upload = uploadFunc(env.Upload)
 	}
 	r.StopManaging, r.Diagnostics = env.StopManaging, env.Diagnostics
+	if r.Engine == nil && env.Engine != nil {
+		r.Engine = env.Engine
+	}
 	return r.Start(ctx)
 }
 

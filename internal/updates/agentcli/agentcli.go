@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mamori/mamori/internal/errcode"
+	"github.com/mamori/mamori/internal/flagenv"
 	"github.com/mamori/mamori/internal/updates/client"
 	"github.com/mamori/mamori/internal/updates/trust"
 )
@@ -27,18 +28,54 @@ Commands:
 Run "mamori-agent engine <command> -h" for the command's flags.
 `
 
-// Engine implements "mamori-agent engine ...". args are the arguments after
-// "engine". Exit codes: 0 done, 1 failed, 2 usage.
+// Engine implements "mamori-agent engine ..." with --state naming the
+// engine state directory itself. args are the arguments after "engine".
+// Exit codes: 0 done, 1 failed, 2 usage.
 func Engine(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return Options{}.Run(ctx, args, stdout, stderr)
+}
+
+// Options adapt the commands to a binary whose --state is a larger
+// directory holding the engine state (the agent's).
+type Options struct {
+	// StateDefault, StateEnv and StateHelp describe --state (defaults:
+	// client.DefaultStateDir(), MAMORI_ENGINE_STATE, "engine state directory").
+	StateDefault, StateEnv, StateHelp string
+	// EngineDir maps --state to the engine state directory (nil: the same).
+	EngineDir func(state string) string
+}
+
+func (o Options) stateFlag(fs *flagenv.Set) func() string {
+	def, env, help := o.StateDefault, o.StateEnv, o.StateHelp
+	if def == "" {
+		def = client.DefaultStateDir()
+	}
+	if env == "" {
+		env = "MAMORI_ENGINE_STATE"
+	}
+	if help == "" {
+		help = "engine state directory"
+	}
+	state := fs.String("state", env, def, help)
+	return func() string {
+		if o.EngineDir != nil {
+			return o.EngineDir(*state)
+		}
+		return *state
+	}
+}
+
+// Run implements "mamori-agent engine ...".
+func (o Options) Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	sub, rest := clikit.Subcommand(args)
 	c := clikit.Cmd{Prog: "mamori-agent engine " + sub, Stdout: stdout, Stderr: stderr}
 	switch sub {
 	case "update":
-		return engineUpdate(ctx, c, rest)
+		return engineUpdate(ctx, c, o, rest)
 	case "rollback":
-		return engineRollback(c, rest)
+		return engineRollback(c, o, rest)
 	case "status":
-		return engineStatus(c, rest)
+		return engineStatus(c, o, rest)
 	case "", "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, agentUsage)
 		if sub == "" {
@@ -61,10 +98,10 @@ ends a rollback hold.
 
 `
 
-func engineUpdate(ctx context.Context, c clikit.Cmd, args []string) int {
+func engineUpdate(ctx context.Context, c clikit.Cmd, o Options, args []string) int {
 	fs := clikit.NewFlags(c.Prog)
 	sources := fs.List("source", "MAMORI_UPDATE_SOURCES", "update source: URL, offline:URL (a mirror fed by bundles), folder or .tar (repeatable, in order)")
-	state := fs.String("state", "MAMORI_ENGINE_STATE", client.DefaultStateDir(), "engine state directory")
+	stateDir := o.stateFlag(fs)
 	root := fs.String("root", "MAMORI_UPDATE_ROOT", "", "trusted root.json (needed once; later the state's is used)")
 	rootSHA := fs.String("root-sha256", "MAMORI_UPDATE_ROOT_SHA256", "", "or: SHA-256 of the repository's 1.root.json")
 	proxy := fs.String("proxy", "MAMORI_UPDATE_PROXY", "", `HTTP proxy ("" from the environment, "none")`)
@@ -95,7 +132,7 @@ func engineUpdate(ctx context.Context, c clikit.Cmd, args []string) int {
 	if *verbose {
 		level = slog.LevelDebug
 	}
-	cfg := client.Config{StateDir: *state, Sources: *sources, TrustedRoot: rb, RootSHA256: *rootSHA, Proxy: *proxy,
+	cfg := client.Config{StateDir: stateDir(), Sources: *sources, TrustedRoot: rb, RootSHA256: *rootSHA, Proxy: *proxy,
 		OfflineMaxAge: *offline, KeepVersions: *keep, Logger: slog.New(slog.NewTextHandler(c.Stderr, &slog.HandlerOptions{Level: level}))}
 	if *offline == 0 {
 		cfg.SetStrictOffline()
@@ -141,9 +178,9 @@ func engineUpdate(ctx context.Context, c clikit.Cmd, args []string) int {
 	return clikit.ExitOK
 }
 
-func engineRollback(c clikit.Cmd, args []string) int {
+func engineRollback(c clikit.Cmd, o Options, args []string) int {
 	fs := clikit.NewFlags(c.Prog)
-	state := fs.String("state", "MAMORI_ENGINE_STATE", client.DefaultStateDir(), "engine state directory")
+	stateDir := o.stateFlag(fs)
 	hold := fs.Duration("hold", "MAMORI_ENGINE_ROLLBACK_HOLD", client.DefaultRollbackHold, "hold automatic updates this long")
 	asJSON := fs.Bool("json", false, "print JSON")
 	help := "usage: mamori-agent engine rollback [--state DIR] [--hold 24h] [--json]\n\nMakes the previous kept engine current and holds automatic updates for --hold\n(a manual \"engine update\" ends the hold).\n\n"
@@ -153,7 +190,7 @@ func engineRollback(c clikit.Cmd, args []string) int {
 	if *hold <= 0 {
 		return c.Usage(errors.New("--hold must be positive"))
 	}
-	d, err := client.New(client.Config{StateDir: *state, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	d, err := client.New(client.Config{StateDir: stateDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		return c.FailJSON(*asJSON, err, nil)
 	}
@@ -169,14 +206,14 @@ func engineRollback(c clikit.Cmd, args []string) int {
 	return clikit.ExitOK
 }
 
-func engineStatus(c clikit.Cmd, args []string) int {
+func engineStatus(c clikit.Cmd, o Options, args []string) int {
 	fs := clikit.NewFlags(c.Prog)
-	state := fs.String("state", "MAMORI_ENGINE_STATE", client.DefaultStateDir(), "engine state directory")
+	stateDir := o.stateFlag(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
 	if done, code := c.Parse(fs, args, "usage: mamori-agent engine status [--state DIR] [--json]\n\n"); done {
 		return code
 	}
-	st, err := client.ReadStatus(*state, time.Now())
+	st, err := client.ReadStatus(stateDir(), time.Now())
 	if err != nil {
 		if errcode.Is(err, errcode.NotFound) && !*asJSON {
 			return c.Fail(err)

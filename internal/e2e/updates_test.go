@@ -1,0 +1,192 @@
+package e2e
+
+import (
+	"crypto/md5"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// runJSON runs a mamori command and decodes its JSON output.
+func runJSON(t *testing.T, args ...string) map[string]any {
+	t.Helper()
+	out, err := exec.Command(bin("mamori"), args...).Output()
+	if err != nil {
+		t.Fatalf("mamori %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(out, &m); err != nil {
+		t.Fatalf("mamori %s output %q: %v", strings.Join(args, " "), out, err)
+	}
+	return m
+}
+
+// hdbFor is a ClamAV-format hash signature for content.
+func hdbFor(content, name string) string {
+	sum := md5.Sum([]byte(content))
+	return fmt.Sprintf("%s:%d:%s\n", hex.EncodeToString(sum[:]), len(content), name)
+}
+
+// agentEngine reads the engine fields of a computer's agent inventory.
+type agentEngine struct {
+	Version     string `json:"engine_version"` // uint64 in protojson: a string
+	Builtin     bool   `json:"engine_builtin"`
+	State       string `json:"engine_update_state"`
+	LastSuccess string `json:"engine_last_success_unix"`
+	LastError   string `json:"engine_last_error"`
+}
+
+func (c *apiClient) engineOf(t *testing.T, id string) agentEngine {
+	t.Helper()
+	var e agentEngine
+	if raw := c.computer(t, id).Inventory["agent"]; raw != nil {
+		if err := json.Unmarshal(raw, &e); err != nil {
+			t.Fatalf("agent section %s: %v", raw, err)
+		}
+	}
+	return e
+}
+
+// A publisher's repository feeds the server's built-in mirror; an agent
+// with no update source configured takes the mirror from its server, pins
+// the root the server announced, updates on its schedule, takes a delta by
+// an engine_update task, scans with the new signatures, and goes back by
+// an engine_rollback task — all reported in its inventory.
+func TestUpdates_AgentUpdatesFromTheServersMirrorByScheduleAndTaskAndRollsBack(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	repoDir := filepath.Join(dir, "repo")
+	pin, _ := runJSON(t, "repo", "init", "--repo", repoDir, "--json")["root_sha256"].(string)
+	if len(pin) != 64 {
+		t.Fatalf("repo init gave no root pin")
+	}
+	sigs := filepath.Join(dir, "sigs")
+	os.MkdirAll(sigs, 0o755)
+	first, second := "mamori e2e update marker one\n", "mamori e2e update marker two\n"
+	if err := os.WriteFile(filepath.Join(sigs, "test.hdb"), []byte(hdbFor(first, "Mamori.Test.One")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	v1 := runJSON(t, "repo", "publish", "--repo", repoDir, "--from", sigs, "--json")["version"].(float64)
+
+	s := startServer(t, "--updates-upstream", repoDir, "--updates-root-sha256", pin, "--updates-sync-interval", "1s")
+	// No random delay before the first automatic attempt.
+	var pol struct{ ID string }
+	if code := s.api.do(t, "POST", "/api/v1/policies", map[string]any{"name": "Updates now", "product": "updates",
+		"settings": map[string]any{"random_splay": map[string]string{"flag": "apply", "value": "0s"}}}, &pol); code != 201 {
+		t.Fatalf("create policy: %d", code)
+	}
+	if code := s.api.do(t, "POST", "/api/v1/policies/"+pol.ID+"/assignments", map[string]any{"target_type": "static", "target": "All"}, nil); code != 201 {
+		t.Fatalf("assign: %d", code)
+	}
+	state := filepath.Join(t.TempDir(), "agent")
+	s.agent(t, state, nil, append(s.enrollArgs(s.token()), "--instance", "updated")...)
+	c, _ := s.api.waitStatus(t, "updated", "online", 20*time.Second)
+
+	// The scheduled update from the server's mirror.
+	want := fmt.Sprint(v1)
+	waitFor(t, 30*time.Second, "engine from the built-in mirror in the inventory", func() (bool, string) {
+		e := s.api.engineOf(t, c.ID)
+		return e.Version == want && !e.Builtin && e.State == "idle" && e.LastSuccess != "0", fmt.Sprintf("%+v", e)
+	})
+	files := t.TempDir()
+	os.WriteFile(filepath.Join(files, "one.bin"), []byte(first), 0o644)
+	os.WriteFile(filepath.Join(files, "two.bin"), []byte(second), 0o644)
+	scan := func() string {
+		out, _ := exec.Command(bin("mamori-agent"), "scan", "--state", state, "--json", files).Output()
+		return string(out)
+	}
+	if out := scan(); !strings.Contains(out, "Mamori.Test.One") || strings.Contains(out, "Mamori.Test.Two") {
+		t.Fatalf("scan with engine %s:\n%s", want, out)
+	}
+
+	// A second release, taken at once by a task (a delta).
+	timestamp := func() int {
+		resp, err := s.api.http.Get(s.api.base + "/updates/metadata/timestamp.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var ts struct {
+			Signed struct{ Version int } `json:"signed"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&ts); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("timestamp.json from the built-in mirror: %s %v", resp.Status, err)
+		}
+		return ts.Signed.Version
+	}
+	before := timestamp()
+	os.WriteFile(filepath.Join(sigs, "test.hdb"), []byte(hdbFor(first, "Mamori.Test.One")+hdbFor(second, "Mamori.Test.Two")), 0o644)
+	v2 := runJSON(t, "repo", "publish", "--repo", repoDir, "--from", sigs, "--json")["version"].(float64)
+	waitFor(t, 20*time.Second, "mirror synced the new release", func() (bool, string) {
+		v := timestamp()
+		return v > before, fmt.Sprint("timestamp version ", v)
+	})
+	upd := s.api.createTask(t, `{"name":"Update engines","type":"engine_update"}`)
+	s.api.runNow(t, upd, `{"targets":[{"type":"computer","id":"`+c.ID+`"}]}`)
+	runs := s.api.finished(t, upd, 1, 60*time.Second)
+	t.Logf("engine_update: %s", runs[0].Output)
+	wantLine := fmt.Sprintf("engine updated from %v to %v by delta", v1, v2)
+	if r := runs[0]; r.State != "succeeded" || !strings.Contains(r.Output, wantLine) {
+		t.Fatalf("engine_update run %+v, want output with %q", r, wantLine)
+	}
+	if out := scan(); !strings.Contains(out, "Mamori.Test.Two") {
+		t.Fatalf("scan after the update does not use the new engine:\n%s", out)
+	}
+	waitFor(t, 20*time.Second, "new engine in the inventory", func() (bool, string) {
+		e := s.api.engineOf(t, c.ID)
+		return e.Version == fmt.Sprint(v2), fmt.Sprintf("%+v", e)
+	})
+
+	// Back to the previous engine; automatic updates are held.
+	rb := s.api.createTask(t, `{"name":"Roll back","type":"engine_rollback"}`)
+	s.api.runNow(t, rb, `{"targets":[{"type":"computer","id":"`+c.ID+`"}]}`)
+	runs = s.api.finished(t, rb, 1, 60*time.Second)
+	t.Logf("engine_rollback: %s", runs[0].Output)
+	if r := runs[0]; r.State != "succeeded" || !strings.Contains(r.Output, fmt.Sprintf("rolled back from %v to %v", v2, v1)) {
+		t.Fatalf("engine_rollback run %+v", r)
+	}
+	waitFor(t, 20*time.Second, "rolled-back engine in the inventory", func() (bool, string) {
+		e := s.api.engineOf(t, c.ID)
+		return e.Version == want && e.State == "held", fmt.Sprintf("%+v", e)
+	})
+	if out := scan(); strings.Contains(out, "Mamori.Test.Two") || !strings.Contains(out, "Mamori.Test.One") {
+		t.Fatalf("scan after the rollback:\n%s", out)
+	}
+}
+
+// Without an update mirror on the server and no source in its
+// configuration, the agent says so in its inventory, and an engine_update
+// task fails with that reason instead of hanging.
+func TestUpdates_NoSourceIsReportedAndTheTaskFailsClearly(t *testing.T) {
+	t.Parallel()
+	s := startServer(t)
+	s.agent(t, filepath.Join(t.TempDir(), "agent"), nil, append(s.enrollArgs(s.token()), "--instance", "nosource")...)
+	c, _ := s.api.waitStatus(t, "nosource", "online", 20*time.Second)
+	waitFor(t, 20*time.Second, "engine state in the inventory", func() (bool, string) {
+		e := s.api.engineOf(t, c.ID)
+		return e.State == "no_source" && e.Builtin, fmt.Sprintf("%+v", e)
+	})
+	upd := s.api.createTask(t, `{"name":"Update engines","type":"engine_update"}`)
+	s.api.runNow(t, upd, `{"targets":[{"type":"computer","id":"`+c.ID+`"}]}`)
+	runs := s.api.finished(t, upd, 1, 60*time.Second)
+	if r := runs[0]; r.State != "failed" || !strings.Contains(r.Error, "no engine update source") {
+		t.Fatalf("engine_update run %+v", r)
+	}
+}
+
+// A server started with an upstream but without the root pin refuses to
+// start with a clear message (it could not verify anything).
+func TestUpdates_ServerRefusesAMirrorWithoutARootOfTrust(t *testing.T) {
+	t.Parallel()
+	out, err := exec.Command(bin("mamori"), "server", "--data", filepath.Join(t.TempDir(), "d"), "--agent-listen", freeAddr(t),
+		"--api-listen", freeAddr(t), "--updates-upstream", t.TempDir()).CombinedOutput()
+	if code := exitCode(err); code != 2 || !strings.Contains(string(out), "--updates-root-sha256") {
+		t.Fatalf("exit %d, output:\n%s", code, out)
+	}
+}
