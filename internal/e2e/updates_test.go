@@ -42,6 +42,37 @@ type agentEngine struct {
 	LastError   string `json:"engine_last_error"`
 }
 
+// engineFlag is the computer's engine as the API lists it.
+type engineFlag struct {
+	Version     uint64 `json:"version"`
+	UpdateState string `json:"update_state"`
+	Latest      uint64 `json:"latest"`
+	Outdated    bool   `json:"outdated"`
+}
+
+func (c *apiClient) engineFlagOf(t *testing.T, id string) *engineFlag {
+	t.Helper()
+	var r struct{ Engine *engineFlag }
+	if code := c.do(t, "GET", "/api/v1/computers/"+id, nil, &r); code != 200 {
+		t.Fatalf("computer %s: %d", id, code)
+	}
+	return r.Engine
+}
+
+// outdated lists the ids of ?engine=outdated.
+func (c *apiClient) outdated(t *testing.T) []string {
+	t.Helper()
+	var r struct{ Items []struct{ ID string } }
+	if code := c.do(t, "GET", "/api/v1/computers?engine=outdated", nil, &r); code != 200 {
+		t.Fatalf("outdated computers: %d", code)
+	}
+	var ids []string
+	for _, it := range r.Items {
+		ids = append(ids, it.ID)
+	}
+	return ids
+}
+
 func (c *apiClient) engineOf(t *testing.T, id string) agentEngine {
 	t.Helper()
 	var e agentEngine
@@ -142,6 +173,12 @@ func TestUpdates_AgentUpdatesFromTheServersMirrorByScheduleAndTaskAndRollsBack(t
 		e := s.api.engineOf(t, c.ID)
 		return e.Version == fmt.Sprint(v2), fmt.Sprintf("%+v", e)
 	})
+	if f := s.api.engineFlagOf(t, c.ID); f == nil || f.Version != uint64(v2) || f.Latest != uint64(v2) || f.Outdated || f.UpdateState != "idle" {
+		t.Fatalf("engine on the computer after the update: %+v", f)
+	}
+	if ids := s.api.outdated(t); len(ids) != 0 {
+		t.Fatalf("outdated computers while all are current: %v", ids)
+	}
 
 	// Back to the previous engine; automatic updates are held.
 	rb := s.api.createTask(t, `{"name":"Roll back","type":"engine_rollback"}`)
@@ -158,6 +195,17 @@ func TestUpdates_AgentUpdatesFromTheServersMirrorByScheduleAndTaskAndRollsBack(t
 	if out := scan(); strings.Contains(out, "Mamori.Test.Two") || !strings.Contains(out, "Mamori.Test.One") {
 		t.Fatalf("scan after the rollback:\n%s", out)
 	}
+	waitFor(t, 20*time.Second, "computer flagged outdated", func() (bool, string) {
+		f := s.api.engineFlagOf(t, c.ID)
+		return f != nil && f.Outdated && f.Version == uint64(v1) && f.Latest == uint64(v2) && f.UpdateState == "held", fmt.Sprintf("%+v", f)
+	})
+	if ids := s.api.outdated(t); len(ids) != 1 || ids[0] != c.ID {
+		t.Fatalf("?engine=outdated lists %v, want [%s]", ids, c.ID)
+	}
+	var bad map[string]any
+	if code := s.api.do(t, "GET", "/api/v1/computers?engine=old", nil, &bad); code != 400 {
+		t.Fatalf("unknown engine filter: %d %v", code, bad)
+	}
 }
 
 // Without an update mirror on the server and no source in its
@@ -172,6 +220,12 @@ func TestUpdates_NoSourceIsReportedAndTheTaskFailsClearly(t *testing.T) {
 		e := s.api.engineOf(t, c.ID)
 		return e.State == "no_source" && e.Builtin, fmt.Sprintf("%+v", e)
 	})
+	if f := s.api.engineFlagOf(t, c.ID); f == nil || f.Outdated || f.Latest != 0 || f.UpdateState != "no_source" {
+		t.Fatalf("engine on the computer without a mirror: %+v", f)
+	}
+	if ids := s.api.outdated(t); len(ids) != 0 {
+		t.Fatalf("outdated computers without a mirror: %v", ids)
+	}
 	upd := s.api.createTask(t, `{"name":"Update engines","type":"engine_update"}`)
 	s.api.runNow(t, upd, `{"targets":[{"type":"computer","id":"`+c.ID+`"}]}`)
 	runs := s.api.finished(t, upd, 1, 60*time.Second)

@@ -78,6 +78,10 @@ type Config struct {
 	// (diagnostics bundles).
 	AttachmentDir string
 	CAFingerprint string
+	// LatestEngine returns the newest engine version the server's update
+	// mirror holds (0: unknown or no mirror); computers behind it are
+	// flagged outdated. Nil: no flag.
+	LatestEngine func() uint64
 	CAPEM         []byte
 	Metrics       http.Handler
 	Log           *slog.Logger

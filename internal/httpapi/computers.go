@@ -74,7 +74,20 @@ type computerJSON struct {
 	// UnresolvedDetections counts the computer's unresolved detections.
 	UnresolvedDetections int      `json:"unresolved_detections"`
 	Tags                 []string `json:"tags,omitempty"`
-	Version              int64    `json:"version"`
+	// Engine is null until the agent reported its detection engine.
+	Engine  *engineJSON `json:"engine"`
+	Version int64       `json:"version"`
+}
+
+// engineJSON is a computer's detection engine; outdated when the server's
+// update mirror holds a newer version.
+type engineJSON struct {
+	Version     uint64  `json:"version"`
+	UpdateState string  `json:"update_state"`
+	LastSuccess *string `json:"last_success"`
+	LastError   string  `json:"last_error,omitempty"`
+	Latest      uint64  `json:"latest,omitempty"`
+	Outdated    bool    `json:"outdated"`
 }
 
 type computerDetail struct {
@@ -139,8 +152,18 @@ func (a *API) computerView(c *store.Computer, groups *store.GroupTree, now time.
 	if status != store.StatusOnline {
 		since = time.Time{}
 	}
+	var eng *engineJSON
+	if c.Engine.Version > 0 {
+		eng = &engineJSON{Version: c.Engine.Version, UpdateState: c.Engine.UpdateState, LastSuccess: timeJSON(c.Engine.LastSuccess),
+			LastError: c.Engine.LastError}
+		if a.cfg.LatestEngine != nil {
+			eng.Latest = a.cfg.LatestEngine()
+			eng.Outdated = eng.Latest > c.Engine.Version
+		}
+	}
 	return computerJSON{
-		ID: c.ID, Name: c.Name, Hostname: c.Hostname, Instance: c.Instance, Status: status,
+		Engine: eng,
+		ID:     c.ID, Name: c.Name, Hostname: c.Hostname, Instance: c.Instance, Status: status,
 		LastSeen: timeJSON(last), ConnectedSince: timeJSON(since), ConnectionWarning: warning,
 		OS: osJSON{Name: c.OSName, Version: c.OSVersion}, Platform: c.Platform, AgentVersion: c.AgentVersion,
 		CloneSuspected: c.CloneSuspected, CloneReason: c.CloneReason, Group: g,
@@ -149,7 +172,7 @@ func (a *API) computerView(c *store.Computer, groups *store.GroupTree, now time.
 	}
 }
 
-// listComputers: GET /api/v1/computers?name=&status=&group=&recursive=&sort=&limit=&offset=
+// listComputers: GET /api/v1/computers?name=&status=&group=&recursive=&tag=&dynamic_group=&engine=outdated&sort=&limit=&offset=
 func (a *API) listComputers(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	limit, offset, err := page(r)
@@ -164,6 +187,22 @@ func (a *API) listComputers(w http.ResponseWriter, r *http.Request) error {
 		Sort: q.Get("sort"), Limit: limit, Offset: offset}
 	if len(f.Name) > 256 || len(f.Tag) > store.MaxTagLen {
 		return errcode.New(errcode.Invalid, "name or tag filter too long")
+	}
+	switch q.Get("engine") {
+	case "":
+	case "outdated":
+		var latest uint64
+		if a.cfg.LatestEngine != nil {
+			latest = a.cfg.LatestEngine()
+		}
+		if latest == 0 {
+			// Nothing to compare with: no computer is known to be behind.
+			writeJSON(w, http.StatusOK, list([]computerJSON{}, 0))
+			return nil
+		}
+		f.EngineBelow = latest
+	default:
+		return errcode.New(errcode.Invalid, "engine filter must be \"outdated\"")
 	}
 	groups, err := a.groups(r)
 	if err != nil {

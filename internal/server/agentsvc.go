@@ -487,6 +487,13 @@ func summarize(sum *store.ComputerSummary, s *agentproto.InventorySection) {
 		sum.Hostname, sum.OSName, sum.OSVersion = clip(b.System.Hostname, 253), clip(b.System.OsName, 128), clip(b.System.OsVersion, 128)
 	case *agentproto.InventorySection_Agent:
 		sum.AgentVersion = clip(b.Agent.Version, 64)
+		if st := b.Agent.EngineUpdateState; st != "" { // an agent with engine updates
+			e := &store.EngineReport{Version: b.Agent.EngineVersion, UpdateState: clip(st, 32), LastError: clip(b.Agent.EngineLastError, 512)}
+			if t := b.Agent.EngineLastSuccessUnix; t > 0 && t < 1<<40 {
+				e.LastSuccess = time.Unix(t, 0)
+			}
+			sum.Engine = e
+		}
 	}
 }
 

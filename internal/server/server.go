@@ -304,7 +304,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		s.svc.updates = s.updates
 	}
+	var latestEngine func() uint64
+	if s.updates != nil {
+		latestEngine = func() uint64 { return s.updates.m.Status().EngineVersion }
+	}
 	api := httpapi.New(httpapi.Config{
+		LatestEngine:    latestEngine,
 		Store:           s.db,
 		Auth:            &auth.Service{Store: s.db, Sealer: sealer},
 		Enrollment:      enroll,

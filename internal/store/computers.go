@@ -40,23 +40,36 @@ type Computer struct {
 	// ConfigVersion is the configuration version the server computed;
 	// ConfigApplied the one the agent reported applied.
 	ConfigVersion, ConfigApplied string
+	// Engine is the detection engine the agent last reported.
+	Engine EngineReport
+}
+
+// EngineReport is an agent's detection engine and its updates.
+type EngineReport struct {
+	Version     uint64 // 0: not reported
+	UpdateState string // idle, updating, held, failing, no_source
+	LastSuccess time.Time
+	LastError   string
 }
 
 const computerColumns = `id, name, hostname, instance, group_id, status, last_seen, connected_since, platform, os_name, os_version,
 	agent_version, hardware_fingerprint, clone_suspected, clone_reason, enrolled_at, revoked_at, version, config_version, config_applied_version,
+	engine_version, engine_update_state, engine_last_success, engine_last_error,
 	(SELECT COUNT(*) FROM detections d WHERE d.computer_id = computers.id AND d.state = 'unresolved')`
 
 func scanComputer(row interface{ Scan(...any) error }) (*Computer, error) {
 	c := &Computer{}
-	var lastSeen, since, revoked sql.NullInt64
-	var enrolled int64
+	var lastSeen, since, revoked, engineOK sql.NullInt64
+	var enrolled, engineVersion int64
 	err := row.Scan(&c.ID, &c.Name, &c.Hostname, &c.Instance, &c.GroupID, &c.Status, &lastSeen, &since, &c.Platform,
 		&c.OSName, &c.OSVersion, &c.AgentVersion, &c.HardwareFingerprint, &c.CloneSuspected, &c.CloneReason, &enrolled, &revoked,
-		&c.Version, &c.ConfigVersion, &c.ConfigApplied, &c.UnresolvedDetections)
+		&c.Version, &c.ConfigVersion, &c.ConfigApplied, &engineVersion, &c.Engine.UpdateState, &engineOK, &c.Engine.LastError,
+		&c.UnresolvedDetections)
 	if err != nil {
 		return nil, err
 	}
 	c.LastSeen, c.ConnectedSince, c.RevokedAt, c.EnrolledAt = fromNullMS(lastSeen), fromNullMS(since), fromNullMS(revoked), fromMS(enrolled)
+	c.Engine.Version, c.Engine.LastSuccess = uint64(max(engineVersion, 0)), fromNullMS(engineOK)
 	return c, nil
 }
 
@@ -74,9 +87,13 @@ type ComputerFilter struct {
 	GroupIDs       []string // member of any of these static groups
 	DynamicGroupID string   // member of this dynamic group
 	Tag            string   // carries this tag
+	// EngineBelow selects computers whose reported engine is older than
+	// this version (0: no filter); computers that reported none are not
+	// selected.
+	EngineBelow    uint64
 	IncludeRevoked bool
 	// Sort is a field name, optionally prefixed with "-" for descending:
-	// name (default), last_seen, status, enrolled_at, os_name.
+	// name (default), last_seen, status, enrolled_at, os_name, engine.
 	Sort   string
 	Limit  int // default 100, at most 1000
 	Offset int
@@ -88,11 +105,12 @@ var computerSorts = map[string]string{
 	"status":      "status",
 	"enrolled_at": "enrolled_at",
 	"os_name":     "os_name",
+	"engine":      "engine_version",
 }
 
 // ComputerSortFields lists the fields ListComputers sorts by.
 func ComputerSortFields() []string {
-	return []string{"name", "last_seen", "status", "enrolled_at", "os_name"}
+	return []string{"name", "last_seen", "status", "enrolled_at", "os_name", "engine"}
 }
 
 // Pagination limits.
@@ -142,6 +160,10 @@ func (db *DB) ListComputers(ctx context.Context, f ComputerFilter) (_ []*Compute
 	if f.DynamicGroupID != "" {
 		where = append(where, "id IN (SELECT computer_id FROM dynamic_group_members WHERE group_id = ?)")
 		args = append(args, f.DynamicGroupID)
+	}
+	if f.EngineBelow > 0 {
+		where = append(where, "engine_version > 0 AND engine_version < ?")
+		args = append(args, int64(min(f.EngineBelow, 1<<62)))
 	}
 	order, err := orderBy(f.Sort, computerSorts, "name")
 	if err != nil {

@@ -34,6 +34,8 @@ type ComputerSummary struct {
 	OSName       string
 	OSVersion    string
 	AgentVersion string
+	// Engine, when set, replaces the computer's engine report.
+	Engine *EngineReport
 }
 
 // CheckIn is everything one agent check-in writes.
@@ -118,7 +120,17 @@ func (db *DB) ApplyCheckIns(ctx context.Context, cs []*CheckIn) (inserted []int,
 					return err
 				}
 			}
-			if s := c.Summary; s != (ComputerSummary{}) {
+			if e := c.Summary.Engine; e != nil {
+				var ok any
+				if !e.LastSuccess.IsZero() {
+					ok = ms(e.LastSuccess)
+				}
+				if _, err := tx.ExecContext(ctx, `UPDATE computers SET engine_version = ?, engine_update_state = ?, engine_last_success = ?, engine_last_error = ? WHERE id = ?`,
+					int64(min(e.Version, 1<<62)), clip(e.UpdateState, 32), ok, clip(e.LastError, 512), c.ComputerID); err != nil {
+					return err
+				}
+			}
+			if s := c.Summary; s.Hostname != "" || s.OSName != "" || s.OSVersion != "" || s.AgentVersion != "" {
 				if _, err := tx.ExecContext(ctx, `UPDATE computers SET
 					hostname = CASE WHEN ? <> '' THEN ? ELSE hostname END,
 					os_name = CASE WHEN ? <> '' THEN ? ELSE os_name END,

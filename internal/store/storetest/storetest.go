@@ -106,6 +106,7 @@ var suite = []group{
 		{"SortByEveryField", testListSort},
 		{"LimitOffsetTotal", testListPaging},
 		{"RevokedExcludedUnlessAsked", testListRevoked},
+		{"EngineReportAndOutdatedFilter", testListEngine},
 	}},
 	{"Presence", []test{
 		{"OnlineThenOffline", testPresenceOnlineOffline},
@@ -1157,14 +1158,19 @@ func fleet(t *testing.T, db *store.DB) {
 	for _, s := range []struct {
 		id, name, host, os string
 		enrolled           time.Duration
+		engine             uint64 // 0: not reported
 	}{
-		{"c1", "delta", "ws-017.corp.example", "Fedora", 3 * time.Hour},
-		{"c2", "alpha", "db-1", "Windows", 1 * time.Hour},
-		{"c3", "charlie", "build-9", "Debian", 2 * time.Hour},
-		{"c4", "bravo", "ws-018.corp.example", "Ubuntu", 4 * time.Hour},
+		{"c1", "delta", "ws-017.corp.example", "Fedora", 3 * time.Hour, 9},
+		{"c2", "alpha", "db-1", "Windows", 1 * time.Hour, 3},
+		{"c3", "charlie", "build-9", "Debian", 2 * time.Hour, 0},
+		{"c4", "bravo", "ws-018.corp.example", "Ubuntu", 4 * time.Hour, 5},
 	} {
 		Enroll(t, db, tok, T0.Add(s.enrolled), store.Computer{ID: s.id, Name: s.name, Hostname: s.host})
-		_, err := db.ApplyCheckIn(t.Context(), &store.CheckIn{ComputerID: s.id, Now: T0, Summary: store.ComputerSummary{OSName: s.os}})
+		sum := store.ComputerSummary{OSName: s.os}
+		if s.engine > 0 {
+			sum.Engine = &store.EngineReport{Version: s.engine, UpdateState: "idle", LastSuccess: T0}
+		}
+		_, err := db.ApplyCheckIn(t.Context(), &store.CheckIn{ComputerID: s.id, Now: T0, Summary: sum})
 		must(t, err)
 	}
 	seen := T0.Add(10 * time.Hour)
@@ -1173,6 +1179,44 @@ func fleet(t *testing.T, db *store.DB) {
 		{ComputerID: "c4", Status: store.StatusOnline, LastSeen: seen.Add(2 * time.Minute), ConnectedSince: seen},
 		{ComputerID: "c3", LastSeen: seen.Add(3 * time.Minute)},
 	}))
+}
+
+func testListEngine(t *testing.T, db *store.DB) {
+	fleet(t, db)
+	for _, tc := range []struct {
+		below uint64
+		want  []string
+	}{
+		{0, []string{"c1", "c2", "c3", "c4"}},
+		{9, []string{"c2", "c4"}}, // c3 never reported: not known to be behind
+		{5, []string{"c2"}},
+		{3, nil},
+		{1 << 63, []string{"c1", "c2", "c4"}},
+	} {
+		cs, total := list(t, db, store.ComputerFilter{EngineBelow: tc.below})
+		if got := sortedIDs(cs); !slices.Equal(got, tc.want) || total != len(tc.want) {
+			t.Errorf("EngineBelow %d = %q total %d, want %q", tc.below, got, total, tc.want)
+		}
+	}
+	c, err := db.ComputerByID(t.Context(), "c4")
+	must(t, err)
+	if e := c.Engine; e.Version != 5 || e.UpdateState != "idle" || !e.LastSuccess.Equal(T0) || e.LastError != "" {
+		t.Fatalf("engine report %+v", e)
+	}
+	// A check-in without an engine report leaves it; a new report replaces it.
+	_, err = db.ApplyCheckIn(t.Context(), &store.CheckIn{ComputerID: "c4", Now: T0.Add(time.Hour), Summary: store.ComputerSummary{OSName: "Ubuntu 26.04"}})
+	must(t, err)
+	c, _ = db.ComputerByID(t.Context(), "c4")
+	if c.Engine.Version != 5 || c.OSName != "Ubuntu 26.04" {
+		t.Fatalf("engine report after a check-in without one: %+v (os %q)", c.Engine, c.OSName)
+	}
+	_, err = db.ApplyCheckIn(t.Context(), &store.CheckIn{ComputerID: "c4", Now: T0.Add(2 * time.Hour),
+		Summary: store.ComputerSummary{Engine: &store.EngineReport{Version: 5, UpdateState: "failing", LastError: strings.Repeat("x", 2000)}}})
+	must(t, err)
+	c, _ = db.ComputerByID(t.Context(), "c4")
+	if e := c.Engine; e.UpdateState != "failing" || len(e.LastError) != 512 || !e.LastSuccess.IsZero() {
+		t.Fatalf("replaced engine report: state %q, error %d bytes, last success %v", e.UpdateState, len(e.LastError), e.LastSuccess)
+	}
 }
 
 func testListNameFilter(t *testing.T, db *store.DB) {
@@ -1301,7 +1345,7 @@ func testListGroupFilter(t *testing.T, db *store.DB) {
 
 func testListSort(t *testing.T, db *store.DB) {
 	fleet(t, db)
-	if !slices.Equal(store.ComputerSortFields(), []string{"name", "last_seen", "status", "enrolled_at", "os_name"}) {
+	if !slices.Equal(store.ComputerSortFields(), []string{"name", "last_seen", "status", "enrolled_at", "os_name", "engine"}) {
 		t.Fatalf("ComputerSortFields = %q: update this test's table", store.ComputerSortFields())
 	}
 	asc := map[string][]string{
@@ -1310,6 +1354,7 @@ func testListSort(t *testing.T, db *store.DB) {
 		"last_seen":   {"c2", "c1", "c4", "c3"}, // never seen sorts first
 		"enrolled_at": {"c2", "c3", "c1", "c4"},
 		"os_name":     {"c3", "c1", "c4", "c2"},
+		"engine":      {"c3", "c2", "c4", "c1"}, // never reported sorts first
 	}
 	for field, want := range asc {
 		if cs, _ := list(t, db, store.ComputerFilter{Sort: field}); !slices.Equal(ids(cs), want) {
