@@ -82,9 +82,9 @@ type Config struct {
 	// mirror holds (0: unknown or no mirror); computers behind it are
 	// flagged outdated. Nil: no flag.
 	LatestEngine func() uint64
-	CAPEM         []byte
-	Metrics       http.Handler
-	Log           *slog.Logger
+	CAPEM        []byte
+	Metrics      http.Handler
+	Log          *slog.Logger
 	// Connection warning thresholds for computers not seen for a while.
 	OfflineWarning  time.Duration // default 48h
 	OfflineCritical time.Duration // default 14 days
