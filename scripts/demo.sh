@@ -34,7 +34,26 @@ for addr in "$AGENT_ADDR" "$API_ADDR"; do
   fi
 done
 
+# An engine update repository (the publisher's side) with one release: a
+# signature for a harmless demo file. The server's built-in mirror verifies
+# it and serves it to the agents.
+REPO=$DEMO_DIR/update-repo
+SIGS=$DEMO_DIR/signatures
+MARKER=$DEMO_DIR/files/mamori-demo-marker.txt
+if [ ! -f "$REPO/repo.json" ]; then
+  mkdir -p "$SIGS" "$(dirname "$MARKER")"
+  echo "Mamori demo marker: harmless, detected by the demo engine update" >"$MARKER"
+  echo "$(md5sum "$MARKER" | cut -d' ' -f1):$(stat -c %s "$MARKER"):Mamori.Demo.Marker" >"$SIGS/demo.hdb"
+  # A release is the whole signature set: keep the built-in ones (EICAR).
+  cp internal/engine/builtin/signatures/* "$SIGS/"
+  "$BIN/mamori" repo init --repo "$REPO" >"$DEMO_DIR/logs/repo.log" 2>&1
+  "$BIN/mamori" repo publish --repo "$REPO" --from "$SIGS" >>"$DEMO_DIR/logs/repo.log" 2>&1
+fi
+ROOT_PIN=$("$BIN/mamori" repo status --repo "$REPO" --json | sed -n 's/.*"root_sha256": *"\([0-9a-f]*\)".*/\1/p')
+[ -n "$ROOT_PIN" ] || { echo "demo: could not read the update repository's root pin" >&2; exit 1; }
+
 "$BIN/mamori" server --data "$DATA" --agent-listen "$AGENT_ADDR" --api-listen "$API_ADDR" \
+  --updates-upstream "$REPO" --updates-root-sha256 "$ROOT_PIN" --updates-sync-interval 30s \
   >"$DEMO_DIR/logs/server.log" 2>&1 &
 pids+=($!)
 
@@ -96,6 +115,14 @@ Try:
   $BIN/mamori policies create fast --set agent.check_in_interval=15s
   $BIN/mamori policies assign fast --group All
   $BIN/mamori computers effective-config demo-1
+
+  Engine updates (repository $REPO, served by the server under $API/updates/):
+  $BIN/mamori tasks create update-engine --type engine_update
+  $BIN/mamori tasks run update-engine --group All --wait
+  $BIN/mamori-agent scan --state $DEMO_DIR/agents/demo-1 $MARKER
+  echo "\$(md5sum $MARKER | cut -d' ' -f1):\$(stat -c %s $MARKER):Mamori.Demo.Marker.V2" >> $SIGS/demo.hdb
+  $BIN/mamori repo publish --repo $REPO --from $SIGS      # the next release: a delta
+  $BIN/mamori computers list --engine outdated
 
 Press Ctrl-C to stop.
 MSG

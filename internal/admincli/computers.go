@@ -47,14 +47,15 @@ func (inv *invocation) findComputer(c *apiclient.Client, idOrName string) (*apic
 }
 
 func (inv *invocation) computersList(args []string) error {
-	fs := inv.flags("[--name TEXT] [--status online|offline] [--group PATH] [--tag TAG] [--sort FIELD] [--limit N] [--offset N]")
+	fs := inv.flags("[--name TEXT] [--status online|offline] [--group PATH] [--tag TAG] [--engine outdated] [--sort FIELD] [--limit N] [--offset N]")
 	g := inv.globalFlags(fs, true)
 	var q apiclient.ComputerQuery
 	fs.StringVar(&q.Name, "name", "", "only computers whose name contains TEXT")
 	fs.StringVar(&q.Status, "status", "", "only online or offline computers")
 	fs.StringVar(&q.Group, "group", "", "only computers in this static group and its subgroups")
 	fs.StringVar(&q.Tag, "tag", "", "only computers with this tag")
-	fs.StringVar(&q.Sort, "sort", "", "name, last_seen, status, enrolled_at or os_name; a leading - descends")
+	fs.StringVar(&q.Sort, "sort", "", "name, last_seen, status, enrolled_at, os_name or engine; a leading - descends")
+	fs.StringVar(&q.Engine, "engine", "", `"outdated": only computers whose engine is behind the server's update mirror`)
 	page := pageFlags(fs)
 	if _, err := inv.parse(fs, args, 0, 0); err != nil {
 		return err
@@ -74,10 +75,30 @@ func (inv *invocation) computersList(args []string) error {
 
 // computerTable prints computers as the list shows them.
 func computerTable(w io.Writer, items []apiclient.Computer) {
-	fmt.Fprintln(w, "NAME\tSTATUS\tGROUP\tOS\tLAST SEEN\tID")
+	fmt.Fprintln(w, "NAME\tSTATUS\tGROUP\tOS\tENGINE\tLAST SEEN\tID")
 	for _, x := range items {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", x.Name, computerStatus(x), x.Group.Path, orDash(strings.TrimSpace(x.OS.Name+" "+x.OS.Version)), ts(x.LastSeen), x.ID)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", x.Name, computerStatus(x), x.Group.Path, orDash(strings.TrimSpace(x.OS.Name+" "+x.OS.Version)),
+			engineCell(x.Engine), ts(x.LastSeen), x.ID)
 	}
+}
+
+// engineCell is "12", "12 (outdated: 14)", "12 (failing)"; "-" when not reported.
+func engineCell(e *apiclient.Engine) string {
+	if e == nil {
+		return "-"
+	}
+	s := fmt.Sprint(e.Version)
+	var notes []string
+	if e.Outdated {
+		notes = append(notes, fmt.Sprintf("outdated: %d", e.Latest))
+	}
+	if e.UpdateState != "" && e.UpdateState != "idle" {
+		notes = append(notes, strings.ReplaceAll(e.UpdateState, "_", " "))
+	}
+	if len(notes) > 0 {
+		s += " (" + strings.Join(notes, ", ") + ")"
+	}
+	return s
 }
 
 func computerStatus(x apiclient.Computer) string {

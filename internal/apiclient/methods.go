@@ -398,14 +398,15 @@ type ComputerQuery struct {
 	Status string // online | offline
 	Group  string // static group path (with its subgroups)
 	Tag    string
-	Sort   string // name, last_seen, status, enrolled_at, os_name; "-" prefix descends
+	Sort   string // name, last_seen, status, enrolled_at, os_name, engine; "-" prefix descends
+	Engine string // "outdated": behind the server's update mirror
 	Page
 }
 
 // ListComputers lists the computers the caller can read.
 func (c *Client) ListComputers(ctx context.Context, f ComputerQuery) (*List[Computer], error) {
 	q := url.Values{}
-	for k, v := range map[string]string{"name": f.Name, "status": f.Status, "group": f.Group, "tag": f.Tag, "sort": f.Sort} {
+	for k, v := range map[string]string{"name": f.Name, "status": f.Status, "group": f.Group, "tag": f.Tag, "sort": f.Sort, "engine": f.Engine} {
 		if v != "" {
 			q.Set(k, v)
 		}
@@ -487,7 +488,7 @@ func (c *Client) DeleteDynamicGroup(ctx context.Context, id string, version int6
 // can read; f filters them like ListComputers.
 func (c *Client) DynamicGroupMembers(ctx context.Context, id string, f ComputerQuery) (*List[Computer], error) {
 	q := url.Values{}
-	for k, v := range map[string]string{"name": f.Name, "status": f.Status, "group": f.Group, "tag": f.Tag, "sort": f.Sort} {
+	for k, v := range map[string]string{"name": f.Name, "status": f.Status, "group": f.Group, "tag": f.Tag, "sort": f.Sort, "engine": f.Engine} {
 		if v != "" {
 			q.Set(k, v)
 		}

@@ -179,6 +179,16 @@ type PermissionSet struct {
 }
 
 // Computer is a managed computer; the detail fields only from GetComputer.
+// Engine is a computer's detection engine (nil until its agent reported it).
+type Engine struct {
+	Version     uint64    `json:"version"`
+	UpdateState string    `json:"update_state"`
+	LastSuccess time.Time `json:"last_success"`
+	LastError   string    `json:"last_error"`
+	Latest      uint64    `json:"latest"`
+	Outdated    bool      `json:"outdated"`
+}
+
 type Computer struct {
 	RawJSON
 	ID                string    `json:"id"`
@@ -202,6 +212,7 @@ type Computer struct {
 	Revoked              bool      `json:"revoked"`
 	UnresolvedDetections int       `json:"unresolved_detections"`
 	Tags                 []string  `json:"tags"`
+	Engine               *Engine   `json:"engine"`
 	Version              int64     `json:"version"`
 
 	HardwareFingerprint string                     `json:"hardware_fingerprint"`
