@@ -318,6 +318,7 @@ func (e *engineUpdates) fill(ai *agentproto.AgentInfo) {
 	}
 	ai.EngineLastSuccessUnix = unixOrZero(st.LastSuccess)
 	ai.EngineNextAttemptUnix = unixOrZero(st.NextAttempt)
+	ai.EnginePublishedUnix = unixOrZero(st.EnginePublished)
 	ai.EngineLastError = clip(st.LastError, 512)
 	if st.ConsecutiveFailures == 0 {
 		ai.EngineLastError = ""

@@ -2074,8 +2074,11 @@ type AgentInfo struct {
 	EngineLastSuccessUnix int64  `protobuf:"varint,9,opt,name=engine_last_success_unix,json=engineLastSuccessUnix,proto3" json:"engine_last_success_unix,omitempty"`
 	EngineNextAttemptUnix int64  `protobuf:"varint,10,opt,name=engine_next_attempt_unix,json=engineNextAttemptUnix,proto3" json:"engine_next_attempt_unix,omitempty"`
 	EngineLastError       string `protobuf:"bytes,11,opt,name=engine_last_error,json=engineLastError,proto3" json:"engine_last_error,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// When the repository published the current engine (0: unknown, e.g. the
+	// built-in engine): dynamic groups use the engine's age.
+	EnginePublishedUnix int64 `protobuf:"varint,12,opt,name=engine_published_unix,json=enginePublishedUnix,proto3" json:"engine_published_unix,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *AgentInfo) Reset() {
@@ -2183,6 +2186,13 @@ func (x *AgentInfo) GetEngineLastError() string {
 		return x.EngineLastError
 	}
 	return ""
+}
+
+func (x *AgentInfo) GetEnginePublishedUnix() int64 {
+	if x != nil {
+		return x.EnginePublishedUnix
+	}
+	return 0
 }
 
 // Configuration is the effective configuration of the computer: a JSON
@@ -2685,7 +2695,7 @@ const file_agent_proto_rawDesc = "" +
 	"\bterminal\x18\x02 \x01(\tR\bterminal\x12\x12\n" +
 	"\x04host\x18\x03 \x01(\tR\x04host\x12\x1d\n" +
 	"\n" +
-	"since_unix\x18\x04 \x01(\x03R\tsinceUnix\"\xe2\x03\n" +
+	"since_unix\x18\x04 \x01(\x03R\tsinceUnix\"\x96\x04\n" +
 	"\tAgentInfo\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12-\n" +
 	"\x12capability_version\x18\x02 \x01(\rR\x11capabilityVersion\x12\x1a\n" +
@@ -2698,7 +2708,8 @@ const file_agent_proto_rawDesc = "" +
 	"\x18engine_last_success_unix\x18\t \x01(\x03R\x15engineLastSuccessUnix\x127\n" +
 	"\x18engine_next_attempt_unix\x18\n" +
 	" \x01(\x03R\x15engineNextAttemptUnix\x12*\n" +
-	"\x11engine_last_error\x18\v \x01(\tR\x0fengineLastError\"N\n" +
+	"\x11engine_last_error\x18\v \x01(\tR\x0fengineLastError\x122\n" +
+	"\x15engine_published_unix\x18\f \x01(\x03R\x13enginePublishedUnix\"N\n" +
 	"\rConfiguration\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12#\n" +
 	"\rdocument_json\x18\x02 \x01(\fR\fdocumentJson\"V\n" +

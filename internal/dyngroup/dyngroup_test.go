@@ -2,6 +2,7 @@ package dyngroup
 
 import (
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -202,4 +203,29 @@ func FuzzCompareVersions(f *testing.F) {
 			t.Fatalf("not reflexive: %q", a)
 		}
 	})
+}
+
+// The agent section as the server stores it (protojson: 64-bit numbers are
+// strings) gives the engine version and its age; an agent without a
+// reported engine (or the built-in one, of unknown age) has no age.
+func TestNewFacts_EngineVersionAndAgeFromTheAgentSection(t *testing.T) {
+	c := &store.Computer{ID: "c", Hostname: "h", Status: "online", LastSeen: now}
+	published := now.Add(-30 * time.Hour).Unix()
+	f := NewFacts(c, nil, map[string]string{"agent": `{"version":"1.0","engine_version":"42","engine_builtin":false,` +
+		`"engine_update_state":"idle","engine_published_unix":"` + strconv.FormatInt(published, 10) + `"}`}, now)
+	if !f.HasEngine || f.EngineVersion != "42" || now.Sub(f.EnginePublished) != 30*time.Hour {
+		t.Fatalf("engine facts: has %v version %q published %v", f.HasEngine, f.EngineVersion, f.EnginePublished)
+	}
+	old, _ := Parse([]byte(`{"op":"and","rules":[{"field":"engine.age","operator":">","value":"2d"}]}`))
+	fresh, _ := Parse([]byte(`{"op":"and","rules":[{"field":"engine.age","operator":"<","value":"3d"},{"field":"engine.version","operator":">=","value":"40"}]}`))
+	if old.Matches(f, now) || !fresh.Matches(f, now) || !old.Matches(f, now.Add(24*time.Hour)) {
+		t.Fatal("engine age rules")
+	}
+	builtinOnly := NewFacts(c, nil, map[string]string{"agent": `{"engine_version":"1","engine_builtin":true,"engine_published_unix":"0"}`}, now)
+	if !builtinOnly.HasEngine || !builtinOnly.EnginePublished.IsZero() {
+		t.Fatalf("built-in engine: %+v", builtinOnly)
+	}
+	if old.Matches(builtinOnly, now) || fresh.Matches(builtinOnly, now) {
+		t.Fatal("an engine of unknown age matched an age rule")
+	}
 }

@@ -12,29 +12,29 @@ import (
 
 // Facts is what rules read about one computer.
 type Facts struct {
-	ComputerID     string
-	GroupID        string // static group
-	Hostname       string
-	OSFamily       string
-	OSName         string
-	OSVersion      string
-	Architecture   string
-	AgentVersion   string
-	EngineVersion  string
-	EngineAge      time.Duration // zero when unknown
-	HasEngine      bool
-	IPs            []netip.Addr
-	MACs           []string
-	Software       map[string][]string // package name -> versions
-	LoggedInUsers  []string
-	Tags           []string
-	Status         string
-	LastSeen       time.Time
-	CloneSuspected bool
-	Unresolved     int
-	RAMBytes       int64
-	CPUCores       int64
-	hasHW          bool
+	ComputerID      string
+	GroupID         string // static group
+	Hostname        string
+	OSFamily        string
+	OSName          string
+	OSVersion       string
+	Architecture    string
+	AgentVersion    string
+	EngineVersion   string
+	EnginePublished time.Time // zero when unknown (the built-in engine)
+	HasEngine       bool
+	IPs             []netip.Addr
+	MACs            []string
+	Software        map[string][]string // package name -> versions
+	LoggedInUsers   []string
+	Tags            []string
+	Status          string
+	LastSeen        time.Time
+	CloneSuspected  bool
+	Unresolved      int
+	RAMBytes        int64
+	CPUCores        int64
+	hasHW           bool
 }
 
 type field struct {
@@ -71,10 +71,10 @@ var fields = map[string]field{
 	"agent.version":  {kindVersion, "", func(f *Facts, _ time.Time) []any { return nonEmpty(f.AgentVersion) }, "agent version"},
 	"engine.version": {kindVersion, "agent", func(f *Facts, _ time.Time) []any { return nonEmpty(f.EngineVersion) }, "detection engine version"},
 	"engine.age": {kindAge, "agent", func(f *Facts, now time.Time) []any {
-		if !f.HasEngine {
-			return nil
+		if !f.HasEngine || f.EnginePublished.IsZero() {
+			return nil // unknown age: "does not exist"
 		}
-		return one(f.EngineAge)
+		return one(now.Sub(f.EnginePublished))
 	}, "time since the engine was published"},
 	"ip": {kindIP, "network", func(f *Facts, _ time.Time) []any {
 		out := make([]any, len(f.IPs))
@@ -183,8 +183,9 @@ type usersJSON struct {
 }
 
 type agentJSON struct {
-	EngineVersion     json.Number `json:"engine_version"`
-	EnginePublishedAt string      `json:"engine_published_at"`
+	// protojson: 64-bit numbers are JSON strings.
+	EngineVersion       json.Number `json:"engine_version"`
+	EnginePublishedUnix json.Number `json:"engine_published_unix"`
 }
 
 // NewFacts builds the facts of a computer from its row, tags and the
@@ -246,8 +247,8 @@ func NewFacts(c *store.Computer, tags []string, sections map[string]string, now 
 		var v agentJSON
 		if json.Unmarshal([]byte(s), &v) == nil && v.EngineVersion != "" && v.EngineVersion != "0" {
 			f.EngineVersion, f.HasEngine = v.EngineVersion.String(), true
-			if t, err := time.Parse(time.RFC3339, v.EnginePublishedAt); err == nil {
-				f.EngineAge = now.Sub(t)
+			if sec, err := v.EnginePublishedUnix.Int64(); err == nil && sec > 0 && sec < 1<<40 {
+				f.EnginePublished = time.Unix(sec, 0).UTC()
 			}
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -40,6 +41,7 @@ type agentEngine struct {
 	State       string `json:"engine_update_state"`
 	LastSuccess string `json:"engine_last_success_unix"`
 	LastError   string `json:"engine_last_error"`
+	Published   string `json:"engine_published_unix"`
 }
 
 // engineFlag is the computer's engine as the API lists it.
@@ -125,6 +127,9 @@ func TestUpdates_AgentUpdatesFromTheServersMirrorByScheduleAndTaskAndRollsBack(t
 		e := s.api.engineOf(t, c.ID)
 		return e.Version == want && !e.Builtin && e.State == "idle" && e.LastSuccess != "0", fmt.Sprintf("%+v", e)
 	})
+	if p, err := strconv.ParseInt(s.api.engineOf(t, c.ID).Published, 10, 64); err != nil || time.Since(time.Unix(p, 0)) > 10*time.Minute {
+		t.Fatalf("engine publication time %d (%v): the release was published moments ago", p, err)
+	}
 	files := t.TempDir()
 	os.WriteFile(filepath.Join(files, "one.bin"), []byte(first), 0o644)
 	os.WriteFile(filepath.Join(files, "two.bin"), []byte(second), 0o644)

@@ -380,7 +380,7 @@ func (d *Direct) fromSource(ctx context.Context, spec string, from uint64, stats
 		return res, nil
 	}
 	st := d.Store()
-	if err := st.Install(info.Version, db, info.DBSHA256, d.cfg.KeepVersions, d.now()); err != nil {
+	if err := st.InstallPublished(info.Version, db, info.DBSHA256, d.cfg.KeepVersions, d.now(), info.Published); err != nil {
 		return res, err
 	}
 	d.cleanDownloads()

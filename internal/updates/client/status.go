@@ -16,7 +16,8 @@ import (
 // the inventory so the server can flag "engine outdated").
 type Status struct {
 	EngineVersion       uint64    `json:"engine_version"`
-	EnginePath          string    `json:"engine_path,omitempty"` // empty: the built-in engine
+	EnginePath          string    `json:"engine_path,omitempty"`     // empty: the built-in engine
+	EnginePublished     time.Time `json:"engine_published,omitzero"` // when the repository published it (zero: unknown)
 	Builtin             bool      `json:"builtin"`
 	Installed           []uint64  `json:"installed"` // kept for rollback, newest first
 	State               string    `json:"state"`     // idle, updating, held, failing
@@ -110,6 +111,9 @@ func ReadStatus(stateDir string, now time.Time) (Status, error) {
 	s.Builtin = s.EnginePath == ""
 	for _, in := range es.Installed {
 		s.Installed = append(s.Installed, in.Version)
+		if in.Version == s.EngineVersion {
+			s.EnginePublished = in.PublishedAt
+		}
 	}
 	switch {
 	case st.Held(now):

@@ -24,6 +24,8 @@ type Installed struct {
 	Version     uint64    `json:"version"`
 	SHA256      string    `json:"sha256"`
 	InstalledAt time.Time `json:"installed_at"`
+	// PublishedAt is when the repository published it (zero: unknown).
+	PublishedAt time.Time `json:"published_at,omitzero"`
 }
 
 // EngineState is engine.json: which engine is current, which are kept for
@@ -178,6 +180,12 @@ func (s *Store) saveState() error {
 // Install makes db (already verified) the current engine and keeps the
 // keep−1 previous versions for rollback. It clears a rollback hold.
 func (s *Store) Install(version uint64, db []byte, sha string, keep int, now time.Time) error {
+	return s.InstallPublished(version, db, sha, keep, now, time.Time{})
+}
+
+// InstallPublished is Install recording when the repository published the
+// engine (for its age in the inventory).
+func (s *Store) InstallPublished(version uint64, db []byte, sha string, keep int, now, published time.Time) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if keep < 1 {
@@ -190,7 +198,7 @@ func (s *Store) Install(version uint64, db []byte, sha string, keep int, now tim
 	s.crash(StageEngineWritten)
 	old := s.state
 	next := EngineState{Current: version}
-	next.Installed = append(next.Installed, Installed{Version: version, SHA256: sha, InstalledAt: now.UTC()})
+	next.Installed = append(next.Installed, Installed{Version: version, SHA256: sha, InstalledAt: now.UTC(), PublishedAt: published.UTC()})
 	for _, in := range old.Installed {
 		if in.Version != version && len(next.Installed) < keep {
 			next.Installed = append(next.Installed, in)

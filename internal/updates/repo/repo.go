@@ -819,7 +819,8 @@ func (r *Repo) listing() (map[string]*metadata.TargetFiles, error) {
 	}
 	latest := r.hist.Releases[n-1]
 	full := targetFile(latest.Full)
-	full.Custom = marshalCustom(scheme.FullInfo{Version: latest.Version, Release: uint64(latest.Index), DBLength: latest.DBLength, DBSHA256: latest.DBSHA256, Records: latest.Records})
+	full.Custom = marshalCustom(scheme.FullInfo{Version: latest.Version, Release: uint64(latest.Index), DBLength: latest.DBLength, DBSHA256: latest.DBSHA256, Records: latest.Records,
+		Published: latest.Time.UTC().Truncate(time.Second)})
 	files[latest.Full.Path] = full
 	byIndex := map[int]Release{}
 	for _, x := range r.hist.Releases {

@@ -41,6 +41,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Product prefixes of target paths.
@@ -124,6 +125,9 @@ type FullInfo struct {
 	DBLength int64  `json:"db_length"` // bytes of the uncompressed database
 	DBSHA256 string `json:"db_sha256"` // SHA-256 (hex) of the uncompressed database
 	Records  int64  `json:"records"`
+	// Published is when the release was published (UTC; absent from older
+	// repositories): agents report their engine's age with it.
+	Published time.Time `json:"published,omitzero"`
 }
 
 // DeltaInfo is the signed custom metadata of a delta target.
