@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mamori/mamori/internal/bytesize"
+
 	"github.com/robfig/cron/v3"
 
 	"github.com/mamori/mamori/internal/errcode"
@@ -242,24 +244,14 @@ func asInt(v any) (int64, bool) {
 	return 0, false
 }
 
-// ParseSize reads 0, 512, 512K, 100M, 2G, 1T (binary multiples).
+// ParseSize reads 0, 512, 512K, 100M, 2G, 1T (binary multiples, an
+// optional B or iB), at most 1 PiB.
 func ParseSize(s string) (int64, error) {
-	t := strings.ToUpper(strings.TrimSpace(s))
-	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		m      int64
-	}{{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40}} {
-		if r, ok := strings.CutSuffix(t, u.suffix); ok {
-			t, mult = r, u.m
-			break
-		}
-	}
-	var n int64
-	if _, err := fmt.Sscanf(t, "%d", &n); err != nil || fmt.Sprint(n) != t || n < 0 || n > (1<<50)/mult {
+	n, err := bytesize.Parse(s)
+	if err != nil || n > 1<<50 {
 		return 0, fmt.Errorf("bad size %q", s)
 	}
-	return n * mult, nil
+	return n, nil
 }
 
 func hostPort(s string) error {

@@ -20,6 +20,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/mamori/mamori/internal/bytesize"
 )
 
 // Exit codes shared by the commands.
@@ -87,37 +89,9 @@ func (s *sizeFlag) Set(v string) error {
 	return nil
 }
 
-// ParseSize parses a byte size: a decimal number with an optional K, M, G or
-// T suffix (powers of 1024), optionally followed by B or iB; case-insensitive.
-func ParseSize(v string) (int64, error) {
-	s := strings.ToUpper(strings.TrimSpace(v))
-	s = strings.TrimSuffix(s, "IB")
-	s = strings.TrimSuffix(s, "B")
-	mult := int64(1)
-	if s != "" {
-		switch s[len(s)-1] {
-		case 'K':
-			mult = 1 << 10
-		case 'M':
-			mult = 1 << 20
-		case 'G':
-			mult = 1 << 30
-		case 'T':
-			mult = 1 << 40
-		}
-		if mult > 1 {
-			s = s[:len(s)-1]
-		}
-	}
-	if s == "" || strings.IndexFunc(s, func(r rune) bool { return r < '0' || r > '9' }) >= 0 {
-		return 0, fmt.Errorf("bad size %q (want e.g. 512K, 100M, 2G)", v)
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n > (1<<62)/mult {
-		return 0, fmt.Errorf("size %q is too large", v)
-	}
-	return n * mult, nil
-}
+// ParseSize parses a byte size: 512, 512K, 100M, 2G, 1T (powers of 1024),
+// optionally followed by B or iB; case-insensitive.
+func ParseSize(v string) (int64, error) { return bytesize.Parse(v) }
 
 // displayPath quotes a path that contains control characters, invalid
 // UTF-8 or leading/trailing spaces, so one output line is one record.
