@@ -14,6 +14,7 @@ import (
 	"github.com/mamori/mamori/internal/flagenv"
 	"github.com/mamori/mamori/internal/logging"
 	"github.com/mamori/mamori/internal/server"
+	"github.com/mamori/mamori/internal/updates/clikit"
 )
 
 func runServer(ctx context.Context, args []string, stderr io.Writer) error {
@@ -46,8 +47,8 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 	rootFile := fs.String("updates-root", "MAMORI_UPDATES_ROOT", "", "or: the update repository's trusted root.json (first sync)")
 	updatesURL := fs.String("updates-url", "MAMORI_UPDATES_URL", "", "the mirror's address as agents reach it (default https://<server host>:<API port>/updates)")
 	updatesSync := fs.Duration("updates-sync-interval", "MAMORI_UPDATES_SYNC_INTERVAL", 5*60e9, "time between mirror syncs")
-	updatesRate := fs.String("updates-rate", "MAMORI_UPDATES_RATE", "", "cap on bytes/s sent by the mirror to all agents, e.g. 50MB (empty: none)")
-	updatesClientRate := fs.String("updates-client-rate", "MAMORI_UPDATES_CLIENT_RATE", "", "cap on bytes/s sent by the mirror to one agent, e.g. 2MB (empty: none)")
+	updatesRate := fs.String("updates-rate", "MAMORI_UPDATES_RATE", "", "cap on bytes/s sent by the mirror to all agents, e.g. 50M (MiB/s; empty: none)")
+	updatesClientRate := fs.String("updates-client-rate", "MAMORI_UPDATES_CLIENT_RATE", "", "cap on bytes/s sent by the mirror to one agent, e.g. 2M (empty: none)")
 	level := fs.String("log-level", "MAMORI_LOG_LEVEL", "info", "log level: debug, info, warn, error")
 	format := fs.String("log-format", "MAMORI_LOG_FORMAT", "text", "log format: text or json")
 	if err := fs.Parse(args); err != nil {
@@ -69,7 +70,7 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 		if f.v == "" {
 			continue
 		}
-		n, err := parseBytes(f.v)
+		n, err := clikit.ParseSize(f.v) // as mamori mirror serve --rate
 		if err != nil {
 			return usageError{fmt.Errorf("%s: %w", f.name, err)}
 		}

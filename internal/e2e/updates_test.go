@@ -241,11 +241,23 @@ func TestUpdates_NoSourceIsReportedAndTheTaskFailsClearly(t *testing.T) {
 
 // A server started with an upstream but without the root pin refuses to
 // start with a clear message (it could not verify anything).
-func TestUpdates_ServerRefusesAMirrorWithoutARootOfTrust(t *testing.T) {
+func TestUpdates_ServerRefusesAMirrorWithoutARootOfTrustAndBadLimits(t *testing.T) {
 	t.Parallel()
-	out, err := exec.Command(bin("mamori"), "server", "--data", filepath.Join(t.TempDir(), "d"), "--agent-listen", freeAddr(t),
-		"--api-listen", freeAddr(t), "--updates-upstream", t.TempDir()).CombinedOutput()
-	if code := exitCode(err); code != 2 || !strings.Contains(string(out), "--updates-root-sha256") {
-		t.Fatalf("exit %d, output:\n%s", code, out)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--updates-upstream", t.TempDir()}, "--updates-root-sha256"},
+		{[]string{"--updates-rate", "5X"}, "--updates-rate"},
+		{[]string{"--updates-client-rate", "-1"}, "--updates-client-rate"},
+		{[]string{"--updates-sync-interval", "10ms"}, "--updates-sync-interval"},
+		{[]string{"--updates-upstream", t.TempDir(), "--updates-root", "/nonexistent/root.json"}, "update root"},
+		{[]string{"--task-delivery-rate", "0"}, "--task-delivery-rate"},
+	} {
+		args := append([]string{"server", "--data", filepath.Join(t.TempDir(), "d"), "--agent-listen", freeAddr(t), "--api-listen", freeAddr(t)}, c.args...)
+		out, err := exec.Command(bin("mamori"), args...).CombinedOutput()
+		if code := exitCode(err); code != 2 || !strings.Contains(string(out), c.want) {
+			t.Errorf("%v: exit %d, output:\n%s", c.args, code, out)
+		}
 	}
 }
