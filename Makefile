@@ -47,6 +47,13 @@ bench: bench-agent
 bench-agent: build
 	./scripts/bench-agent.sh
 
+# A policy change and a task run now, each to every one of AGENTS (default
+# 19,500: one server process's limit here) connected agents; see
+# scripts/bench-agent.sh (SERVER_FLAGS for the server's push rates).
+.PHONY: bench-management
+bench-management: build
+	SCENARIO=management AGENTS=$(or $(AGENTS),19500) ./scripts/bench-agent.sh --ramp 300
+
 # Scanner vs clamscan vs yara on the generated corpus; see docs/engine.md.
 bench-scan:
 	./scripts/bench-scan.sh

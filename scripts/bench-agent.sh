@@ -5,7 +5,11 @@
 #
 #   SCENARIO=steady AGENTS=19500 ./scripts/bench-agent.sh [mamori-loadtest flags...]
 #
-# SCENARIO: steady (default), churn, wakeup-fanout, reconnect-storm, echo.
+# SCENARIO: steady (default), churn, wakeup-fanout, reconnect-storm, echo,
+# management (a policy assigned to All, then a task run now on All: time
+# until every agent applied it / finished it, API latency meanwhile; the
+# server's --config-push-rate and --task-delivery-rate pace it, set them
+# through SERVER_FLAGS).
 # Extra arguments go to mamori-loadtest (e.g. --interval 0 --duration 60s).
 # BENCH_TRANSPORT (lean or grpc) is the --agent-transport of the server and
 # the echo endpoint; SERVER_FLAGS go to `mamori server`; GOGC and GOMEMLIMIT apply to the

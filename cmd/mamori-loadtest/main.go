@@ -3,7 +3,7 @@
 // figures are compared with. See docs/benchmarks.md.
 //
 //	mamori-loadtest --server HOST:PORT --api URL --data DIR --agents N \
-//	    --scenario steady|reconnect-storm|wakeup-fanout|churn|echo \
+//	    --scenario steady|reconnect-storm|wakeup-fanout|churn|echo|management \
 //	    [--duration D] [--interval I] [--json FILE] ...
 //	mamori-loadtest echo-server --data DIR [--listen ADDR] [--debug-listen ADDR]
 package main
@@ -47,7 +47,7 @@ func main() {
 func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flagenv.New("mamori-loadtest")
 	var cfg loadtest.Config
-	scenario := fs.String("scenario", "", "steady", "steady, reconnect-storm, wakeup-fanout, churn or echo")
+	scenario := fs.String("scenario", "", "steady", "steady, reconnect-storm, wakeup-fanout, churn, echo or management")
 	srv := fs.String("server", "MAMORI_SERVER", "127.0.0.1:2222", "the server's agent endpoint HOST:PORT (the echo scenario enrolls through it)")
 	api := fs.String("api", "MAMORI_API", "https://127.0.0.1:8443", "the server's API base URL (tokens, wake-ups, /metrics)")
 	data := fs.String("data", "MAMORI_DATA", "", "the server's data directory: CA certificate and initial admin password")
@@ -67,6 +67,9 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 	restart := fs.String("restart-cmd", "", "", "reconnect-storm: shell command that restarts the server and returns once it is up")
 	stormTimeout := fs.Duration("storm-timeout", "", 3*time.Minute, "reconnect-storm: agents not back by then count as given up")
 	wakeTimeout := fs.Duration("wake-timeout", "", time.Minute, "wakeup-fanout: agents not replicated by then count as missed")
+	manageTimeout := fs.Duration("manage-timeout", "", 5*time.Minute, "management: time for every agent to apply the policy, and again to finish the task")
+	apiRate := fs.Int("api-rate", "", 10, "management: API read requests per second while measuring (latency reported); negative: none")
+	verify := fs.Int("verify-configs", "", 0, "management: computers whose applied configuration is read back through the API afterwards (0: all, negative: none)")
 	echo := fs.String("echo-server", "", "", "echo endpoint HOST:PORT: the echo scenario's target; with steady or churn the same loop runs against it afterwards (echo_ratio)")
 	echoDebug := fs.String("echo-debug", "", "", "the echo endpoint's --debug-listen URL (http://HOST:PORT)")
 	sources := fs.List("source-addrs", "", "local addresses to connect from, round-robin (127.0.0.2,127.0.0.3...)")
@@ -80,7 +83,8 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 	cfg = loadtest.Config{Scenario: *scenario, Server: *srv, API: *api, DataDir: *data, CAFile: *caFile, Token: *token,
 		Password: os.Getenv("MAMORI_ADMIN_PASSWORD"), Agents: *agents, Duration: *duration, Interval: *interval, Jitter: *jitter,
 		InFlight: *inflight, Ramp: *ramp, Settle: *settle, ChangeRate: *changeRate, ChangePackages: *changePk, PackagesMin: *pkMin, PackagesMax: *pkMax,
-		StormTimeout: *stormTimeout, WakeTimeout: *wakeTimeout, EchoServer: *echo, EchoDebugURL: *echoDebug,
+		StormTimeout: *stormTimeout, WakeTimeout: *wakeTimeout, ManageTimeout: *manageTimeout, APIRate: *apiRate, VerifyConfigs: *verify,
+		EchoServer: *echo, EchoDebugURL: *echoDebug,
 		SourceAddrs: *sources, CacheDir: *cache, PprofURL: *pprofURL, ProfileDir: *profileDir, Log: os.Stderr}
 	if *restart != "" {
 		cfg.Restart = loadtest.RestartCommand(*restart)

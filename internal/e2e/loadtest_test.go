@@ -252,3 +252,44 @@ func TestLoadtest_EchoScenarioAloneMeasuresTheBaseline(t *testing.T) {
 	rep := runHarness(t, cfg)
 	checkCheckIns(t, rep)
 }
+
+// checkManagement asserts that every agent applied the policy and finished
+// the task, as the agents saw it (acknowledged reports) and as the API
+// reports it afterwards, with the API answering meanwhile.
+func checkManagement(t *testing.T, rep *loadtest.Report) {
+	t.Helper()
+	if rep.PolicyVersion == "" || rep.PolicyApplied != harnessAgents || rep.PolicyAllAppliedSecs <= 0 || rep.PolicyVerified != harnessAgents {
+		t.Errorf("policy %q: applied by %d of %d in %.2fs, %d confirmed by the API", rep.PolicyVersion, rep.PolicyApplied, harnessAgents,
+			rep.PolicyAllAppliedSecs, rep.PolicyVerified)
+	}
+	if rep.PolicyLastPushSecs <= 0 || rep.PolicyLastPushSecs > rep.PolicyAllAppliedSecs || rep.PolicyP50Secs > rep.PolicyP99Secs {
+		t.Errorf("policy timings: last push %.2fs, p50 %.2fs, p99 %.2fs, all %.2fs", rep.PolicyLastPushSecs, rep.PolicyP50Secs, rep.PolicyP99Secs, rep.PolicyAllAppliedSecs)
+	}
+	if rep.TaskFinished != harnessAgents || rep.TaskAllFinishedSecs <= 0 || rep.TaskRunStates["succeeded"] != harnessAgents || len(rep.TaskRunStates) != 1 {
+		t.Errorf("task: finished by %d of %d in %.2fs; run states per the API %v", rep.TaskFinished, harnessAgents, rep.TaskAllFinishedSecs, rep.TaskRunStates)
+	}
+	if rep.TaskLastDeliverySecs <= 0 || rep.TaskLastDeliverySecs > rep.TaskAllFinishedSecs || rep.TaskP50Secs > rep.TaskP99Secs {
+		t.Errorf("task timings: last delivery %.2fs, p50 %.2fs, p99 %.2fs, all %.2fs", rep.TaskLastDeliverySecs, rep.TaskP50Secs, rep.TaskP99Secs, rep.TaskAllFinishedSecs)
+	}
+	if rep.ServerCounters["pushes_configuration"] < harnessAgents || rep.ServerCounters["pushes_task_runs"] < harnessAgents {
+		t.Errorf("server pushes during the measurement: %v", rep.ServerCounters)
+	}
+	if rep.APIRequests == 0 || rep.APIErrors != 0 || rep.APIP50ms <= 0 || rep.APIP99ms < rep.APIP50ms || rep.APIMaxms < rep.APIP99ms {
+		t.Errorf("API reads: %d requests, %d errors, p50 %.1f ms, p99 %.1f ms, max %.1f ms", rep.APIRequests, rep.APIErrors, rep.APIP50ms, rep.APIP99ms, rep.APIMaxms)
+	}
+	if len(rep.APIByEndpoint) != 3 {
+		t.Errorf("polled endpoints: %v", rep.APIByEndpoint)
+	}
+}
+
+// A policy assigned to All reaches every agent, which reports it applied;
+// a task run now on All is delivered to every agent, which reports it
+// started and finished.
+func TestLoadtest_ManagementPolicyAndTaskReachEveryAgent(t *testing.T) {
+	t.Parallel()
+	srv := startRestartable(t, nil)
+	cfg := srv.config(loadtest.Management)
+	cfg.APIRate = 20
+	rep := runHarness(t, cfg)
+	checkManagement(t, rep)
+}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/cookiejar"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -49,18 +50,73 @@ func (a *apiClient) login() error {
 }
 
 func (a *apiClient) post(path string, body, out any) error {
-	b, _ := json.Marshal(body)
-	resp, err := a.c.Post(a.base+path, "application/json", bytes.NewReader(b))
+	return a.do(http.MethodPost, path, body, out)
+}
+
+func (a *apiClient) get(path string, out any) error {
+	return a.do(http.MethodGet, path, nil, out)
+}
+
+// do sends a request with a JSON body (unless nil) and decodes a JSON
+// answer into out (unless nil); an answer of 300 or more is an error.
+func (a *apiClient) do(method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, a.base+path, rd)
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	rb, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode >= 300 {
-		return fmt.Errorf("POST %s: %s: %s", path, resp.Status, bytes.TrimSpace(rb))
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := a.c.Do(req)
+	if err != nil {
+		return err
+	}
+	rb, err := drain(resp)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	if out != nil {
 		return json.Unmarshal(rb, out)
+	}
+	return nil
+}
+
+// drain reads and closes an answer; a status of 300 or more is an error.
+func drain(resp *http.Response) ([]byte, error) {
+	defer resp.Body.Close()
+	rb, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode >= 300 {
+		return nil, fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(rb))
+	}
+	return rb, nil
+}
+
+// deletePolicies deletes the policies whose name starts with prefix.
+func (a *apiClient) deletePolicies(prefix string) error {
+	var r struct {
+		Items []struct {
+			ID      string `json:"id"`
+			Name    string `json:"name"`
+			Version int64  `json:"version"`
+		} `json:"items"`
+	}
+	if err := a.get("/api/v1/policies?limit=1000", &r); err != nil {
+		return err
+	}
+	for _, p := range r.Items {
+		if strings.HasPrefix(p.Name, prefix) {
+			if err := a.do(http.MethodDelete, fmt.Sprintf("/api/v1/policies/%s?version=%d", url.PathEscape(p.ID), p.Version), nil, nil); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

@@ -23,6 +23,10 @@
 //     same protocol stack doing no work) — the ceiling of the machine. With
 //     EchoServer set, steady and churn run the same loop against it after
 //     the server and report echo_ratio.
+//   - management: a policy assigned to All, then a task run now on All;
+//     the time until every agent applied the policy and finished the run
+//     (as stored by the server), with the API's latency meanwhile (read
+//     endpoints polled at APIRate). See management.go.
 package loadtest
 
 import (
@@ -56,12 +60,13 @@ const (
 	WakeupFanout   = "wakeup-fanout"
 	Churn          = "churn"
 	Echo           = "echo"
+	Management     = "management"
 )
 
 // Config describes a run. Zero values take the documented defaults.
 type Config struct {
 	// Scenario is one of steady (default), reconnect-storm, wakeup-fanout,
-	// churn, echo.
+	// churn, echo, management.
 	Scenario string
 	// Server is the server's agent endpoint HOST:PORT (the echo scenario
 	// uses it only to enroll identities it does not have yet).
@@ -114,6 +119,17 @@ type Config struct {
 	// before they count as given up; default 3m. WakeTimeout is the same
 	// for wakeup-fanout; default 60s.
 	StormTimeout, WakeTimeout time.Duration
+	// ManageTimeout is how long management waits for every agent to apply
+	// the policy, and again to finish the task; default 5m.
+	ManageTimeout time.Duration
+	// APIRate is how many read requests per second management sends to
+	// the API while it measures (their latency is reported); default 10,
+	// negative: none.
+	APIRate int
+	// VerifyConfigs is how many computers' applied configuration
+	// management reads back through the API after measuring (a random
+	// sample when below Agents); default all, negative: none.
+	VerifyConfigs int
 	// SourceAddrs are local addresses to connect from, round-robin (e.g.
 	// 127.0.0.2, 127.0.0.3): each source/destination pair has ~28,000
 	// ephemeral ports.
@@ -147,9 +163,9 @@ func (c *Config) setDefaults() error {
 		c.Scenario = Steady
 	}
 	switch c.Scenario {
-	case Steady, Churn, Echo, WakeupFanout, ReconnectStorm:
+	case Steady, Churn, Echo, WakeupFanout, ReconnectStorm, Management:
 	default:
-		return fmt.Errorf("unknown scenario %q (steady, reconnect-storm, wakeup-fanout, churn, echo)", c.Scenario)
+		return fmt.Errorf("unknown scenario %q (steady, reconnect-storm, wakeup-fanout, churn, echo, management)", c.Scenario)
 	}
 	if c.Agents <= 0 {
 		return errors.New("--agents must be positive")
@@ -175,6 +191,13 @@ func (c *Config) setDefaults() error {
 	defD(&c.Settle, 10*time.Second)
 	defD(&c.StormTimeout, 3*time.Minute)
 	defD(&c.WakeTimeout, time.Minute)
+	defD(&c.ManageTimeout, 5*time.Minute)
+	if c.APIRate == 0 {
+		c.APIRate = 10
+	}
+	if c.VerifyConfigs == 0 {
+		c.VerifyConfigs = c.Agents
+	}
 	if c.Jitter == 0 {
 		c.Jitter = 0.1
 	}
@@ -208,8 +231,8 @@ func (c *Config) setDefaults() error {
 	if c.Scenario == Echo && c.EchoServer == "" {
 		return errors.New("the echo scenario needs --echo-server")
 	}
-	if (c.Scenario == WakeupFanout) && c.API == "" {
-		return errors.New("wakeup-fanout needs --api")
+	if (c.Scenario == WakeupFanout || c.Scenario == Management) && c.API == "" {
+		return fmt.Errorf("%s needs --api", c.Scenario)
 	}
 	if c.Log == nil {
 		c.Log = io.Discard
@@ -274,6 +297,41 @@ type Report struct {
 	StormBack        int     `json:"storm_back,omitempty"`
 	GaveUp           int     `json:"gave_up"`
 	ResumedFraction  float64 `json:"tls_resumed_fraction,omitempty"`
+
+	// Management, policy: from the request creating the policy until each
+	// agent's check-in reporting the new version applied was acknowledged
+	// (the server acknowledges after storing it); the last push received
+	// shows the server's pacing (ConfigPushRate). PolicyVerified computers
+	// showed the version applied through the API afterwards.
+	PolicyVersion        string  `json:"policy_version,omitempty"`
+	PolicyRequestMs      float64 `json:"policy_request_ms,omitempty"`
+	PolicyApplied        int     `json:"policy_applied"`
+	PolicyAllAppliedSecs float64 `json:"policy_all_applied_s,omitempty"`
+	PolicyP50Secs        float64 `json:"policy_p50_s,omitempty"`
+	PolicyP99Secs        float64 `json:"policy_p99_s,omitempty"`
+	PolicyLastPushSecs   float64 `json:"policy_last_push_s,omitempty"`
+	PolicyVerified       int     `json:"policy_verified_per_api"`
+	// Management, task: from the request creating the task until each
+	// agent's task.finished was acknowledged (the run is then succeeded in
+	// the store); the last run received shows the server's pacing
+	// (TaskDeliveryPerSecond). TaskRunStates are the task's run counts by
+	// state as the API reports them afterwards.
+	TaskID               string         `json:"task_id,omitempty"`
+	TaskRequestMs        float64        `json:"task_request_ms,omitempty"`
+	TaskFinished         int            `json:"task_finished"`
+	TaskAllFinishedSecs  float64        `json:"task_all_finished_s,omitempty"`
+	TaskP50Secs          float64        `json:"task_p50_s,omitempty"`
+	TaskP99Secs          float64        `json:"task_p99_s,omitempty"`
+	TaskLastDeliverySecs float64        `json:"task_last_delivery_s,omitempty"`
+	TaskRunStates        map[string]int `json:"task_run_states,omitempty"`
+	// API read latency while management measured (all polled endpoints,
+	// and each); errors are failed requests (transport, status >= 300).
+	APIRequests   int                   `json:"api_requests,omitempty"`
+	APIErrors     int                   `json:"api_errors"`
+	APIP50ms      float64               `json:"api_p50_ms,omitempty"`
+	APIP99ms      float64               `json:"api_p99_ms,omitempty"`
+	APIMaxms      float64               `json:"api_max_ms,omitempty"`
+	APIByEndpoint map[string]APIFigures `json:"api_by_endpoint,omitempty"`
 
 	// Server process (from its /metrics): RSS at the end, per idle agent
 	// after garbage collection, CPU during the measured part.
@@ -347,6 +405,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return runFanout(ctx, e)
 	case ReconnectStorm:
 		return runStorm(ctx, e)
+	case Management:
+		return runManagement(ctx, e)
 	}
 	return nil, fmt.Errorf("unknown scenario %q", cfg.Scenario)
 }
@@ -401,6 +461,9 @@ type fleet struct {
 	periodicOnce sync.Once
 	rec          recorder
 	errs         errCounter
+	// watch is the title of the task runs the management scenario
+	// measures (see sim.acceptRuns).
+	watch atomic.Pointer[string]
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -798,6 +861,9 @@ func serverCounters(m map[string]float64) map[string]float64 {
 		}
 		if r, ok := strings.CutPrefix(k, `mamori_agent_sessions_total{result="`); ok {
 			out["sessions_"+strings.TrimSuffix(r, `"}`)] = v
+		}
+		if r, ok := strings.CutPrefix(k, `mamori_pushes_total{kind="`); ok {
+			out["pushes_"+strings.TrimSuffix(r, `"}`)] = v
 		}
 	}
 	return out

@@ -43,6 +43,23 @@ func (r *Report) WriteTable(w io.Writer) {
 		row("all back after", "%.1fs (p50 %.1fs, p99 %.1fs); %d back, %d gave up", r.StormAllBackSecs, r.StormP50Secs, r.StormP99Secs, r.StormBack, r.GaveUp)
 		row("TLS resumed", "%.1f %% of reconnects", 100*r.ResumedFraction)
 	}
+	if r.Scenario == Management {
+		all := func(secs float64) string {
+			if secs == 0 {
+				return "not all"
+			}
+			return fmt.Sprintf("all in %.2fs", secs)
+		}
+		row("policy → applied", "%d of %d, %s (p50 %.2fs, p99 %.2fs); last push received at %.2fs; %d confirmed by the API",
+			r.PolicyApplied, r.Agents, all(r.PolicyAllAppliedSecs), r.PolicyP50Secs, r.PolicyP99Secs, r.PolicyLastPushSecs, r.PolicyVerified)
+		row("task run now → finished", "%d of %d, %s (p50 %.2fs, p99 %.2fs); last run received at %.2fs; API run states %s",
+			r.TaskFinished, r.Agents, all(r.TaskAllFinishedSecs), r.TaskP50Secs, r.TaskP99Secs, r.TaskLastDeliverySecs, kinds(r.TaskRunStates))
+		row("API reads meanwhile", "%d: p50 %.1f ms, p99 %.1f ms, max %.1f ms; %d errors", r.APIRequests, r.APIP50ms, r.APIP99ms, r.APIMaxms, r.APIErrors)
+		for _, k := range slices.Sorted(maps.Keys(r.APIByEndpoint)) {
+			a := r.APIByEndpoint[k]
+			row("", "%s: %d, p50 %.1f ms, p99 %.1f ms, max %.1f ms, %d errors", k, a.Requests, a.P50ms, a.P99ms, a.Maxms, a.Errors)
+		}
+	}
 	if len(r.ServerCounters) > 0 {
 		row("server counters", "%s", floatKinds(r.ServerCounters))
 	}
