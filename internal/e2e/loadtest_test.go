@@ -293,3 +293,24 @@ func TestLoadtest_ManagementPolicyAndTaskReachEveryAgent(t *testing.T) {
 	rep := runHarness(t, cfg)
 	checkManagement(t, rep)
 }
+
+// The server paces both: configuration pushes at ConfigPushRate (spread
+// evenly) and task runs at TaskDeliveryPerSecond (a second's worth at
+// once, then at that rate), so at 100/s 200 agents take seconds to reach
+// however fast the machine is.
+func TestLoadtest_ManagementIsPacedByTheServersRates(t *testing.T) {
+	t.Parallel()
+	const rate = 100
+	srv := startRestartable(t, func(c *mserver.Config) { c.ConfigPushRate, c.TaskDeliveryPerSecond = rate, rate })
+	cfg := srv.config(loadtest.Management)
+	rep := runHarness(t, cfg)
+	checkManagement(t, rep)
+	// The first push goes at once, the last one 199 later.
+	if pacing := float64(harnessAgents-1) / rate; rep.PolicyLastPushSecs < pacing*0.95 {
+		t.Errorf("the last configuration push arrived %.2fs after the change; at %d/s it cannot before %.2fs", rep.PolicyLastPushSecs, rate, pacing)
+	}
+	// The first 100 runs go at once, the other 100 a second later.
+	if pacing := float64(harnessAgents-rate) / rate; rep.TaskLastDeliverySecs < pacing*0.95 {
+		t.Errorf("the last task run arrived %.2fs after run now; at %d/s it cannot before %.2fs", rep.TaskLastDeliverySecs, rate, pacing)
+	}
+}

@@ -67,21 +67,31 @@ const eventCursorKey = "event_seq"
 // expires the ones whose computer never came and runs server tasks. Step
 // does one pass; Run calls it every Tick and when kicked.
 type Scheduler struct {
-	Store    Store
-	Deliver  Deliverer    // nil: runs are only planned
-	Server   ServerRunner // nil: server runs stay planned
-	Now      func() time.Time
-	Rand     func(n int64) int64 // [0, n); default math/rand/v2
-	Log      *slog.Logger
-	Tick     time.Duration // default 1s
-	PerStep  int           // runs delivered per step at most; default 2000
-	MaxBatch int           // events read per step; default 1000
+	Store   Store
+	Deliver Deliverer    // nil: runs are only planned
+	Server  ServerRunner // nil: server runs stay planned
+	Now     func() time.Time
+	Rand    func(n int64) int64 // [0, n); default math/rand/v2
+	Log     *slog.Logger
+	Tick    time.Duration // default 1s
+	// PerStep bounds the runs delivered per Tick (the server's
+	// TaskDeliveryPerSecond), however many steps kicks add in between: a
+	// budget refilled continuously at PerStep per Tick, holding at most
+	// PerStep. Default 2000.
+	PerStep  int
+	MaxBatch int // events read per step; default 1000
 
 	once      sync.Once
 	kick      chan struct{}
 	mu        sync.Mutex
 	connected []string // computers that connected since the last step
 	started   atomic.Bool
+
+	// The delivery budget (dispatch runs on one goroutine at a time):
+	// tokens left (negative after a computer's runs went over) as of
+	// refilled.
+	tokens   float64
+	refilled time.Time
 }
 
 func (s *Scheduler) init() {
@@ -404,8 +414,24 @@ func matches(t *tasks.Trigger, ev *store.ServerEvent) bool {
 	return false
 }
 
+// budget refills the delivery budget for the time since the last step and
+// returns the runs that may be delivered now.
+func (s *Scheduler) budget(now time.Time) int {
+	if s.refilled.IsZero() {
+		s.tokens = float64(s.PerStep)
+	} else if el := now.Sub(s.refilled); el > 0 {
+		s.tokens = min(float64(s.PerStep), s.tokens+float64(s.PerStep)*float64(el)/float64(s.Tick))
+	}
+	if now.After(s.refilled) {
+		s.refilled = now
+	}
+	return int(s.tokens)
+}
+
 // dispatch delivers due runs: first every pending run of computers that
-// just connected, then due runs of connected computers, at most PerStep.
+// just connected, then due runs of connected computers, within the
+// delivery budget (PerStep per Tick). What the budget leaves waits for the
+// next steps; the Tick comes back for it.
 func (s *Scheduler) dispatch(ctx context.Context, now time.Time) error {
 	if s.Deliver == nil {
 		return nil
@@ -414,7 +440,9 @@ func (s *Scheduler) dispatch(ctx context.Context, now time.Time) error {
 	conn := s.connected
 	s.connected = nil
 	s.mu.Unlock()
-	budget := s.PerStep
+	budget := s.budget(now)
+	spent := 0
+	defer func() { s.tokens -= float64(spent) }()
 	var delivered []string
 	seen := map[string]bool{}
 	for i, id := range conn {
@@ -423,11 +451,11 @@ func (s *Scheduler) dispatch(ctx context.Context, now time.Time) error {
 		}
 		seen[id] = true
 		if budget <= 0 {
-			// Over budget: keep the rest for the next step.
+			// Over budget: keep the rest for the next step (not kicked:
+			// the budget refills with time).
 			s.mu.Lock()
 			s.connected = append(s.connected, conn[i:]...)
 			s.mu.Unlock()
-			s.Kick()
 			break
 		}
 		runs, err := s.Store.PendingRuns(ctx, id, now, 100)
@@ -439,6 +467,7 @@ func (s *Scheduler) dispatch(ctx context.Context, now time.Time) error {
 		}
 		if s.Deliver.Deliver(id, runs) {
 			budget -= len(runs)
+			spent += len(runs)
 			for _, r := range runs {
 				delivered = append(delivered, r.ID)
 			}
@@ -459,13 +488,11 @@ func (s *Scheduler) dispatch(ctx context.Context, now time.Time) error {
 		}
 		for _, id := range order {
 			if s.Deliver.Deliver(id, byComputer[id]) {
+				spent += len(byComputer[id])
 				for _, r := range byComputer[id] {
 					delivered = append(delivered, r.ID)
 				}
 			}
-		}
-		if len(runs) == budget {
-			s.Kick() // more are due
 		}
 	}
 	return s.Store.MarkDelivered(ctx, delivered, now)

@@ -479,7 +479,10 @@ func TestScheduler_JoinedDynamicGroupAndTaskFailedWithoutLoops(t *testing.T) {
 	}
 }
 
-func TestScheduler_DeliveryIsBoundedPerStep(t *testing.T) {
+// PerStep bounds deliveries per Tick, not per step: steps that kicks add in
+// between (agents connecting, runs created) share the budget, and an idle
+// scheduler does not bank more than one Tick's worth.
+func TestScheduler_DeliveryIsBoundedPerTick(t *testing.T) {
 	b := newBench(t)
 	b.s.PerStep = 3
 	var ids []string
@@ -500,10 +503,27 @@ func TestScheduler_DeliveryIsBoundedPerStep(t *testing.T) {
 	if n := total(); n != 3 {
 		t.Fatalf("%d delivered in the first step, want 3", n)
 	}
+	b.step() // kicked at once: the budget is spent
+	if n := total(); n != 3 {
+		t.Fatalf("%d delivered after a second step in the same instant, want 3", n)
+	}
+	b.now = b.now.Add(400 * time.Millisecond) // 1.2 runs' worth
 	b.step()
+	if n := total(); n != 4 {
+		t.Fatalf("%d delivered 0.4s later, want 4", n)
+	}
+	b.now = b.now.Add(time.Second)
 	b.step()
 	if n := total(); n != 7 {
-		t.Fatalf("%d delivered after three steps, want 7", n)
+		t.Fatalf("%d delivered a second later, want 7", n)
+	}
+	// A long quiet time banks one Tick's worth, not more.
+	b.now = b.now.Add(time.Minute)
+	task2 := b.task(tasks.EngineUpdate, `{}`)
+	b.trigger(task2.ID, `{"kind":"asap"}`, tasks.Target{Type: tasks.TargetStaticGroup, ID: store.GroupAll})
+	b.step()
+	if n := total(); n != 10 {
+		t.Fatalf("%d delivered after a quiet minute, want 10 (3 more)", n)
 	}
 }
 
