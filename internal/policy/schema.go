@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mamori/mamori/internal/bytesize"
+	"github.com/mamori/mamori/internal/engine/bytesize"
 
 	"github.com/robfig/cron/v3"
 

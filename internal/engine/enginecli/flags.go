@@ -21,7 +21,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/mamori/mamori/internal/bytesize"
+	"github.com/mamori/mamori/internal/engine/bytesize"
 )
 
 // Exit codes shared by the commands.

@@ -1,6 +1,8 @@
 // Package bytesize parses byte counts written the way administrators write
 // them in flags, policies and configuration files: 512, 512K, 100M, 2G, 1T
-// (powers of 1024), case-insensitive, optionally followed by B or iB.
+// (powers of 1024), case-insensitive, optionally followed by B or iB. It
+// lives in the protection module, which imports nothing outside itself, so
+// the scanner's flags, policies and the agent's configuration share it.
 package bytesize
 
 import (
