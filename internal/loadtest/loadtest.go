@@ -300,30 +300,34 @@ type Report struct {
 
 	// Management, policy: from the request creating the policy until each
 	// agent's check-in reporting the new version applied was acknowledged
-	// (the server acknowledges after storing it); the last push received
-	// shows the server's pacing (ConfigPushRate). PolicyVerified computers
-	// showed the version applied through the API afterwards.
+	// (the server acknowledges after storing it); the first and the last
+	// push received show the server's work before pushing and its pacing
+	// (ConfigPushRate). PolicyVerified computers showed the version
+	// applied through the API afterwards.
 	PolicyVersion        string  `json:"policy_version,omitempty"`
 	PolicyRequestMs      float64 `json:"policy_request_ms,omitempty"`
 	PolicyApplied        int     `json:"policy_applied"`
 	PolicyAllAppliedSecs float64 `json:"policy_all_applied_s,omitempty"`
 	PolicyP50Secs        float64 `json:"policy_p50_s,omitempty"`
 	PolicyP99Secs        float64 `json:"policy_p99_s,omitempty"`
+	PolicyFirstPushSecs  float64 `json:"policy_first_push_s,omitempty"`
 	PolicyLastPushSecs   float64 `json:"policy_last_push_s,omitempty"`
 	PolicyVerified       int     `json:"policy_verified_per_api"`
 	// Management, task: from the request creating the task until each
 	// agent's task.finished was acknowledged (the run is then succeeded in
-	// the store); the last run received shows the server's pacing
-	// (TaskDeliveryPerSecond). TaskRunStates are the task's run counts by
-	// state as the API reports them afterwards.
-	TaskID               string         `json:"task_id,omitempty"`
-	TaskRequestMs        float64        `json:"task_request_ms,omitempty"`
-	TaskFinished         int            `json:"task_finished"`
-	TaskAllFinishedSecs  float64        `json:"task_all_finished_s,omitempty"`
-	TaskP50Secs          float64        `json:"task_p50_s,omitempty"`
-	TaskP99Secs          float64        `json:"task_p99_s,omitempty"`
-	TaskLastDeliverySecs float64        `json:"task_last_delivery_s,omitempty"`
-	TaskRunStates        map[string]int `json:"task_run_states,omitempty"`
+	// the store); the first and the last run received show the server's
+	// work before delivering and its pacing (TaskDeliveryPerSecond).
+	// TaskRunStates are the task's run counts by state as the API reports
+	// them afterwards.
+	TaskID                string         `json:"task_id,omitempty"`
+	TaskRequestMs         float64        `json:"task_request_ms,omitempty"`
+	TaskFinished          int            `json:"task_finished"`
+	TaskAllFinishedSecs   float64        `json:"task_all_finished_s,omitempty"`
+	TaskP50Secs           float64        `json:"task_p50_s,omitempty"`
+	TaskP99Secs           float64        `json:"task_p99_s,omitempty"`
+	TaskFirstDeliverySecs float64        `json:"task_first_delivery_s,omitempty"`
+	TaskLastDeliverySecs  float64        `json:"task_last_delivery_s,omitempty"`
+	TaskRunStates         map[string]int `json:"task_run_states,omitempty"`
 	// API read latency while management measured (all polled endpoints,
 	// and each); errors are failed requests (transport, status >= 300).
 	APIRequests   int                   `json:"api_requests,omitempty"`

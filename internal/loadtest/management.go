@@ -161,7 +161,7 @@ func managePolicy(ctx context.Context, e *env, f *fleet, rep *Report) error {
 	}
 	rep.PolicyApplied = len(lat)
 	rep.PolicyP50Secs, rep.PolicyP99Secs = pct(lat, 50)/1000, pct(lat, 99)/1000
-	rep.PolicyLastPushSecs = pct(push, 100) / 1000
+	rep.PolicyFirstPushSecs, rep.PolicyLastPushSecs = pct(push, 0)/1000, pct(push, 100)/1000
 	if done {
 		rep.PolicyAllAppliedSecs = pct(lat, 100) / 1000
 	}
@@ -199,7 +199,7 @@ func manageTask(ctx context.Context, e *env, f *fleet, rep *Report, poll *poller
 	}
 	rep.TaskFinished = len(lat)
 	rep.TaskP50Secs, rep.TaskP99Secs = pct(lat, 50)/1000, pct(lat, 99)/1000
-	rep.TaskLastDeliverySecs = pct(push, 100) / 1000
+	rep.TaskFirstDeliverySecs, rep.TaskLastDeliverySecs = pct(push, 0)/1000, pct(push, 100)/1000
 	if done {
 		rep.TaskAllFinishedSecs = pct(lat, 100) / 1000
 	}

@@ -50,10 +50,10 @@ func (r *Report) WriteTable(w io.Writer) {
 			}
 			return fmt.Sprintf("all in %.2fs", secs)
 		}
-		row("policy → applied", "%d of %d, %s (p50 %.2fs, p99 %.2fs); last push received at %.2fs; %d confirmed by the API",
-			r.PolicyApplied, r.Agents, all(r.PolicyAllAppliedSecs), r.PolicyP50Secs, r.PolicyP99Secs, r.PolicyLastPushSecs, r.PolicyVerified)
-		row("task run now → finished", "%d of %d, %s (p50 %.2fs, p99 %.2fs); last run received at %.2fs; API run states %s",
-			r.TaskFinished, r.Agents, all(r.TaskAllFinishedSecs), r.TaskP50Secs, r.TaskP99Secs, r.TaskLastDeliverySecs, kinds(r.TaskRunStates))
+		row("policy → applied", "%d of %d, %s (p50 %.2fs, p99 %.2fs); pushes received %.2fs–%.2fs; %d confirmed by the API",
+			r.PolicyApplied, r.Agents, all(r.PolicyAllAppliedSecs), r.PolicyP50Secs, r.PolicyP99Secs, r.PolicyFirstPushSecs, r.PolicyLastPushSecs, r.PolicyVerified)
+		row("task run now → finished", "%d of %d, %s (p50 %.2fs, p99 %.2fs); runs received %.2fs–%.2fs; API run states %s",
+			r.TaskFinished, r.Agents, all(r.TaskAllFinishedSecs), r.TaskP50Secs, r.TaskP99Secs, r.TaskFirstDeliverySecs, r.TaskLastDeliverySecs, kinds(r.TaskRunStates))
 		row("API reads meanwhile", "%d: p50 %.1f ms, p99 %.1f ms, max %.1f ms; %d errors", r.APIRequests, r.APIP50ms, r.APIP99ms, r.APIMaxms, r.APIErrors)
 		for _, k := range slices.Sorted(maps.Keys(r.APIByEndpoint)) {
 			a := r.APIByEndpoint[k]
