@@ -330,7 +330,7 @@ type poller struct {
 }
 
 func startPoller(ctx context.Context, e *env, f *fleet) *poller {
-	ctx, cancel := context.WithCancel(ctx)
+	sending, cancel := context.WithCancel(ctx)
 	t := e.api.c.Transport.(*http.Transport).Clone()
 	t.MaxIdleConnsPerHost = 64
 	p := &poller{e: e, f: f, cancel: cancel, lat: map[string][]time.Duration{}, errs: map[string]int{},
@@ -346,12 +346,13 @@ func startPoller(ctx context.Context, e *env, f *fleet) *poller {
 		defer tick.Stop()
 		for i := 0; ; i++ {
 			select {
-			case <-ctx.Done():
+			case <-sending.Done():
 				return
 			case <-tick.C:
 			}
 			// Outstanding requests are bounded by the rate times the
-			// client's timeout.
+			// client's timeout; stop lets them finish (the slowest
+			// answers are the ones still outstanding).
 			name, path := p.next(i)
 			p.wg.Add(1)
 			go func() {
@@ -384,7 +385,7 @@ func (p *poller) request(ctx context.Context, name, path string) {
 	}
 	d := time.Since(t0)
 	if ctx.Err() != nil {
-		return // stopped: not a measurement
+		return // the whole run was interrupted: not a measurement
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -395,6 +396,7 @@ func (p *poller) request(ctx context.Context, name, path string) {
 	p.lat[name] = append(p.lat[name], d)
 }
 
+// stop sends no more requests and waits for the outstanding ones.
 func (p *poller) stop() {
 	p.cancel()
 	p.wg.Wait()
