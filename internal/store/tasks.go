@@ -430,19 +430,28 @@ func (db *DB) RunCounts(ctx context.Context, taskID string) (_ map[string]int, e
 // computer), oldest first, at most limit; server runs are not included.
 func (db *DB) DeliverableRuns(ctx context.Context, now time.Time, computerIDs []string, limit int) (_ []*TaskRun, err error) {
 	defer db.track("deliverable_runs", time.Now(), &err)
+	if computerIDs != nil && len(computerIDs) == 0 {
+		return nil, nil
+	}
+	q, args := deliverableQuery(now, computerIDs)
+	return db.runs(ctx, q+` ORDER BY not_before, id LIMIT ?`, append(args, limit)...)
+}
+
+// deliverableQuery is DeliverableRuns' condition.
+func deliverableQuery(now time.Time, computerIDs []string) (string, []any) {
 	q, args := `WHERE state = 'planned' AND computer_id <> '' AND not_before <= ? AND expires_at > ?`, []any{ms(now), ms(now)}
 	if computerIDs != nil {
-		if len(computerIDs) == 0 {
-			return nil, nil
-		}
 		q += " AND computer_id IN (" + placeholders(len(computerIDs)) + ")"
 		args = append(args, toAny(computerIDs)...)
 	} else {
 		// Only computers believed connected: runs waiting for offline ones
-		// must not fill every page.
-		q += " AND computer_id IN (SELECT id FROM computers WHERE status = 'online')"
+		// must not fill every page. A correlated EXISTS keeps the planner on
+		// the planned runs (task_runs_pending) with one primary-key look-up
+		// per run; "IN (SELECT id FROM computers ...)" made it scan every
+		// computer at every scheduler step, even with no run planned.
+		q += " AND EXISTS (SELECT 1 FROM computers c WHERE c.id = task_runs.computer_id AND c.status = 'online')"
 	}
-	return db.runs(ctx, q+` ORDER BY not_before, id LIMIT ?`, append(args, limit)...)
+	return q, args
 }
 
 // PendingRuns returns a computer's runs due at now that it has not started
