@@ -52,7 +52,7 @@ bench-agent: build
 # scripts/bench-agent.sh (SERVER_FLAGS for the server's push rates).
 .PHONY: bench-management
 bench-management: build
-	SCENARIO=management AGENTS=$(or $(AGENTS),19500) ./scripts/bench-agent.sh --ramp 300
+	SCENARIO=management AGENTS=$(or $(AGENTS),19500) ./scripts/bench-agent.sh --ramp 300 --settle 30s
 
 # Scanner vs clamscan vs yara on the generated corpus; see docs/engine.md.
 bench-scan:
