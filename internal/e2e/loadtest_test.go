@@ -32,6 +32,10 @@ type restartable struct {
 	restarts int
 }
 
+// The TestLoadtest_* tests do not run in parallel: each runs 200 agents
+// against its own server, and several at once on a 2-core machine (beside
+// the other end-to-end tests) measure the machine, not the harness.
+
 func startRestartable(t *testing.T, tweak func(*mserver.Config)) *restartable {
 	t.Helper()
 	r := &restartable{t: t, cfg: mserver.Config{
@@ -147,7 +151,6 @@ func checkCheckIns(t *testing.T, rep *loadtest.Report) {
 }
 
 func TestLoadtest_SteadyAsFastAsAnsweredWithEchoBaseline(t *testing.T) {
-	t.Parallel()
 	srv := startRestartable(t, nil)
 	echo := startEcho(t, srv.cfg.DataDir)
 	cfg := srv.config(loadtest.Steady)
@@ -172,7 +175,6 @@ func TestLoadtest_SteadyAsFastAsAnsweredWithEchoBaseline(t *testing.T) {
 }
 
 func TestLoadtest_SteadyOnAnIntervalChecksInAtThatRate(t *testing.T) {
-	t.Parallel()
 	srv := startRestartable(t, nil)
 	cfg := srv.config(loadtest.Steady)
 	cfg.Interval, cfg.Duration = 500*time.Millisecond, 3*time.Second
@@ -185,7 +187,6 @@ func TestLoadtest_SteadyOnAnIntervalChecksInAtThatRate(t *testing.T) {
 }
 
 func TestLoadtest_ChurnStoresChangedSoftwareLists(t *testing.T) {
-	t.Parallel()
 	srv := startRestartable(t, nil)
 	cfg := srv.config(loadtest.Churn)
 	cfg.Interval, cfg.Duration = 250*time.Millisecond, 3*time.Second
@@ -198,7 +199,6 @@ func TestLoadtest_ChurnStoresChangedSoftwareLists(t *testing.T) {
 }
 
 func TestLoadtest_WakeupFanoutReachesEveryAgent(t *testing.T) {
-	t.Parallel()
 	srv := startRestartable(t, nil)
 	rep := runHarness(t, srv.config(loadtest.WakeupFanout))
 	if rep.WakeupRequested != harnessAgents || rep.WakeupMissed != 0 {
@@ -212,7 +212,6 @@ func TestLoadtest_WakeupFanoutReachesEveryAgent(t *testing.T) {
 // After a restart every agent comes back, and on abbreviated handshakes:
 // the session ticket keys survive the restart in the data directory.
 func TestLoadtest_ReconnectStormAllBackOnResumedSessions(t *testing.T) {
-	t.Parallel()
 	srv := startRestartable(t, nil)
 	cfg := srv.config(loadtest.ReconnectStorm)
 	cfg.Restart = srv.restart
@@ -228,7 +227,6 @@ func TestLoadtest_ReconnectStormAllBackOnResumedSessions(t *testing.T) {
 // With room for one session setup at a time the server sheds the storm with
 // RetryLater, and every agent still comes back.
 func TestLoadtest_ReconnectStormShedWithRetryLaterNobodyGivesUp(t *testing.T) {
-	t.Parallel()
 	srv := startRestartable(t, func(c *mserver.Config) { c.MaxSessionSetups = 1 })
 	cfg := srv.config(loadtest.ReconnectStorm)
 	cfg.Restart = srv.restart
@@ -242,7 +240,6 @@ func TestLoadtest_ReconnectStormShedWithRetryLaterNobodyGivesUp(t *testing.T) {
 }
 
 func TestLoadtest_EchoScenarioAloneMeasuresTheBaseline(t *testing.T) {
-	t.Parallel()
 	srv := startRestartable(t, nil)
 	echo := startEcho(t, srv.cfg.DataDir)
 	cfg := srv.config(loadtest.Echo)
@@ -288,10 +285,9 @@ func checkManagement(t *testing.T, rep *loadtest.Report) {
 // a task run now on All is delivered to every agent, which reports it
 // started and finished.
 func TestLoadtest_ManagementPolicyAndTaskReachEveryAgent(t *testing.T) {
-	t.Parallel()
 	srv := startRestartable(t, nil)
 	cfg := srv.config(loadtest.Management)
-	cfg.APIRate = 20
+	cfg.APIRate = 5 // open loop: more starves a race-enabled server on 2 cores
 	rep := runHarness(t, cfg)
 	checkManagement(t, rep)
 }
@@ -301,7 +297,6 @@ func TestLoadtest_ManagementPolicyAndTaskReachEveryAgent(t *testing.T) {
 // once, then at that rate), so at 100/s 200 agents take seconds to reach
 // however fast the machine is.
 func TestLoadtest_ManagementIsPacedByTheServersRates(t *testing.T) {
-	t.Parallel()
 	const rate = 100
 	srv := startRestartable(t, func(c *mserver.Config) { c.ConfigPushRate, c.TaskDeliveryPerSecond = rate, rate })
 	cfg := srv.config(loadtest.Management)
