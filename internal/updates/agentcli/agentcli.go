@@ -6,11 +6,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/mamori/mamori/internal/updates/clikit"
 	"io"
 	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/mamori/mamori/internal/updates/clikit"
 
 	"github.com/mamori/mamori/internal/errcode"
 	"github.com/mamori/mamori/internal/flagenv"
@@ -35,11 +36,14 @@ func Engine(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return Options{}.Run(ctx, args, stdout, stderr)
 }
 
+var errNoState = errors.New("--state is required")
+
 // Options adapt the commands to a binary whose --state is a larger
 // directory holding the engine state (the agent's).
 type Options struct {
-	// StateDefault, StateEnv and StateHelp describe --state (defaults:
-	// client.DefaultStateDir(), MAMORI_ENGINE_STATE, "engine state directory").
+	// StateDefault, StateEnv and StateHelp describe --state (defaults: none,
+	// so --state is required; MAMORI_ENGINE_STATE; "engine state
+	// directory").
 	StateDefault, StateEnv, StateHelp string
 	// EngineDir maps --state to the engine state directory (nil: the same).
 	EngineDir func(state string) string
@@ -47,9 +51,6 @@ type Options struct {
 
 func (o Options) stateFlag(fs *flagenv.Set) func() string {
 	def, env, help := o.StateDefault, o.StateEnv, o.StateHelp
-	if def == "" {
-		def = client.DefaultStateDir()
-	}
 	if env == "" {
 		env = "MAMORI_ENGINE_STATE"
 	}
@@ -58,6 +59,9 @@ func (o Options) stateFlag(fs *flagenv.Set) func() string {
 	}
 	state := fs.String("state", env, def, help)
 	return func() string {
+		if *state == "" {
+			return ""
+		}
 		if o.EngineDir != nil {
 			return o.EngineDir(*state)
 		}
@@ -115,6 +119,8 @@ func engineUpdate(ctx context.Context, c clikit.Cmd, o Options, args []string) i
 		return code
 	}
 	switch {
+	case stateDir() == "":
+		return c.Usage(errNoState)
 	case len(*sources) == 0:
 		return c.Usage(errors.New("--source is required"))
 	case *offline < 0:
@@ -190,6 +196,9 @@ func engineRollback(c clikit.Cmd, o Options, args []string) int {
 	if *hold <= 0 {
 		return c.Usage(errors.New("--hold must be positive"))
 	}
+	if stateDir() == "" {
+		return c.Usage(errNoState)
+	}
 	d, err := client.New(client.Config{StateDir: stateDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		return c.FailJSON(*asJSON, err, nil)
@@ -212,6 +221,9 @@ func engineStatus(c clikit.Cmd, o Options, args []string) int {
 	asJSON := fs.Bool("json", false, "print JSON")
 	if done, code := c.Parse(fs, args, "usage: mamori-agent engine status [--state DIR] [--json]\n\n"); done {
 		return code
+	}
+	if stateDir() == "" {
+		return c.Usage(errNoState)
 	}
 	st, err := client.ReadStatus(stateDir(), time.Now())
 	if err != nil {

@@ -29,7 +29,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -51,26 +50,6 @@ const (
 	DefaultKeepVersions  = 3
 	DefaultRollbackHold  = 24 * time.Hour
 )
-
-// DefaultStateDir is where the agent keeps engine update state:
-// $MAMORI_ENGINE_STATE, else /var/lib/mamori/engine (Windows
-// %ProgramData%\Mamori\Engine, macOS /Library/Application Support/Mamori/Engine).
-func DefaultStateDir() string {
-	if d := os.Getenv("MAMORI_ENGINE_STATE"); d != "" {
-		return d
-	}
-	switch runtime.GOOS {
-	case "windows":
-		pd := os.Getenv("ProgramData")
-		if pd == "" {
-			pd = `C:\ProgramData`
-		}
-		return filepath.Join(pd, "Mamori", "Engine")
-	case "darwin":
-		return "/Library/Application Support/Mamori/Engine"
-	}
-	return "/var/lib/mamori/engine"
-}
 
 // Config configures a Direct client.
 type Config struct {

@@ -211,9 +211,12 @@ func TestCommands_RefuseBadArgumentsWithExitTwo(t *testing.T) {
 		{"export without to", mirrorCmd("export", "--dir", dir)},
 		{"no engine command", agentCmd()},
 		{"update without source", agentCmd("update", "--state", dir)},
-		{"update bad keep", agentCmd("update", "--source", dir, "--keep", "0")},
-		{"update negative offline", agentCmd("update", "--source", dir, "--offline-max-age", "-1h")},
-		{"update missing root file", agentCmd("update", "--source", dir, "--root", filepath.Join(dir, "none"))},
+		{"update without state", agentCmd("update", "--source", dir)},
+		{"rollback without state", agentCmd("rollback")},
+		{"status without state", agentCmd("status")},
+		{"update bad keep", agentCmd("update", "--state", dir, "--source", dir, "--keep", "0")},
+		{"update negative offline", agentCmd("update", "--state", dir, "--source", dir, "--offline-max-age", "-1h")},
+		{"update missing root file", agentCmd("update", "--state", dir, "--source", dir, "--root", filepath.Join(dir, "none"))},
 		{"rollback zero hold", agentCmd("rollback", "--state", dir, "--hold", "0s")},
 	} {
 		if tc.r.code != 2 {
