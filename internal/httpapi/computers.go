@@ -115,6 +115,15 @@ const (
 	warnCritical = "critical"
 )
 
+// latestEngine is the newest engine on the server's update mirror (0:
+// unknown or no mirror).
+func (a *API) latestEngine() uint64 {
+	if a.cfg.LatestEngine == nil {
+		return 0
+	}
+	return a.cfg.LatestEngine()
+}
+
 func (a *API) computerView(c *store.Computer, groups *store.GroupTree, now time.Time) computerJSON {
 	status, last, since := c.Status, c.LastSeen, c.ConnectedSince
 	if a.cfg.Presence != nil {
@@ -156,10 +165,8 @@ func (a *API) computerView(c *store.Computer, groups *store.GroupTree, now time.
 	if c.Engine.Version > 0 {
 		eng = &engineJSON{Version: c.Engine.Version, UpdateState: c.Engine.UpdateState, LastSuccess: timeJSON(c.Engine.LastSuccess),
 			LastError: c.Engine.LastError}
-		if a.cfg.LatestEngine != nil {
-			eng.Latest = a.cfg.LatestEngine()
-			eng.Outdated = eng.Latest > c.Engine.Version
-		}
+		eng.Latest = a.latestEngine()
+		eng.Outdated = eng.Latest > c.Engine.Version
 	}
 	return computerJSON{
 		Engine: eng,
@@ -191,10 +198,7 @@ func (a *API) listComputers(w http.ResponseWriter, r *http.Request) error {
 	switch q.Get("engine") {
 	case "":
 	case "outdated":
-		var latest uint64
-		if a.cfg.LatestEngine != nil {
-			latest = a.cfg.LatestEngine()
-		}
+		latest := a.latestEngine()
 		if latest == 0 {
 			// Nothing to compare with: no computer is known to be behind.
 			writeJSON(w, http.StatusOK, list([]computerJSON{}, 0))
