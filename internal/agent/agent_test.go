@@ -225,15 +225,18 @@ func TestReconnectDelay_HonoursRetryLaterWithJitterAndStopsWhenRefused(t *testin
 	seen := map[time.Duration]bool{}
 	for range 200 {
 		d, retry := ReconnectDelay(rl, 7)
-		if !retry || d < 10*time.Second || d > 15*time.Second {
-			t.Fatalf("retry later 10s at attempt 7: %s (retry %v), want within [10s,15s]", d, retry)
+		if !retry || d < 10*time.Second || d > 12*time.Second {
+			t.Fatalf("retry later 10s at attempt 7: %s (retry %v), want within [10s,12s]", d, retry)
 		}
 		seen[d] = true
 	}
 	if len(seen) < 50 {
 		t.Errorf("only %d distinct delays in 200 draws: no jitter", len(seen))
 	}
-	if d, _ := ReconnectDelay(&RetryLaterError{}, 0); d < time.Second || d > 1500*time.Millisecond {
+	if d, _ := ReconnectDelay(&RetryLaterError{After: 5 * time.Minute}, 0); d < 5*time.Minute || d > 5*time.Minute+retryJitterMax {
+		t.Errorf("a 5-minute hint gave %s, want at most %s of jitter", d, retryJitterMax)
+	}
+	if d, _ := ReconnectDelay(&RetryLaterError{}, 0); d < time.Second || d > 1200*time.Millisecond {
 		t.Errorf("a zero hint gave %s, want the 1s floor plus jitter", d)
 	}
 	for _, code := range []errcode.Code{errcode.Forbidden, errcode.Unauthorized} {

@@ -31,6 +31,8 @@ const (
 	ackTimeout          = 60 * time.Second
 	backoffBase         = time.Second
 	backoffMax          = 60 * time.Second
+	// retryJitterMax bounds the jitter added to a RetryLater hint.
+	retryJitterMax = 10 * time.Second
 	// A session that lasted this long was healthy: the next reconnect
 	// starts the backoff over.
 	healthySession = 30 * time.Second
@@ -153,9 +155,10 @@ func (a *Auto) Run(ctx context.Context) error {
 // It returns false when the agent must not retry: the server refused its
 // certificate (forbidden, unauthorized).
 //
-// A RetryLater answer is honoured with jitter: its hint plus up to half of
-// it again, so agents told the same time do not return together; it does
-// not count as a failure. Anything else backs off exponentially (see
+// A RetryLater answer is honoured with jitter: its hint plus up to a fifth
+// of it again (at most retryJitterMax), so agents told the same time do not
+// return together, while a server that spreads its hints (sessionGate) does
+// not see its schedule stretched; it does not count as a failure. Anything else backs off exponentially (see
 // backoff). The load harness (internal/loadtest) simulates agents with this
 // same policy.
 func ReconnectDelay(err error, attempt int) (time.Duration, bool) {
@@ -163,7 +166,7 @@ func ReconnectDelay(err error, attempt int) (time.Duration, bool) {
 	switch code := errcode.Of(err); {
 	case errors.As(err, &rl):
 		after := min(max(rl.After, time.Second), time.Hour) // a server's hint, within reason
-		return after + time.Duration(rand.Int64N(int64(after/2)+1)), true
+		return after + time.Duration(rand.Int64N(int64(min(after/5, retryJitterMax))+1)), true
 	case code == errcode.Forbidden || code == errcode.Unauthorized:
 		return 0, false
 	}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/peer"
@@ -31,6 +33,9 @@ type Direct struct {
 	cert  *tls.Certificate  // nil before enrollment
 	proxy string
 	dial  func(ctx context.Context, addr string) (net.Conn, error)
+	// tickets outlives the connections: a reconnect resumes the TLS
+	// session of the previous one.
+	tickets *ticketCache
 
 	mu      sync.Mutex
 	conns   map[string]*grpc.ClientConn
@@ -58,7 +63,7 @@ func NewDirect(o DirectOptions) *Direct {
 	if dial == nil {
 		dial = dialer(o.Proxy)
 	}
-	return &Direct{pin: o.Pin, ca: o.CA, cert: o.Cert, proxy: o.Proxy, dial: dial,
+	return &Direct{pin: o.Pin, ca: o.CA, cert: o.Cert, proxy: o.Proxy, dial: dial, tickets: newTicketCache(16),
 		conns: map[string]*grpc.ClientConn{}, pinFail: map[string]string{}}
 }
 
@@ -88,7 +93,7 @@ func (d *Direct) conn(server string) (*grpc.ClientConn, error) {
 			}
 			return err
 		},
-		ClientSessionCache: tls.NewLRUClientSessionCache(4),
+		ClientSessionCache: d.tickets,
 	}
 	if d.cert != nil {
 		cert := *d.cert
@@ -125,9 +130,32 @@ func (d *Direct) Close() {
 	}
 }
 
+// release forgets the connection to server when it is not usable (its
+// dial or handshake failed, or it was lost): the next call dials afresh.
+//
+// Without this, gRPC would keep redialling a failed connection on its own
+// exponential backoff (up to 2 minutes) and fail the agent's attempts in
+// between at once with the previous error, so the agent's reconnection
+// policy (ReconnectDelay: the server's RetryLater hints, the agent's own
+// backoff) would not be the one that decides when it comes back.
+func (d *Direct) release(server string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	c, ok := d.conns[server]
+	if !ok || c.GetState() == connectivity.Ready {
+		return
+	}
+	c.Close()
+	delete(d.conns, server)
+}
+
 // rpcError turns a failed call into an error with a code: the server's own
-// code and message, or a pin mismatch, or unavailable.
+// code and message, or a pin mismatch, or unavailable. A call that failed
+// for want of a connection releases it.
 func (d *Direct) rpcError(server string, err error) error {
+	if status.Code(err) == codes.Unavailable {
+		d.release(server)
+	}
 	d.mu.Lock()
 	presented, pinFailed := d.pinFail[server]
 	delete(d.pinFail, server)

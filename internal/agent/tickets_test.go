@@ -1,0 +1,188 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mamori/mamori/internal/agentproto"
+	"github.com/mamori/mamori/internal/pki"
+)
+
+// ticketServer is a TLS 1.3 server that sheds (closes before answering)
+// the connections for which shed returns true, and otherwise completes the
+// handshake, sends one byte (so the client reads the session ticket that
+// precedes it) and reports whether the handshake resumed.
+func ticketServer(t *testing.T, shed func(n int) bool) (addr string, resumed <-chan bool) {
+	t.Helper()
+	ca, _, err := pki.LoadOrCreateCA(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.ServerCertificate(t.TempDir(), []string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
+	out := make(chan bool, 16)
+	go func() {
+		for n := 0; ; n++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if shed(n) {
+				// Read the ClientHello, then close without a word, as
+				// the agent listener does when its queue is full.
+				c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				c.Read(make([]byte, 1))
+				c.Close()
+				continue
+			}
+			tc := tls.Server(c, cfg)
+			if err := tc.Handshake(); err != nil {
+				c.Close()
+				continue
+			}
+			tc.Write([]byte{1})
+			out <- tc.ConnectionState().DidResume
+			tc.Close()
+		}
+	}()
+	return ln.Addr().String(), out
+}
+
+// dialTicket makes one connection with cache; it reports whether the
+// handshake completed.
+func dialTicket(t *testing.T, addr string, cache tls.ClientSessionCache) bool {
+	t.Helper()
+	c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, ServerName: "127.0.0.1", ClientSessionCache: cache, MinVersion: tls.VersionTLS13})
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		t.Fatalf("reading after the handshake: %v", err)
+	}
+	return true
+}
+
+func TestTicketCache_KeepsTheTicketAcrossShedConnections(t *testing.T) {
+	// Connections 1 and 2 are shed: fewer than ticketFailures in a row.
+	addr, resumed := ticketServer(t, func(n int) bool { return n == 1 || n == 2 })
+	cache := newTicketCache(4)
+	if !dialTicket(t, addr, cache) {
+		t.Fatal("first connection failed")
+	}
+	if <-resumed {
+		t.Fatal("first connection resumed a session it cannot have")
+	}
+	for i := 1; i <= 2; i++ {
+		if dialTicket(t, addr, cache) {
+			t.Fatalf("connection %d was not shed", i)
+		}
+	}
+	if !dialTicket(t, addr, cache) {
+		t.Fatal("connection after the shed ones failed")
+	}
+	if !<-resumed {
+		t.Fatal("after two shed connections the agent made a full handshake: its ticket was forgotten")
+	}
+}
+
+func TestTicketCache_ForgetsATicketThatKeepsFailing(t *testing.T) {
+	addr, resumed := ticketServer(t, func(n int) bool { return n >= 1 && n <= ticketFailures })
+	cache := newTicketCache(4)
+	if !dialTicket(t, addr, cache) {
+		t.Fatal("first connection failed")
+	}
+	<-resumed
+	for i := 1; i <= ticketFailures; i++ {
+		if dialTicket(t, addr, cache) {
+			t.Fatalf("connection %d was not shed", i)
+		}
+	}
+	if !dialTicket(t, addr, cache) {
+		t.Fatal("connection after the shed ones failed")
+	}
+	if <-resumed {
+		t.Fatalf("the ticket survived %d failed handshakes in a row; want it forgotten", ticketFailures)
+	}
+	// A new ticket starts the count over.
+	if !dialTicket(t, addr, cache) {
+		t.Fatal("last connection failed")
+	}
+	if !<-resumed {
+		t.Fatal("the new ticket was not used")
+	}
+}
+
+// Each session attempt of the agent reaches the server: a failed
+// connection is not left to gRPC's own reconnect backoff, which would fail
+// the attempts in between at once with the previous error.
+func TestDirect_EveryAttemptDialsAfterAFailedConnection(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // refused until it listens again
+	d := NewDirect(DirectOptions{Pin: "sha256:00"})
+	defer d.Close()
+	attempt := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, _, err := d.OpenSession(ctx, addr, &agentproto.Hello{})
+		return err
+	}
+	for range 2 {
+		if err := attempt(); err == nil {
+			t.Fatal("a session opened with nothing listening")
+		}
+	}
+	ln, err = net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("port %s taken again meanwhile: %v", addr, err)
+	}
+	defer ln.Close()
+	var accepted atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			c.Close()
+		}
+	}()
+	const attempts = 5
+	for i := 1; i <= attempts; i++ {
+		err := attempt()
+		if err == nil {
+			t.Fatal("a session opened on a server that closes every connection")
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for accepted.Load() < int64(i) && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if got := accepted.Load(); got != int64(i) {
+			t.Fatalf("after %d attempts the server saw %d connections (last error: %v)", i, got, err)
+		}
+		var rl *RetryLaterError
+		if errors.As(err, &rl) {
+			t.Fatalf("a closed connection read as RetryLater: %v", err)
+		}
+	}
+}
