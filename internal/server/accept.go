@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -18,34 +19,68 @@ import (
 // at once. Unbounded, every one of them would be in progress together, each
 // holding its buffers and goroutine stack, all finishing late; bounded, they
 // finish in order at the rate the CPU allows and the rest wait cheaply.
+//
 // A connection takes a slot only once its ClientHello has arrived (a client
-// that connects and sends nothing holds no slot), waits at most until its
-// handshake deadline, and is refused at once (closed, counted as "shed")
-// when maxWaiting connections are already waiting: the client's backoff then
-// spreads the storm. After the handshake, serve is called on a fresh
+// that connects and sends nothing holds no slot), from one of two pools:
+// a client that offers to resume a session (a ticket from an earlier
+// connection, pre_shared_key in its ClientHello) costs a key exchange, a
+// third of a full handshake with its certificate signatures, so it does not
+// queue behind full handshakes; everybody else takes a full-handshake slot.
+// A connection waits at most until its handshake deadline ("expired") and
+// is refused at once ("shed": closed before its handshake) when maxWaiting
+// connections are already waiting. Agents keep their session ticket across
+// such refusals (internal/agent's ticketCache), so their next attempt still
+// resumes; after the handshake, the session gate answers with an explicit
+// RetryLater when sessions pile up (gate.go). serve is called on a fresh
 // goroutine.
 //
 // Lifecycle: newTLSAcceptor → run (accepts until the listener is closed) →
 // close (stops accepting, closes the listener; connections already handed to
 // serve are the caller's).
 type tlsAcceptor struct {
-	ln         net.Listener
-	cfg        *tls.Config
+	ln net.Listener
+	// base is the caller's configuration (the server rotates its ticket
+	// keys); cfg is a copy whose GetConfigForClient, admit, returns base.
+	base, cfg  *tls.Config
 	timeout    time.Duration // from accept to the end of the handshake
 	maxWaiting int64
-	slots      chan struct{}
-	serve      func(*tls.Conn)
-	metrics    *metrics
-	log        *slog.Logger
+	// slots and resumeSlots are the two pools: full handshakes, and
+	// handshakes offering to resume.
+	slots, resumeSlots chan struct{}
+	serve              func(*tls.Conn)
+	metrics            *metrics
+	log                *slog.Logger
 
 	waiting atomic.Int64
-	closed  chan struct{}
-	once    sync.Once
+	// admissions maps a connection in its handshake to its *admission.
+	admissions sync.Map
+	closed     chan struct{}
+	once       sync.Once
 }
 
+// admission is one connection's way through the acceptor.
+type admission struct {
+	deadline time.Time
+	waiting  bool          // counted in waiting
+	slot     chan struct{} // the pool it holds a slot of, once admitted
+	admitted time.Time
+	expired  bool
+}
+
+// errBusy fails a handshake that found no slot before its deadline.
+var errBusy = errors.New("no handshake slot before the deadline")
+
+// extensionPreSharedKey is TLS's pre_shared_key extension (RFC 8446): the
+// client offers to resume a session.
+const extensionPreSharedKey = 41
+
 func newTLSAcceptor(ln net.Listener, cfg *tls.Config, workers, maxWaiting int, timeout time.Duration, m *metrics, log *slog.Logger, serve func(*tls.Conn)) *tlsAcceptor {
-	return &tlsAcceptor{ln: ln, cfg: cfg, timeout: timeout, maxWaiting: int64(maxWaiting),
-		slots: make(chan struct{}, workers), serve: serve, metrics: m, log: log, closed: make(chan struct{})}
+	a := &tlsAcceptor{ln: ln, timeout: timeout, maxWaiting: int64(maxWaiting),
+		slots: make(chan struct{}, workers), resumeSlots: make(chan struct{}, workers),
+		serve: serve, metrics: m, log: log, closed: make(chan struct{})}
+	a.base, a.cfg = cfg, cfg.Clone()
+	a.cfg.GetConfigForClient = a.admit
+	return a
 }
 
 // run accepts connections until the listener is closed.
@@ -83,8 +118,8 @@ func (a *tlsAcceptor) close() {
 }
 
 func (a *tlsAcceptor) handshake(c net.Conn) {
-	deadline := time.Now().Add(a.timeout)
-	c.SetDeadline(deadline)
+	ad := &admission{deadline: time.Now().Add(a.timeout)}
+	c.SetDeadline(ad.deadline)
 	if !waitReadable(c) {
 		a.metrics.handshakes.WithLabelValues("failed").Inc()
 		c.Close()
@@ -96,29 +131,22 @@ func (a *tlsAcceptor) handshake(c net.Conn) {
 		c.Close()
 		return
 	}
+	ad.waiting = true
 	a.metrics.handshakesWaiting.Inc()
-	t := time.NewTimer(time.Until(deadline))
-	var got bool
-	select {
-	case a.slots <- struct{}{}:
-		got = true
-	case <-t.C:
-	case <-a.closed:
-	}
-	t.Stop()
-	a.waiting.Add(-1)
-	a.metrics.handshakesWaiting.Dec()
-	if !got {
-		a.metrics.handshakes.WithLabelValues("expired").Inc()
-		c.Close()
-		return
-	}
-	start := time.Now()
+	a.admissions.Store(c, ad)
 	tc := tls.Server(c, a.cfg)
 	err := tc.Handshake()
-	<-a.slots
+	a.admissions.Delete(c)
+	a.stopWaiting(ad)
+	if ad.slot != nil {
+		<-ad.slot
+	}
 	if err != nil {
-		a.metrics.handshakes.WithLabelValues("failed").Inc()
+		result := "failed"
+		if ad.expired {
+			result = "expired"
+		}
+		a.metrics.handshakes.WithLabelValues(result).Inc()
 		a.log.Debug("agent TLS handshake failed", "remote", c.RemoteAddr().String(), "err", err)
 		c.Close()
 		return
@@ -128,9 +156,49 @@ func (a *tlsAcceptor) handshake(c net.Conn) {
 		kind = "resumed"
 	}
 	a.metrics.handshakes.WithLabelValues(kind).Inc()
-	a.metrics.handshakeSeconds.WithLabelValues(kind).Observe(time.Since(start).Seconds())
+	if !ad.admitted.IsZero() {
+		a.metrics.handshakeSeconds.WithLabelValues(kind).Observe(time.Since(ad.admitted).Seconds())
+	}
 	c.SetDeadline(time.Time{})
 	go a.serve(tc) // a fresh goroutine: the handshake's deep stack stays behind
+}
+
+func (a *tlsAcceptor) stopWaiting(ad *admission) {
+	if ad.waiting {
+		ad.waiting = false
+		a.waiting.Add(-1)
+		a.metrics.handshakesWaiting.Dec()
+	}
+}
+
+// admit runs once the ClientHello has been read (tls.Config's
+// GetConfigForClient): it waits for a slot of the connection's pool, or
+// fails the handshake when the deadline passes first. The handshake then
+// goes on with the caller's configuration (its current ticket keys).
+func (a *tlsAcceptor) admit(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+	v, ok := a.admissions.Load(hello.Conn)
+	if !ok {
+		return a.base, nil // not one of ours: no bound
+	}
+	ad := v.(*admission)
+	pool := a.slots
+	if slices.Contains(hello.Extensions, extensionPreSharedKey) {
+		pool = a.resumeSlots
+	}
+	t := time.NewTimer(time.Until(ad.deadline))
+	defer t.Stop()
+	select {
+	case pool <- struct{}{}:
+	case <-t.C:
+		ad.expired = true
+		return nil, errBusy
+	case <-a.closed:
+		return nil, net.ErrClosed
+	}
+	ad.slot = pool
+	ad.admitted = time.Now()
+	a.stopWaiting(ad)
+	return a.base, nil
 }
 
 // chanListener hands connections that are already past their TLS handshake

@@ -249,3 +249,70 @@ func clientHello(t *testing.T) []byte {
 	b.Close()
 	return buf[:n]
 }
+
+// A client that offers to resume its session does not wait behind full
+// handshakes: with the only full-handshake slot held by a stalled client,
+// it still gets in at once, while a client without a ticket waits for that
+// slot.
+func TestTLSAcceptor_ResumingClientsDoNotQueueBehindFullHandshakes(t *testing.T) {
+	f := newAcceptorFixture(t, 1, 10, 5*time.Second)
+	first, err := tls.Dial("tcp", f.addr, f.clients)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	first.Read(make([]byte, 1)) // the session ticket
+	first.Close()
+	(<-f.served).Close()
+
+	stalled, err := net.Dial("tcp", f.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	stalled.Write(clientHello(t))
+	time.Sleep(100 * time.Millisecond) // it holds the full-handshake slot
+
+	start := time.Now()
+	c, err := tls.Dial("tcp", f.addr, f.clients)
+	if err != nil {
+		t.Fatalf("resuming client refused while a full handshake stalled: %v", err)
+	}
+	if !c.ConnectionState().DidResume {
+		t.Error("the second connection did not resume")
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("resuming client took %s behind a stalled full handshake", d)
+	}
+	c.Close()
+	(<-f.served).Close()
+
+	fresh := f.clients.Clone()
+	fresh.ClientSessionCache = nil
+	done := make(chan error, 1)
+	go func() {
+		c, err := tls.Dial("tcp", f.addr, fresh)
+		if err == nil {
+			c.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("a client without a ticket finished (%v) while the only full-handshake slot was held", err)
+	case <-time.After(400 * time.Millisecond):
+	}
+	stalled.Close() // frees the slot
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("client without a ticket, once the slot was free: %v", err)
+		}
+		(<-f.served).Close()
+	case <-time.After(3 * time.Second):
+		t.Fatal("the client without a ticket did not get the freed slot")
+	}
+	if f.count("full") != 2 || f.count("resumed") != 1 {
+		t.Errorf("handshakes: full %v, resumed %v; want 2 and 1", f.count("full"), f.count("resumed"))
+	}
+}
