@@ -259,6 +259,8 @@ type Report struct {
 	ConnectSeconds float64        `json:"connect_seconds"`
 	Errors         int            `json:"errors"`
 	ErrorsByKind   map[string]int `json:"errors_by_kind"`
+	// ErrorExamples is the first message seen of each kind of error.
+	ErrorExamples map[string]string `json:"error_examples,omitempty"`
 	// RetryLater counts explicit back-pressure answers received (not errors).
 	RetryLater int `json:"retry_later"`
 
@@ -581,10 +583,40 @@ func (r *recorder) checkIn(d time.Duration, in, out uint64, changed bool, reason
 	r.down += in
 }
 
-// errCounter counts failures by kind.
+// errCounter counts failures by kind, and keeps the first message of each
+// kind as an example.
 type errCounter struct {
 	mu sync.Mutex
 	m  map[string]int
+	ex map[string]string
+}
+
+// addErr counts err under its kind (errKind).
+func (c *errCounter) addErr(err error) {
+	kind := errKind(err)
+	if kind == "" {
+		return
+	}
+	c.add(kind)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ex == nil {
+		c.ex = map[string]string{}
+	}
+	if _, ok := c.ex[kind]; !ok {
+		c.ex[kind] = errcode.Message(err)
+	}
+}
+
+// examples returns the example message of each kind, prefixed.
+func (c *errCounter) examples(prefix string, into map[string]string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, v := range c.ex {
+		if k != "retry_later" {
+			into[prefix+k] = v
+		}
+	}
 }
 
 func (c *errCounter) add(kind string) {
@@ -607,6 +639,14 @@ func (c *errCounter) snapshot() map[string]int {
 		out[k] = v
 	}
 	return out
+}
+
+// keepExamples adds c's example messages to the report.
+func (rep *Report) keepExamples(c *errCounter, prefix string) {
+	if rep.ErrorExamples == nil {
+		rep.ErrorExamples = map[string]string{}
+	}
+	c.examples(prefix, rep.ErrorExamples)
 }
 
 // errKind names a failure for the report.
@@ -751,6 +791,7 @@ func runSteady(ctx context.Context, e *env, target string, met *metricsSource, g
 	}
 	defer f.stop()
 	connectErrs := f.errs.snapshot()
+	rep.keepExamples(&f.errs, "connect:")
 	f.errs = errCounter{}
 	who := "server"
 	if target == cfg.EchoServer {
@@ -809,6 +850,7 @@ func runSteady(ctx context.Context, e *env, target string, met *metricsSource, g
 	for k, v := range connectErrs {
 		errs["connect:"+k] += v
 	}
+	rep.keepExamples(&f.errs, "")
 	rep.tally(errs)
 	return rep, nil
 }
@@ -837,7 +879,7 @@ func closedLoop(ctx context.Context, f *fleet, d time.Duration) {
 				}
 				misses = 0
 				if err := s.checkIn(ctx, agentproto.CheckInReason_CHECK_IN_REASON_INTERVAL, ""); err != nil && ctx.Err() == nil {
-					f.errs.add(errKind(err))
+					f.errs.addErr(err)
 				}
 			}
 		}()
@@ -924,6 +966,7 @@ func runFanout(ctx context.Context, e *env) (*Report, error) {
 	rep.WakeupP50ms, rep.WakeupP95ms, rep.WakeupP99ms, rep.WakeupMaxms = pct(lat, 50), pct(lat, 95), pct(lat, 99), pct(lat, 100)
 	rep.WakeupAllSeconds = rep.WakeupMaxms / 1000
 	errs := f.errs.snapshot()
+	rep.keepExamples(&f.errs, "")
 	if rep.WakeupMissed > 0 {
 		errs["wakeup_missed"] = rep.WakeupMissed
 	}
@@ -943,6 +986,7 @@ func runStorm(ctx context.Context, e *env) (*Report, error) {
 	f.startPeriodic()
 	connected := rep.Connected
 	connectErrs := f.errs.snapshot()
+	rep.keepExamples(&f.errs, "connect:")
 	f.errs = errCounter{}
 	cpu0 := clientCPU()
 	rep.MachineLoad[0] = loadAverage()
@@ -1005,6 +1049,7 @@ func runStorm(ctx context.Context, e *env) (*Report, error) {
 	// Reconnect attempts that failed while the server was away are the
 	// storm itself, not errors; agents that did not come back are.
 	storm := f.errs.snapshot()
+	rep.keepExamples(&f.errs, "storm:")
 	errs := map[string]int{}
 	for k, v := range connectErrs {
 		errs["connect:"+k] = v

@@ -54,6 +54,7 @@ func runManagement(ctx context.Context, e *env) (*Report, error) {
 	defer f.stop()
 	f.startPeriodic()
 	connectErrs := f.errs.snapshot()
+	rep.keepExamples(&f.errs, "connect:")
 	f.errs = errCounter{}
 	// Agents that connected report the configuration they got on
 	// connecting; measure from a quiet fleet.
@@ -119,6 +120,7 @@ func runManagement(ctx context.Context, e *env) (*Report, error) {
 	if rep.APIErrors > 0 {
 		errs["api"] = rep.APIErrors
 	}
+	rep.keepExamples(&f.errs, "")
 	rep.tally(errs)
 	return rep, phaseErr
 }

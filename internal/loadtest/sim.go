@@ -136,7 +136,7 @@ func (s *sim) run(ctx context.Context) {
 		}
 		msg := errcode.Message(err)
 		s.lastErrMsg.Store(&msg)
-		s.f.errs.add(errKind(err))
+		s.f.errs.addErr(err)
 		if time.Since(start) > 30*time.Second {
 			attempt = 0
 		}

@@ -15,6 +15,9 @@ func (r *Report) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "%s against %s, %d agents\n", r.Scenario, r.Target, r.Agents)
 	row("connected", "%d (in %.1fs)", r.Connected, r.ConnectSeconds)
 	row("errors", "%d %s", r.Errors, kinds(r.ErrorsByKind))
+	for _, k := range slices.Sorted(maps.Keys(r.ErrorExamples)) {
+		row("", "e.g. %s: %s", k, r.ErrorExamples[k])
+	}
 	if r.RetryLater > 0 {
 		row("retry-later answers", "%d (back-pressure, not errors)", r.RetryLater)
 	}
