@@ -40,6 +40,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -750,6 +751,41 @@ func profile(cfg *Config, base, name string, d time.Duration) <-chan struct{} {
 	return done
 }
 
+// selfProfile saves the load generator's own CPU profile over the next d,
+// and its goroutines halfway through (in the background; wait on the
+// returned channel): on one box the agents' side is half the picture.
+// Without a profile directory it does nothing.
+func selfProfile(cfg *Config, d time.Duration) <-chan struct{} {
+	done := make(chan struct{})
+	if cfg.ProfileDir == "" {
+		close(done)
+		return done
+	}
+	os.MkdirAll(cfg.ProfileDir, 0o755)
+	path := filepath.Join(cfg.ProfileDir, cfg.Scenario+"-loadgen")
+	cpu, err := os.Create(path + ".cpu.pprof")
+	if err == nil {
+		err = pprof.StartCPUProfile(cpu)
+	}
+	if err != nil {
+		fmt.Fprintf(cfg.Log, "load generator profile: %v\n", err)
+		close(done)
+		return done
+	}
+	go func() {
+		defer close(done)
+		time.Sleep(d / 2)
+		if g, err := os.Create(path + ".goroutines.txt"); err == nil {
+			pprof.Lookup("goroutine").WriteTo(g, 1)
+			g.Close()
+		}
+		time.Sleep(d - d/2)
+		pprof.StopCPUProfile()
+		cpu.Close()
+	}()
+	return done
+}
+
 // heapProfile saves the target's heap profile (after a collection).
 func heapProfile(cfg *Config, base, name string) {
 	if cfg.ProfileDir != "" && base != "" {
@@ -996,8 +1032,10 @@ func runStorm(ctx context.Context, e *env) (*Report, error) {
 		return rep, err
 	}
 	rep.RestartSeconds = time.Since(t0).Seconds()
-	profiled := profile(cfg, cfg.PprofURL, "server", 10*time.Second)
+	profiled := profile(cfg, cfg.PprofURL, "server", 30*time.Second)
 	defer func() { <-profiled }()
+	selfProfiled := selfProfile(cfg, 30*time.Second)
+	defer func() { <-selfProfiled }()
 	deadline := t0.Add(cfg.StormTimeout)
 	var back []time.Duration
 	resumed := 0
@@ -1020,7 +1058,13 @@ func runStorm(ctx context.Context, e *env) (*Report, error) {
 			break
 		}
 		if time.Since(lastLog) > 5*time.Second {
-			fmt.Fprintf(cfg.Log, "  %.0fs: %d back\n", time.Since(t0).Seconds(), len(back))
+			// The progress of the storm on both sides: the agents' failed
+			// attempts so far, and the server's handshakes and sessions.
+			line := fmt.Sprintf("  %.0fs: %d back; agents' failed attempts %s", time.Since(t0).Seconds(), len(back), kinds(f.errs.snapshot()))
+			if m, err := e.serverMet.read(false); err == nil && len(m) > 0 {
+				line += "; server " + floatKinds(serverCounters(m))
+			}
+			fmt.Fprintln(cfg.Log, line)
 			lastLog = time.Now()
 		}
 		time.Sleep(20 * time.Millisecond)

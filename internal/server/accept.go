@@ -21,7 +21,9 @@ import (
 // finish in order at the rate the CPU allows and the rest wait cheaply.
 //
 // A connection takes a slot only once its ClientHello has arrived (a client
-// that connects and sends nothing holds no slot), from one of two pools:
+// that connects and sends nothing holds no slot), and gives it back once
+// the server's flight is written (a client slow to answer holds no slot
+// either; flightConn), from one of two pools:
 // a client that offers to resume a session (a ticket from an earlier
 // connection, pre_shared_key in its ClientHello) costs a key exchange, a
 // third of a full handshake with its certificate signatures, so it does not
@@ -133,14 +135,14 @@ func (a *tlsAcceptor) handshake(c net.Conn) {
 	}
 	ad.waiting = true
 	a.metrics.handshakesWaiting.Inc()
-	a.admissions.Store(c, ad)
-	tc := tls.Server(c, a.cfg)
+	fc := &flightConn{Conn: c, ad: ad}
+	a.admissions.Store(net.Conn(fc), ad)
+	tc := tls.Server(fc, a.cfg)
 	err := tc.Handshake()
-	a.admissions.Delete(c)
+	a.admissions.Delete(net.Conn(fc))
 	a.stopWaiting(ad)
-	if ad.slot != nil {
-		<-ad.slot
-	}
+	ad.release()
+	fc.ad = nil // before serve's goroutine starts: no race
 	if err != nil {
 		result := "failed"
 		if ad.expired {
@@ -161,6 +163,32 @@ func (a *tlsAcceptor) handshake(c net.Conn) {
 	}
 	c.SetDeadline(time.Time{})
 	go a.serve(tc) // a fresh goroutine: the handshake's deep stack stays behind
+}
+
+// release gives the slot back, once.
+func (ad *admission) release() {
+	if ad.slot != nil {
+		<-ad.slot
+		ad.slot = nil
+	}
+}
+
+// flightConn gives the handshake slot back as soon as the server has
+// written its flight (in TLS 1.3, everything the server says in a
+// handshake is one flight after the ClientHello): the slot bounds the
+// server's CPU work, not the time the client takes to answer. A slow
+// client (one starved of CPU, or far away) would otherwise hold a slot
+// idle until its deadline.
+type flightConn struct {
+	net.Conn
+	ad *admission // nil once the handshake is over
+}
+
+func (c *flightConn) Write(p []byte) (int, error) {
+	if c.ad != nil {
+		c.ad.release()
+	}
+	return c.Conn.Write(p)
 }
 
 func (a *tlsAcceptor) stopWaiting(ad *admission) {

@@ -208,30 +208,54 @@ func TestTLSAcceptor_SilentConnectionsHoldNoSlot(t *testing.T) {
 // Beyond the queue bound a connection is refused at once, not left to time out.
 func TestTLSAcceptor_ShedsBeyondTheQueueBound(t *testing.T) {
 	f := newAcceptorFixture(t, 1, 1, 2*time.Second)
-	// Occupy the only slot with a client that sends a ClientHello and then
-	// stalls the handshake, and fill the queue with another.
-	stall := func() net.Conn {
-		c, err := net.Dial("tcp", f.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Write(clientHello(t))
-		return c
+	f.a.slots <- struct{}{} // the only full-handshake slot is busy
+	defer func() { <-f.a.slots }()
+	// Fill the queue with a client waiting for that slot.
+	waiting, err := net.Dial("tcp", f.addr)
+	if err != nil {
+		t.Fatal(err)
 	}
-	a, b := stall(), stall()
-	defer a.Close()
-	defer b.Close()
+	defer waiting.Close()
+	waiting.Write(clientHello(t))
 	time.Sleep(100 * time.Millisecond)
 	start := time.Now()
-	_, err := tls.Dial("tcp", f.addr, f.clients)
+	_, err = tls.Dial("tcp", f.addr, f.clients)
 	if err == nil {
-		t.Fatal("a third connection was served with one slot busy and the queue full")
+		t.Fatal("a connection was served with the slot busy and the queue full")
 	}
 	if d := time.Since(start); d > time.Second {
 		t.Errorf("refusal took %s; want at once", d)
 	}
 	if f.count("shed") != 1 {
 		t.Errorf("shed %v, want 1", f.count("shed"))
+	}
+}
+
+// A client that sends its ClientHello and then stalls holds no slot once
+// the server has answered: the slot bounds the server's work, not the
+// client's.
+func TestTLSAcceptor_AStalledClientDoesNotHoldTheSlot(t *testing.T) {
+	f := newAcceptorFixture(t, 1, 10, 5*time.Second)
+	stalled, err := net.Dial("tcp", f.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	stalled.Write(clientHello(t))
+	// The server's flight arrives: it has had the slot and given it back.
+	stalled.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := stalled.Read(make([]byte, 1)); err != nil {
+		t.Fatalf("no answer to the ClientHello: %v", err)
+	}
+	start := time.Now()
+	c, err := tls.Dial("tcp", f.addr, f.clients)
+	if err != nil {
+		t.Fatalf("a second client behind a stalled one: %v", err)
+	}
+	c.Close()
+	(<-f.served).Close()
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("the second client took %s behind a stalled one", d)
 	}
 }
 
@@ -251,9 +275,8 @@ func clientHello(t *testing.T) []byte {
 }
 
 // A client that offers to resume its session does not wait behind full
-// handshakes: with the only full-handshake slot held by a stalled client,
-// it still gets in at once, while a client without a ticket waits for that
-// slot.
+// handshakes: with the only full-handshake slot busy, it still gets in at
+// once, while a client without a ticket waits for that slot.
 func TestTLSAcceptor_ResumingClientsDoNotQueueBehindFullHandshakes(t *testing.T) {
 	f := newAcceptorFixture(t, 1, 10, 5*time.Second)
 	first, err := tls.Dial("tcp", f.addr, f.clients)
@@ -265,24 +288,18 @@ func TestTLSAcceptor_ResumingClientsDoNotQueueBehindFullHandshakes(t *testing.T)
 	first.Close()
 	(<-f.served).Close()
 
-	stalled, err := net.Dial("tcp", f.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stalled.Close()
-	stalled.Write(clientHello(t))
-	time.Sleep(100 * time.Millisecond) // it holds the full-handshake slot
+	f.a.slots <- struct{}{} // the only full-handshake slot is busy
 
 	start := time.Now()
 	c, err := tls.Dial("tcp", f.addr, f.clients)
 	if err != nil {
-		t.Fatalf("resuming client refused while a full handshake stalled: %v", err)
+		t.Fatalf("resuming client refused while the full-handshake slot was busy: %v", err)
 	}
 	if !c.ConnectionState().DidResume {
 		t.Error("the second connection did not resume")
 	}
 	if d := time.Since(start); d > time.Second {
-		t.Errorf("resuming client took %s behind a stalled full handshake", d)
+		t.Errorf("resuming client took %s behind a busy full-handshake slot", d)
 	}
 	c.Close()
 	(<-f.served).Close()
@@ -302,7 +319,7 @@ func TestTLSAcceptor_ResumingClientsDoNotQueueBehindFullHandshakes(t *testing.T)
 		t.Fatalf("a client without a ticket finished (%v) while the only full-handshake slot was held", err)
 	case <-time.After(400 * time.Millisecond):
 	}
-	stalled.Close() // frees the slot
+	<-f.a.slots // frees the slot
 	select {
 	case err := <-done:
 		if err != nil {
