@@ -34,8 +34,9 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 	crit := fs.Duration("offline-critical", "MAMORI_OFFLINE_CRITICAL", 336*3600e9, "critical level for computers not connected for this long")
 	wakeRate := fs.Int("wakeup-rate", "MAMORI_WAKEUP_RATE", 10000, "bulk wake-ups pushed per second")
 	transport := fs.String("agent-transport", "MAMORI_AGENT_TRANSPORT", "lean", "gRPC server of the agent listener: lean (one goroutine per connection) or grpc (grpc-go)")
-	hsSlots := fs.Int("handshake-slots", "MAMORI_HANDSHAKE_SLOTS", 128, "agent TLS handshakes in progress at once")
-	hsQueue := fs.Int("handshake-queue", "MAMORI_HANDSHAKE_QUEUE", 10000, "agent connections waiting for a handshake slot; beyond it new ones are refused")
+	hsSlots := fs.Int("handshake-slots", "MAMORI_HANDSHAKE_SLOTS", 128, "agent TLS handshakes the server works on at once (per pool: full, resumed)")
+	hsQueue := fs.Int("handshake-queue", "MAMORI_HANDSHAKE_QUEUE", 10000, "agent connections in their TLS handshake (waiting for a slot or for the agent); beyond it new ones are refused")
+	hsTimeout := fs.Duration("handshake-timeout", "MAMORI_HANDSHAKE_TIMEOUT", 30e9, "time from accepting an agent connection to the end of its TLS handshake")
 	setups := fs.Int("max-session-setups", "MAMORI_MAX_SESSION_SETUPS", 1024, "agent sessions set up at once; beyond it agents are told to retry later")
 	memLimit := fs.String("memory-limit", "MAMORI_MEMORY_LIMIT", "", "soft memory limit of the Go runtime, e.g. 3GiB (see docs/benchmarks.md); default GOMEMLIMIT or none")
 	sync := fs.String("sqlite-synchronous", "MAMORI_SQLITE_SYNCHRONOUS", "FULL", "SQLite synchronous mode: FULL (survives power loss) or NORMAL")
@@ -87,7 +88,7 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 		APICertFile: *apiCert, APIKeyFile: *apiKey, AdminPassword: os.Getenv("MAMORI_ADMIN_PASSWORD"),
 		CheckInInterval: *interval, KeepaliveTime: *kaTime, KeepaliveTimeout: *kaTimeout,
 		OfflineWarning: *warn, OfflineCritical: *crit, SQLiteSynchronous: *sync, DebugListen: *debug, WakeupRate: *wakeRate, Log: log,
-		AgentTransport: *transport, HandshakeSlots: *hsSlots, HandshakeQueue: *hsQueue, MaxSessionSetups: *setups,
+		AgentTransport: *transport, HandshakeSlots: *hsSlots, HandshakeQueue: *hsQueue, HandshakeTimeout: *hsTimeout, MaxSessionSetups: *setups,
 		ConfigPushRate: *pushRate, TaskDeliveryPerSecond: *taskRate,
 		UpdatesUpstream: *upstream, UpdatesRootSHA256: *rootSHA, UpdatesRootFile: *rootFile, UpdatesURL: *updatesURL,
 		UpdatesSyncInterval: *updatesSync, UpdatesRate: rates[0], UpdatesClientRate: rates[1],

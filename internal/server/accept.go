@@ -30,7 +30,8 @@ import (
 // queue behind full handshakes; everybody else takes a full-handshake slot.
 // A connection waits at most until its handshake deadline ("expired") and
 // is refused at once ("shed": closed before its handshake) when maxWaiting
-// connections are already waiting. Agents keep their session ticket across
+// connections are already in their handshake (waiting for a slot or for
+// the client: slow clients hold no slot, but they are bounded too). Agents keep their session ticket across
 // such refusals (internal/agent's ticketCache), so their next attempt still
 // resumes; after the handshake, the session gate answers with an explicit
 // RetryLater when sessions pile up (gate.go). serve is called on a fresh
@@ -63,7 +64,7 @@ type tlsAcceptor struct {
 // admission is one connection's way through the acceptor.
 type admission struct {
 	deadline time.Time
-	waiting  bool          // counted in waiting
+	waiting  bool          // counted in waiting (until the handshake ends)
 	slot     chan struct{} // the pool it holds a slot of, once admitted
 	admitted time.Time
 	expired  bool
@@ -225,7 +226,6 @@ func (a *tlsAcceptor) admit(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 	}
 	ad.slot = pool
 	ad.admitted = time.Now()
-	a.stopWaiting(ad)
 	return a.base, nil
 }
 

@@ -106,7 +106,7 @@ func NewEcho(cfg EchoConfig) (*Echo, error) {
 		Transport:      cfg.Transport,
 		TLS:            tlsCfg,
 		Listener:       countingListener{Listener: e.ln, in: &e.metrics.in, out: &e.metrics.out, conns: &e.conns},
-		HandshakeSlots: 128, HandshakeQueue: 10000, HandshakeTimeout: 10 * time.Second,
+		HandshakeSlots: 128, HandshakeQueue: 10000, HandshakeTimeout: 30 * time.Second,
 		KeepaliveTime: cfg.KeepaliveTime, KeepaliveTimeout: cfg.KeepaliveTimeout,
 		Metrics: e.metrics, Log: cfg.Log,
 	}, &echoService{metrics: e.metrics})

@@ -74,7 +74,7 @@ func newMetrics() *metrics {
 		Help: "Duration of successful agent TLS handshakes (after waiting for a slot), by kind.", Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1, 5}},
 		[]string{"kind"})
 	m.reg.MustRegister(m.handshakeSeconds)
-	m.handshakesWaiting = f.gauge("mamori_agent_tls_handshakes_waiting", "Agent connections waiting for a handshake slot.")
+	m.handshakesWaiting = f.gauge("mamori_agent_tls_handshakes_waiting", "Agent connections in their TLS handshake (waiting for a slot or for the agent).")
 	m.sessionSetups = f.gauge("mamori_agent_session_setups", "Agent sessions being set up (authentication, section hashes, Welcome); bounded, beyond it agents are told to retry later.")
 	m.retryAfter = f.histogram("mamori_agent_retry_after_seconds", "Retry-after hints sent to agents with RetryLater.",
 		[]float64{1, 2, 5, 10, 20, 30, 60, 120})

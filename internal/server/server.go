@@ -78,12 +78,15 @@ type Config struct {
 	OfflineWarning, OfflineCritical time.Duration
 	// WakeupRate paces bulk wake-ups (computers per second); default 10000.
 	WakeupRate int
-	// HandshakeSlots bounds the agent TLS handshakes in progress at once;
-	// default 128 (a slot is held while the agent computes its side too).
-	// HandshakeQueue bounds the connections waiting for a slot (beyond it
-	// a new connection is closed at once and the agent backs off); default
-	// 10000. HandshakeTimeout is the time from accepting a connection to
-	// the end of its handshake; default 10s.
+	// HandshakeSlots bounds the agent TLS handshakes the server works on
+	// at once, in each of two pools (full, resumed); default 128. A slot is
+	// held from the ClientHello until the server's flight is written.
+	// HandshakeQueue bounds the connections in their handshake, waiting
+	// for a slot or for the agent (beyond it a new connection is closed at
+	// once and the agent backs off); default 10000. HandshakeTimeout is the
+	// time from accepting a connection to the end of its handshake; default
+	// 30s: a handshake given up late wastes the server's work, and a slow
+	// agent holds no slot.
 	HandshakeSlots, HandshakeQueue int
 	HandshakeTimeout               time.Duration
 	// MaxSessionSetups bounds the agent sessions being set up at once
@@ -159,7 +162,7 @@ func (c *Config) setDefaults() error {
 	if c.HandshakeQueue == 0 {
 		c.HandshakeQueue = 10000
 	}
-	def(&c.HandshakeTimeout, 10*time.Second)
+	def(&c.HandshakeTimeout, 30*time.Second)
 	if c.MaxSessionSetups == 0 {
 		c.MaxSessionSetups = 1024
 	}
