@@ -12,8 +12,8 @@ import (
 // queue that grows until clients time out.
 //
 // The hint is a schedule, not a constant: refused agents are given
-// successive return times at the rate setups have recently completed, after
-// the current backlog has drained, so a crowd that arrives at once comes
+// successive return times at (scheduleAhead times) the rate setups have
+// recently completed, after the current backlog has drained, so a crowd that arrives at once comes
 // back spread out (the agent adds up to +20 % jitter of its own).
 type sessionGate struct {
 	max                int64
@@ -31,6 +31,13 @@ type sessionGate struct {
 // Lowest drain rate assumed when computing hints (setups per second).
 const minSetupRate = 50
 
+// scheduleAhead: returns are scheduled at this multiple of the measured
+// completion rate. The rate is measured on what the schedule lets in, so a
+// schedule at exactly that rate could never discover spare capacity; an
+// agent that comes back too early is answered RetryLater again on the
+// connection it kept open (no handshake), which costs little.
+const scheduleAhead = 2
+
 func newSessionGate(max int) *sessionGate {
 	return &sessionGate{max: int64(max), minAfter: time.Second, maxAfter: 2 * time.Minute}
 }
@@ -44,7 +51,7 @@ func (g *sessionGate) enter(now time.Time) (bool, time.Duration) {
 	g.inFlight.Add(-1)
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	rate := max(g.rate, minSetupRate)
+	rate := max(g.rate*scheduleAhead, minSetupRate)
 	per := time.Duration(float64(time.Second) / rate)
 	if floor := now.Add(g.minAfter); g.next.Before(floor) {
 		// Nobody is scheduled that late: this one comes back after the
