@@ -76,7 +76,7 @@ func scanComputer(row interface{ Scan(...any) error }) (*Computer, error) {
 // ComputerByID returns not_found if there is no such computer.
 func (db *DB) ComputerByID(ctx context.Context, id string) (_ *Computer, err error) {
 	defer db.track("computer_by_id", time.Now(), &err)
-	c, err := scanComputer(db.ro.QueryRowContext(ctx, `SELECT `+computerColumns+` FROM computers WHERE id = ?`, id))
+	c, err := scanComputer(db.queryRowRO(ctx, `SELECT `+computerColumns+` FROM computers WHERE id = ?`, id))
 	return c, notFound(err, "computer not found")
 }
 

@@ -203,7 +203,7 @@ func (db *DB) AgentCertificateBySerial(ctx context.Context, serial string) (_ *A
 	c := &AgentCertificate{}
 	var issued, notAfter int64
 	var revoked sql.NullInt64
-	err = db.ro.QueryRowContext(ctx, `SELECT serial, computer_id, issued_at, not_after, revoked_at FROM agent_certificates WHERE serial = ?`, serial).
+	err = db.queryRowRO(ctx, `SELECT serial, computer_id, issued_at, not_after, revoked_at FROM agent_certificates WHERE serial = ?`, serial).
 		Scan(&c.Serial, &c.ComputerID, &issued, &notAfter, &revoked)
 	if err != nil {
 		return nil, notFound(err, "certificate not known")

@@ -180,7 +180,7 @@ func (db *DB) InventorySections(ctx context.Context, computerID string) (_ []Inv
 // SectionHashes returns the hash of every stored section of a computer.
 func (db *DB) SectionHashes(ctx context.Context, computerID string) (_ map[string][]byte, err error) {
 	defer db.track("section_hashes", time.Now(), &err)
-	rows, err := db.ro.QueryContext(ctx, `SELECT section, hash FROM inventory_sections WHERE computer_id = ?`, computerID)
+	rows, err := db.queryRO(ctx, `SELECT section, hash FROM inventory_sections WHERE computer_id = ?`, computerID)
 	if err != nil {
 		return nil, err
 	}

@@ -45,6 +45,7 @@ type DB struct {
 	observe  Observer
 	version  int64
 	filename string
+	roStmts  stmtCache
 }
 
 // Options tune OpenSQLite.
@@ -125,7 +126,7 @@ func (db *DB) Ping(ctx context.Context) error {
 
 // Close closes the store.
 func (db *DB) Close() error {
-	return errors.Join(db.ro.Close(), db.rw.Close())
+	return errors.Join(db.roStmts.close(), db.ro.Close(), db.rw.Close())
 }
 
 func (db *DB) track(op string, start time.Time, err *error) {

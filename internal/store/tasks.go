@@ -342,8 +342,18 @@ func scanRun(row interface{ Scan(...any) error }) (*TaskRun, error) {
 	return r, nil
 }
 
+// runs selects task runs by condition q; prepared queries (fixed text,
+// run on every session) keep their statement (queryRO).
 func (db *DB) runs(ctx context.Context, q string, args ...any) ([]*TaskRun, error) {
-	rows, err := db.ro.QueryContext(ctx, `SELECT `+runColumns+` FROM task_runs `+q, args...)
+	return db.runsWith(ctx, false, q, args...)
+}
+
+func (db *DB) runsWith(ctx context.Context, prepared bool, q string, args ...any) ([]*TaskRun, error) {
+	query := db.ro.QueryContext
+	if prepared {
+		query = db.queryRO
+	}
+	rows, err := query(ctx, `SELECT `+runColumns+` FROM task_runs `+q, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -459,7 +469,7 @@ func deliverableQuery(now time.Time, computerIDs []string) (string, []any) {
 // gets them again and ignores the ones it already has).
 func (db *DB) PendingRuns(ctx context.Context, computerID string, now time.Time, limit int) (_ []*TaskRun, err error) {
 	defer db.track("pending_runs", time.Now(), &err)
-	return db.runs(ctx, `WHERE computer_id = ? AND state IN ('planned', 'delivered') AND not_before <= ? AND expires_at > ? ORDER BY not_before, id LIMIT ?`,
+	return db.runsWith(ctx, true, `WHERE computer_id = ? AND state IN ('planned', 'delivered') AND not_before <= ? AND expires_at > ? ORDER BY not_before, id LIMIT ?`,
 		computerID, ms(now), ms(now), limit)
 }
 
