@@ -76,7 +76,7 @@ type Config struct {
 	// OfflineWarning/OfflineCritical: "not connected for" warning levels;
 	// defaults 48h and 336h (14 days).
 	OfflineWarning, OfflineCritical time.Duration
-	// WakeupRate paces bulk wake-ups (computers per second); default 10000.
+	// WakeupRate paces bulk wake-ups (computers per second); default 20000.
 	WakeupRate int
 	// HandshakeSlots bounds the agent TLS handshakes the server works on
 	// at once, in each of two pools (full, resumed); default 128. A slot is
@@ -154,7 +154,7 @@ func (c *Config) setDefaults() error {
 		c.Log = slog.Default()
 	}
 	if c.WakeupRate == 0 {
-		c.WakeupRate = 10000
+		c.WakeupRate = 20000
 	}
 	if c.HandshakeSlots == 0 {
 		c.HandshakeSlots = 128
