@@ -336,3 +336,59 @@ func TestTasks_DiagnosticsRestartAndStopManagingOnARealAgent(t *testing.T) {
 		t.Fatal("the computer is still managed")
 	}
 }
+
+// An agent that was away when its policy changed gets the new configuration
+// as it reconnects; an agent that reconnects with the current one is not
+// sent it again.
+func TestPolicies_AnAgentAwayDuringAChangeGetsItOnReconnectAndNoMore(t *testing.T) {
+	t.Parallel()
+	s := startServer(t)
+	state := filepath.Join(t.TempDir(), "agent")
+	a := s.agent(t, state, nil, append(s.enrollArgs(s.token()), "--instance", "away")...)
+	c, _ := s.api.waitStatus(t, "away", "online", 20*time.Second)
+	type effective struct {
+		Version        string `json:"version"`
+		AppliedVersion string `json:"applied_version"`
+	}
+	var eff effective
+	waitFor(t, 15*time.Second, "first configuration applied", func() (bool, string) {
+		s.api.do(t, "GET", "/api/v1/computers/"+c.ID+"/effective-config", nil, &eff)
+		return eff.Version != "" && eff.AppliedVersion == eff.Version, fmt.Sprintf("%+v", eff)
+	})
+	a.stop()
+	s.api.waitStatus(t, "away", "offline", 20*time.Second)
+
+	var pol struct{ ID string }
+	if code := s.api.do(t, "POST", "/api/v1/policies", map[string]any{"name": "While away", "product": "agent",
+		"settings": map[string]any{"check_in_interval": map[string]string{"flag": "apply", "value": "50s"}}}, &pol); code != 201 {
+		t.Fatalf("create policy: %d", code)
+	}
+	if code := s.api.do(t, "POST", "/api/v1/policies/"+pol.ID+"/assignments", map[string]any{"target_type": "static", "target": "All"}, nil); code != 201 {
+		t.Fatalf("assign: %d", code)
+	}
+	old := eff.Version
+	waitFor(t, 15*time.Second, "new version recorded", func() (bool, string) {
+		s.api.do(t, "GET", "/api/v1/computers/"+c.ID+"/effective-config", nil, &eff)
+		return eff.Version != old, fmt.Sprintf("%+v", eff)
+	})
+	pushed := s.api.metric(t, `mamori_pushes_total{kind="configuration"}`)
+	a = s.agent(t, state, nil)
+	waitFor(t, 20*time.Second, "new configuration applied after reconnecting", func() (bool, string) {
+		s.api.do(t, "GET", "/api/v1/computers/"+c.ID+"/effective-config", nil, &eff)
+		return eff.AppliedVersion == eff.Version && eff.Version != old, fmt.Sprintf("%+v", eff)
+	})
+	if got := s.api.metric(t, `mamori_pushes_total{kind="configuration"}`); got != pushed+1 {
+		t.Fatalf("configuration pushes %v → %v on reconnecting with an old version, want one", pushed, got)
+	}
+
+	// Reconnecting with the current version: nothing is pushed.
+	a.stop()
+	s.api.waitStatus(t, "away", "offline", 20*time.Second)
+	pushed = s.api.metric(t, `mamori_pushes_total{kind="configuration"}`)
+	s.agent(t, state, nil)
+	s.api.waitStatus(t, "away", "online", 20*time.Second)
+	time.Sleep(time.Second) // a push would follow the Welcome at once
+	if got := s.api.metric(t, `mamori_pushes_total{kind="configuration"}`); got != pushed {
+		t.Fatalf("configuration pushes %v → %v on reconnecting with the current version, want none", pushed, got)
+	}
+}

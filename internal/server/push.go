@@ -168,8 +168,19 @@ func (p *configPusher) run(ctx context.Context) {
 
 // onConnect pushes the configuration to a capable agent that announced
 // another version than its current one.
-func (p *configPusher) onConnect(ctx context.Context, c *agentConn, agentVersion string) {
+//
+// stored is the version recorded for the computer when the session began
+// (store.Computer.ConfigVersion). When the agent announces it, nothing is
+// computed: every change of policies or groups is recomputed and recorded,
+// and pushed to the agents then connected (configs.Service.Run), so a
+// version recorded is the current one or about to be pushed. In a
+// reconnect storm this skips computing 19,500 documents that would all
+// match.
+func (p *configPusher) onConnect(ctx context.Context, c *agentConn, agentVersion, stored string) {
 	if p == nil || c.capability < capPushes {
+		return
+	}
+	if stored != "" && stored == agentVersion {
 		return
 	}
 	docs, err := p.docs.Documents(ctx, []string{c.computerID})
@@ -190,12 +201,12 @@ func (p *configPusher) onConnect(ctx context.Context, c *agentConn, agentVersion
 
 // sessionStarted runs after a capable agent's Welcome: its configuration
 // if it differs from the server's, and the task runs waiting for it.
-func (a *agentService) sessionStarted(ctx context.Context, c *agentConn, hello *agentproto.Hello) {
+func (a *agentService) sessionStarted(ctx context.Context, c *agentConn, hello *agentproto.Hello, storedConfig string) {
 	if c.capability < capPushes {
 		return
 	}
 	if a.configs != nil {
-		a.work.do(ctx, func() { a.configs.onConnect(ctx, c, hello.GetConfigVersion()) })
+		a.work.do(ctx, func() { a.configs.onConnect(ctx, c, hello.GetConfigVersion(), storedConfig) })
 	}
 	if a.connected != nil {
 		a.connected(c.computerID)
