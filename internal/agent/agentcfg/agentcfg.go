@@ -10,6 +10,7 @@
 package agentcfg
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -62,7 +63,7 @@ type Manager struct {
 	mu       sync.Mutex
 	doc      *policy.Document // nil: never configured by the server
 	local    map[string]any
-	localMod time.Time
+	localSum [32]byte // SHA-256 of the local file as last read
 	report   *Report
 	onChange []func(*Settings)
 }
@@ -97,27 +98,38 @@ func Open(dir string, log *slog.Logger) (*Manager, error) {
 
 func (m *Manager) loadLocal() error {
 	path := filepath.Join(m.dir, LocalFile)
-	st, err := os.Stat(path)
+	raw, err := readLocalFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		m.local, m.localMod = map[string]any{}, time.Time{}
+		m.local, m.localSum = map[string]any{}, [32]byte{}
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	if st.ModTime().Equal(m.localMod) {
+	// The content, not the modification time, tells a change: two writes
+	// within the file system's timestamp granularity keep the same time.
+	sum := sha256.Sum256(raw)
+	if m.local != nil && sum == m.localSum {
 		return nil
 	}
-	local, err := ReadLocal(path)
+	local, err := parseLocal(path, raw)
 	if err != nil {
 		return err
 	}
-	m.local, m.localMod = local, st.ModTime()
+	m.local, m.localSum = local, sum
 	return nil
 }
 
 // ReadLocal reads and validates a local overrides file.
 func ReadLocal(path string) (map[string]any, error) {
+	raw, err := readLocalFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return parseLocal(path, raw)
+}
+
+func readLocalFile(path string) ([]byte, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -125,6 +137,10 @@ func ReadLocal(path string) (map[string]any, error) {
 	if len(raw) > policy.MaxDocumentBytes {
 		return nil, errcode.New(errcode.Invalid, "%s: larger than %d bytes", path, policy.MaxDocumentBytes)
 	}
+	return raw, nil
+}
+
+func parseLocal(path string, raw []byte) (map[string]any, error) {
 	var in map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &in); err != nil {
 		return nil, errcode.New(errcode.Invalid, "%s: not a JSON object of \"product.key\": value", path)
@@ -261,9 +277,9 @@ func (m *Manager) Restore(r Report) {
 // became invalid is refused and the previous overrides stay.
 func (m *Manager) ReloadLocal() error {
 	m.mu.Lock()
-	before := m.localMod
+	before := m.localSum
 	err := m.loadLocal()
-	changed := !m.localMod.Equal(before)
+	changed := m.localSum != before
 	m.mu.Unlock()
 	if err != nil {
 		return err
