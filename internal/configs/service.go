@@ -299,6 +299,9 @@ type EventStore interface {
 	ServerEventsAfter(ctx context.Context, after int64, types []string, limit int) ([]store.ServerEvent, error)
 }
 
+// recomputeRetry is the wait before a failed recomputation is tried again.
+const recomputeRetry = 5 * time.Second
+
 // Run recomputes what was queued (coalescing bursts) and follows dynamic
 // group membership changes, until ctx ends.
 func (s *Service) Run(ctx context.Context, events EventStore, log interface{ Error(string, ...any) }) {
@@ -339,7 +342,14 @@ func (s *Service) Run(ctx context.Context, events EventStore, log interface{ Err
 				continue
 			}
 			if err := s.Recompute(ctx, ids); err != nil && ctx.Err() == nil {
-				log.Error("recomputing configurations", "err", err)
+				// Try again later: connecting agents are only sent what
+				// was recorded (the server's configPusher).
+				log.Error("recomputing configurations; retrying in 5s", "err", err)
+				time.AfterFunc(recomputeRetry, func() {
+					if ctx.Err() == nil {
+						s.Queue(ids)
+					}
+				})
 			}
 		}
 	}

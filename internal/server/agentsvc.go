@@ -314,7 +314,7 @@ func (a *agentService) Session(stream agentproto.Agent_SessionServer) error {
 		return nil
 	}
 	setupDone()
-	a.sessionStarted(ctx, conn, hello, comp.ConfigVersion) // configuration and pending task runs
+	a.sessionStarted(ctx, conn, hello) // configuration and pending task runs
 	for {
 		msg, err := stream.Recv()
 		if err != nil {

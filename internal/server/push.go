@@ -70,6 +70,12 @@ type Documents interface {
 	Documents(ctx context.Context, ids []string) (map[string]*policy.Document, error)
 }
 
+// RecordedVersions reads the configuration version recorded for a
+// computer (store.DB).
+type RecordedVersions interface {
+	ConfigVersion(ctx context.Context, computerID string) (string, error)
+}
+
 // configPusher sends computers their configuration: when it changes
 // (Changed, from the configuration service) and when an agent connects with
 // another version than the server's. Changes are pushed in batches, paced
@@ -77,18 +83,19 @@ type Documents interface {
 // twenty thousand messages — and get twenty thousand check-ins back — in
 // the same instant.
 type configPusher struct {
-	docs  Documents
-	hub   *Hub
+	docs     Documents
+	versions RecordedVersions // nil: every connecting agent's document is computed
+	hub      *Hub
 	log   *slog.Logger
 	rate  int
 	queue chan []string
 }
 
-func newConfigPusher(docs Documents, hub *Hub, log *slog.Logger, rate int) *configPusher {
+func newConfigPusher(docs Documents, versions RecordedVersions, hub *Hub, log *slog.Logger, rate int) *configPusher {
 	if rate <= 0 {
 		rate = 2000
 	}
-	return &configPusher{docs: docs, hub: hub, log: log, rate: rate, queue: make(chan []string, 1024)}
+	return &configPusher{docs: docs, versions: versions, hub: hub, log: log, rate: rate, queue: make(chan []string, 1024)}
 }
 
 // Changed queues computers whose configuration changed. It does not block
@@ -169,19 +176,22 @@ func (p *configPusher) run(ctx context.Context) {
 // onConnect pushes the configuration to a capable agent that announced
 // another version than its current one.
 //
-// stored is the version recorded for the computer when the session began
-// (store.Computer.ConfigVersion). When the agent announces it, nothing is
-// computed: every change of policies or groups is recomputed and recorded,
-// and pushed to the agents then connected (configs.Service.Run), so a
-// version recorded is the current one or about to be pushed. In a
-// reconnect storm this skips computing 19,500 documents that would all
-// match.
-func (p *configPusher) onConnect(ctx context.Context, c *agentConn, agentVersion, stored string) {
+// When the agent announces the version recorded for its computer, nothing
+// is computed: every change of policies or groups is recomputed, recorded,
+// and then pushed to the agents connected at that moment (configs.Service
+// calls Changed after recording). onConnect runs once the agent is in the
+// hub, and reads the recorded version then: a change recorded before that
+// read is seen here, one recorded after it is pushed by Changed. In a
+// reconnect storm this skips computing thousands of documents that would
+// all match.
+func (p *configPusher) onConnect(ctx context.Context, c *agentConn, agentVersion string) {
 	if p == nil || c.capability < capPushes {
 		return
 	}
-	if stored != "" && stored == agentVersion {
-		return
+	if p.versions != nil && agentVersion != "" {
+		if v, err := p.versions.ConfigVersion(ctx, c.computerID); err == nil && v == agentVersion {
+			return
+		}
 	}
 	docs, err := p.docs.Documents(ctx, []string{c.computerID})
 	if err != nil {
@@ -201,12 +211,12 @@ func (p *configPusher) onConnect(ctx context.Context, c *agentConn, agentVersion
 
 // sessionStarted runs after a capable agent's Welcome: its configuration
 // if it differs from the server's, and the task runs waiting for it.
-func (a *agentService) sessionStarted(ctx context.Context, c *agentConn, hello *agentproto.Hello, storedConfig string) {
+func (a *agentService) sessionStarted(ctx context.Context, c *agentConn, hello *agentproto.Hello) {
 	if c.capability < capPushes {
 		return
 	}
 	if a.configs != nil {
-		a.work.do(ctx, func() { a.configs.onConnect(ctx, c, hello.GetConfigVersion(), storedConfig) })
+		a.work.do(ctx, func() { a.configs.onConnect(ctx, c, hello.GetConfigVersion()) })
 	}
 	if a.connected != nil {
 		a.connected(c.computerID)

@@ -293,7 +293,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	// Management: dynamic groups, configurations pushed to agents, tasks.
 	s.dyn = &dyngroup.Evaluator{Store: s.db, Log: s.log}
 	s.configs = &configs.Service{Store: s.db}
-	s.pusher = newConfigPusher(s.configs, s.hub, s.log, cfg.ConfigPushRate)
+	s.pusher = newConfigPusher(s.configs, s.db, s.hub, s.log, cfg.ConfigPushRate)
 	s.configs.Changed = s.pusher.Changed
 	attachments := filepath.Join(cfg.DataDir, "attachments")
 	s.sched = &scheduler.Scheduler{Store: s.db, Deliver: s.hub, Log: s.log, PerStep: max(1, cfg.TaskDeliveryPerSecond),

@@ -252,6 +252,15 @@ func (db *DB) ComputerConfigState(ctx context.Context, id string) (_ *ConfigStat
 	return s, nil
 }
 
+// ConfigVersion is the configuration version recorded for a computer
+// (SetDesiredConfig); "" when none was.
+func (db *DB) ConfigVersion(ctx context.Context, computerID string) (_ string, err error) {
+	defer db.track("config_version", time.Now(), &err)
+	var v string
+	err = db.queryRowRO(ctx, `SELECT config_version FROM computers WHERE id = ?`, computerID).Scan(&v)
+	return v, notFound(err, "computer not found")
+}
+
 // SetDesiredConfig records the configuration versions computed for
 // computers (id -> version).
 func (db *DB) SetDesiredConfig(ctx context.Context, versions map[string]string) (err error) {
