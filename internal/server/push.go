@@ -86,9 +86,9 @@ type configPusher struct {
 	docs     Documents
 	versions RecordedVersions // nil: every connecting agent's document is computed
 	hub      *Hub
-	log   *slog.Logger
-	rate  int
-	queue chan []string
+	log      *slog.Logger
+	rate     int
+	queue    chan []string
 }
 
 func newConfigPusher(docs Documents, versions RecordedVersions, hub *Hub, log *slog.Logger, rate int) *configPusher {
