@@ -21,9 +21,11 @@ import (
 // finish in order at the rate the CPU allows and the rest wait cheaply.
 //
 // A connection takes a slot only once its ClientHello has arrived (a client
-// that connects and sends nothing holds no slot), and gives it back once
-// the server's flight is written (a client slow to answer holds no slot
-// either; flightConn), from one of two pools:
+// that connects and sends nothing holds no slot, and is closed after
+// helloTimeout), gives it back whenever the server has written and waits
+// for the client, and takes one again when the client answers (a client
+// slow to answer holds no slot either; flightConn). Slots come from one of
+// two pools:
 // a client that offers to resume a session (a ticket from an earlier
 // connection, pre_shared_key in its ClientHello) costs a key exchange, a
 // third of a full handshake with its certificate signatures, so it does not
@@ -61,17 +63,23 @@ type tlsAcceptor struct {
 	once       sync.Once
 }
 
-// admission is one connection's way through the acceptor.
+// admission is one connection's way through the acceptor. It is used by
+// the handshake's goroutine only.
 type admission struct {
 	deadline time.Time
 	waiting  bool          // counted in waiting (until the handshake ends)
-	slot     chan struct{} // the pool it holds a slot of, once admitted
+	pool     chan struct{} // the pool chosen from the ClientHello (admit)
+	slot     chan struct{} // pool while a slot of it is held, else nil
+	closed   <-chan struct{}
 	admitted time.Time
 	expired  bool
 }
 
 // errBusy fails a handshake that found no slot before its deadline.
 var errBusy = errors.New("no handshake slot before the deadline")
+
+// helloTimeout bounds the wait for a new connection's first bytes.
+const helloTimeout = 10 * time.Second
 
 // extensionPreSharedKey is TLS's pre_shared_key extension (RFC 8446): the
 // client offers to resume a session.
@@ -121,13 +129,17 @@ func (a *tlsAcceptor) close() {
 }
 
 func (a *tlsAcceptor) handshake(c net.Conn) {
-	ad := &admission{deadline: time.Now().Add(a.timeout)}
-	c.SetDeadline(ad.deadline)
+	now := time.Now()
+	ad := &admission{deadline: now.Add(a.timeout), closed: a.closed}
+	// A client says something at once (its ClientHello) or not at all:
+	// a silent connection is not kept for the whole handshake deadline.
+	c.SetDeadline(now.Add(min(a.timeout, helloTimeout)))
 	if !waitReadable(c) {
 		a.metrics.handshakes.WithLabelValues("failed").Inc()
 		c.Close()
 		return
 	}
+	c.SetDeadline(ad.deadline)
 	if a.waiting.Add(1) > a.maxWaiting {
 		a.waiting.Add(-1)
 		a.metrics.handshakes.WithLabelValues("shed").Inc()
@@ -166,6 +178,23 @@ func (a *tlsAcceptor) handshake(c net.Conn) {
 	go a.serve(tc) // a fresh goroutine: the handshake's deep stack stays behind
 }
 
+// acquire takes a slot of the admission's pool, waiting until its
+// deadline; it reports false when the deadline passed first (expired) or
+// the acceptor closed.
+func (ad *admission) acquire() bool {
+	t := time.NewTimer(time.Until(ad.deadline))
+	defer t.Stop()
+	select {
+	case ad.pool <- struct{}{}:
+		ad.slot = ad.pool
+		return true
+	case <-t.C:
+		ad.expired = true
+	case <-ad.closed:
+	}
+	return false
+}
+
 // release gives the slot back, once.
 func (ad *admission) release() {
 	if ad.slot != nil {
@@ -174,12 +203,13 @@ func (ad *admission) release() {
 	}
 }
 
-// flightConn gives the handshake slot back as soon as the server has
-// written its flight (in TLS 1.3, everything the server says in a
-// handshake is one flight after the ClientHello): the slot bounds the
-// server's CPU work, not the time the client takes to answer. A slow
-// client (one starved of CPU, or far away) would otherwise hold a slot
-// idle until its deadline.
+// flightConn holds the handshake slot only while the server works: it
+// gives the slot back as soon as the server writes (its flight, a
+// HelloRetryRequest, an alert) and takes one again when the client's next
+// flight arrives (a second ClientHello; its certificate, which the server
+// then verifies; its Finished). The slots bound the server's CPU work, not
+// the time clients take to answer: a slow client (one starved of CPU, or
+// far away) would otherwise hold a slot idle until its deadline.
 type flightConn struct {
 	net.Conn
 	ad *admission // nil once the handshake is over
@@ -190,6 +220,14 @@ func (c *flightConn) Write(p []byte) (int, error) {
 		c.ad.release()
 	}
 	return c.Conn.Write(p)
+}
+
+func (c *flightConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 && c.ad != nil && c.ad.pool != nil && c.ad.slot == nil && !c.ad.acquire() {
+		return 0, errBusy
+	}
+	return n, err
 }
 
 func (a *tlsAcceptor) stopWaiting(ad *admission) {
@@ -214,17 +252,10 @@ func (a *tlsAcceptor) admit(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 	if slices.Contains(hello.Extensions, extensionPreSharedKey) {
 		pool = a.resumeSlots
 	}
-	t := time.NewTimer(time.Until(ad.deadline))
-	defer t.Stop()
-	select {
-	case pool <- struct{}{}:
-	case <-t.C:
-		ad.expired = true
+	ad.pool = pool
+	if !ad.acquire() {
 		return nil, errBusy
-	case <-a.closed:
-		return nil, net.ErrClosed
 	}
-	ad.slot = pool
 	ad.admitted = time.Now()
 	return a.base, nil
 }

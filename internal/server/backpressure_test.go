@@ -284,7 +284,7 @@ func TestTLSAcceptor_ResumingClientsDoNotQueueBehindFullHandshakes(t *testing.T)
 	if err != nil {
 		t.Fatal(err)
 	}
-	first.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	first.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
 	first.Read(make([]byte, 1)) // the session ticket
 	first.Close()
 	(<-f.served).Close()
@@ -333,4 +333,64 @@ func TestTLSAcceptor_ResumingClientsDoNotQueueBehindFullHandshakes(t *testing.T)
 	if f.count("full") != 2 || f.count("resumed") != 1 {
 		t.Errorf("handshakes: full %v, resumed %v; want 2 and 1", f.count("full"), f.count("resumed"))
 	}
+}
+
+// gatedConn holds its second write (the client's second flight) until
+// open is closed.
+type gatedConn struct {
+	net.Conn
+	writes  int
+	flight1 chan struct{} // closed after the first write
+	open    chan struct{}
+}
+
+func (c *gatedConn) Write(p []byte) (int, error) {
+	c.writes++
+	if c.writes == 2 {
+		<-c.open
+	}
+	n, err := c.Conn.Write(p)
+	if c.writes == 1 {
+		close(c.flight1)
+	}
+	return n, err
+}
+
+// When the client's second flight arrives the server takes a slot again to
+// verify it: with every slot busy, that work waits for one.
+func TestTLSAcceptor_TheClientsSecondFlightWaitsForASlot(t *testing.T) {
+	f := newAcceptorFixture(t, 1, 10, 5*time.Second)
+	raw, err := net.Dial("tcp", f.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gc := &gatedConn{Conn: raw, flight1: make(chan struct{}), open: make(chan struct{})}
+	cfg := f.clients.Clone()
+	cfg.ClientSessionCache = nil
+	done := make(chan error, 1)
+	go func() {
+		c := tls.Client(gc, cfg)
+		done <- c.Handshake()
+	}()
+	<-gc.flight1
+	time.Sleep(200 * time.Millisecond) // the server has answered and given its slot back
+	f.a.slots <- struct{}{}             // every full-handshake slot is busy
+	close(gc.open)                      // the client's second flight goes out
+	select {
+	case c := <-f.served:
+		c.Close()
+		t.Fatal("the server finished a handshake without a slot")
+	case <-time.After(400 * time.Millisecond):
+	}
+	<-f.a.slots
+	select {
+	case c := <-f.served:
+		c.Close()
+	case <-time.After(3 * time.Second):
+		t.Fatal("the handshake did not finish once a slot was free")
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("client: %v", err)
+	}
+	raw.Close()
 }

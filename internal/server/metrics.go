@@ -71,7 +71,7 @@ func newMetrics() *metrics {
 	m.handshakes = f.counterVec("mamori_agent_tls_handshakes_total",
 		"Agent TLS handshakes by result: full, resumed (session ticket), failed, shed (too many waiting), expired (deadline passed while waiting).", "result")
 	m.handshakeSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "mamori_agent_tls_handshake_seconds",
-		Help: "Duration of successful agent TLS handshakes (after waiting for a slot), by kind.", Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1, 5}},
+		Help: "Duration of successful agent TLS handshakes from their first slot (the agent's answers included), by kind.", Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1, 5}},
 		[]string{"kind"})
 	m.reg.MustRegister(m.handshakeSeconds)
 	m.handshakesWaiting = f.gauge("mamori_agent_tls_handshakes_waiting", "Agent connections in their TLS handshake (waiting for a slot or for the agent).")
