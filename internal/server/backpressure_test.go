@@ -374,8 +374,8 @@ func TestTLSAcceptor_TheClientsSecondFlightWaitsForASlot(t *testing.T) {
 	}()
 	<-gc.flight1
 	time.Sleep(200 * time.Millisecond) // the server has answered and given its slot back
-	f.a.slots <- struct{}{}             // every full-handshake slot is busy
-	close(gc.open)                      // the client's second flight goes out
+	f.a.slots <- struct{}{}            // every full-handshake slot is busy
+	close(gc.open)                     // the client's second flight goes out
 	select {
 	case c := <-f.served:
 		c.Close()
