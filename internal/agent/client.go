@@ -138,12 +138,12 @@ func (d *Direct) Close() {
 // between at once with the previous error, so the agent's reconnection
 // policy (ReconnectDelay: the server's RetryLater hints, the agent's own
 // backoff) would not be the one that decides when it comes back.
-func (d *Direct) release(server string) {
+func (d *Direct) release(server string, failed *grpc.ClientConn) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	c, ok := d.conns[server]
-	if !ok || c.GetState() == connectivity.Ready {
-		return
+	if !ok || c != failed || c.GetState() == connectivity.Ready {
+		return // another call replaced it meanwhile, or it works
 	}
 	c.Close()
 	delete(d.conns, server)
@@ -151,10 +151,10 @@ func (d *Direct) release(server string) {
 
 // rpcError turns a failed call into an error with a code: the server's own
 // code and message, or a pin mismatch, or unavailable. A call that failed
-// for want of a connection releases it.
-func (d *Direct) rpcError(server string, err error) error {
+// for want of a connection releases it (c: the connection it used).
+func (d *Direct) rpcError(server string, c *grpc.ClientConn, err error) error {
 	if status.Code(err) == codes.Unavailable {
-		d.release(server)
+		d.release(server, c)
 	}
 	d.mu.Lock()
 	presented, pinFailed := d.pinFail[server]
@@ -191,7 +191,7 @@ func (d *Direct) Enroll(ctx context.Context, server string, req *agentproto.Enro
 	defer cancel()
 	resp, err := agentproto.NewAgentClient(c).Enroll(ctx, req)
 	if err != nil {
-		return nil, d.rpcError(server, err)
+		return nil, d.rpcError(server, c, err)
 	}
 	return resp, nil
 }
@@ -202,6 +202,7 @@ type Session struct {
 	cancel context.CancelFunc
 	d      *Direct
 	server string
+	conn   *grpc.ClientConn
 }
 
 // RetryLaterError is the server's back-pressure answer.
@@ -222,11 +223,11 @@ func (d *Direct) OpenSession(ctx context.Context, server string, hello *agentpro
 		return nil, nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	s := &Session{cancel: cancel, d: d, server: server}
+	s := &Session{cancel: cancel, d: d, server: server, conn: c}
 	s.stream, err = agentproto.NewAgentClient(c).Session(ctx)
 	if err != nil {
 		cancel()
-		return nil, nil, d.rpcError(server, err)
+		return nil, nil, d.rpcError(server, c, err)
 	}
 	// A server that answers at once (RetryLater) may have ended the stream
 	// before the hello is sent: its answer is still there to read.
@@ -268,7 +269,7 @@ func (s *Session) TLSState() (tls.ConnectionState, bool) {
 // goroutines at once, so Send does not call it).
 func (s *Session) Send(ci *agentproto.CheckIn) error {
 	if err := s.stream.Send(&agentproto.AgentMessage{Msg: &agentproto.AgentMessage_CheckIn{CheckIn: ci}}); err != nil {
-		return s.d.rpcError(s.server, err)
+		return s.d.rpcError(s.server, s.conn, err)
 	}
 	return nil
 }
@@ -277,7 +278,7 @@ func (s *Session) Send(ci *agentproto.CheckIn) error {
 func (s *Session) Recv() (*agentproto.ServerMessage, error) {
 	m, err := s.stream.Recv()
 	if err != nil {
-		return nil, s.d.rpcError(s.server, err)
+		return nil, s.d.rpcError(s.server, s.conn, err)
 	}
 	return m, nil
 }

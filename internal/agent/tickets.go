@@ -37,14 +37,13 @@ func (c *ticketCache) Get(key string) (*tls.ClientSessionState, bool) {
 
 func (c *ticketCache) Put(key string, cs *tls.ClientSessionState) {
 	c.mu.Lock()
+	defer c.mu.Unlock() // a forget and a new ticket land in order
 	if cs == nil {
 		c.fails[key]++
 		if c.fails[key] < ticketFailures {
-			c.mu.Unlock()
 			return
 		}
 	}
 	delete(c.fails, key)
-	c.mu.Unlock()
 	c.inner.Put(key, cs)
 }

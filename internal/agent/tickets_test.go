@@ -62,6 +62,18 @@ func ticketServer(t *testing.T, shed func(n int) bool) (addr string, resumed <-c
 	return ln.Addr().String(), out
 }
 
+// next is the server's report of the next completed handshake.
+func next(t *testing.T, resumed <-chan bool) bool {
+	t.Helper()
+	select {
+	case r := <-resumed:
+		return r
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server completed no handshake")
+		return false
+	}
+}
+
 // dialTicket makes one connection with cache; it reports whether the
 // handshake completed.
 func dialTicket(t *testing.T, addr string, cache tls.ClientSessionCache) bool {
@@ -85,7 +97,7 @@ func TestTicketCache_KeepsTheTicketAcrossShedConnections(t *testing.T) {
 	if !dialTicket(t, addr, cache) {
 		t.Fatal("first connection failed")
 	}
-	if <-resumed {
+	if next(t, resumed) {
 		t.Fatal("first connection resumed a session it cannot have")
 	}
 	for i := 1; i <= 2; i++ {
@@ -96,18 +108,20 @@ func TestTicketCache_KeepsTheTicketAcrossShedConnections(t *testing.T) {
 	if !dialTicket(t, addr, cache) {
 		t.Fatal("connection after the shed ones failed")
 	}
-	if !<-resumed {
+	if !next(t, resumed) {
 		t.Fatal("after two shed connections the agent made a full handshake: its ticket was forgotten")
 	}
 }
 
-func TestTicketCache_ForgetsATicketThatKeepsFailing(t *testing.T) {
-	addr, resumed := ticketServer(t, func(n int) bool { return n >= 1 && n <= ticketFailures })
+func TestTicketCache_ForgetsATicketThatKeepsFailingAndANewOneStartsOver(t *testing.T) {
+	// 0: full; 1-3: shed (ticketFailures in a row); 4: full, a new
+	// ticket; 5-6: shed (fewer than ticketFailures); 7: resumes.
+	addr, resumed := ticketServer(t, func(n int) bool { return n >= 1 && n <= ticketFailures || n == 5 || n == 6 })
 	cache := newTicketCache(4)
 	if !dialTicket(t, addr, cache) {
 		t.Fatal("first connection failed")
 	}
-	<-resumed
+	next(t, resumed)
 	for i := 1; i <= ticketFailures; i++ {
 		if dialTicket(t, addr, cache) {
 			t.Fatalf("connection %d was not shed", i)
@@ -116,15 +130,20 @@ func TestTicketCache_ForgetsATicketThatKeepsFailing(t *testing.T) {
 	if !dialTicket(t, addr, cache) {
 		t.Fatal("connection after the shed ones failed")
 	}
-	if <-resumed {
+	if next(t, resumed) {
 		t.Fatalf("the ticket survived %d failed handshakes in a row; want it forgotten", ticketFailures)
 	}
-	// A new ticket starts the count over.
+	// The new ticket's count starts over: two failures do not lose it.
+	for i := 5; i <= 6; i++ {
+		if dialTicket(t, addr, cache) {
+			t.Fatalf("connection %d was not shed", i)
+		}
+	}
 	if !dialTicket(t, addr, cache) {
 		t.Fatal("last connection failed")
 	}
-	if !<-resumed {
-		t.Fatal("the new ticket was not used")
+	if !next(t, resumed) {
+		t.Fatal("the new ticket was lost after two failures: its count did not start over")
 	}
 }
 

@@ -21,7 +21,7 @@ func (d *Direct) Upload(ctx context.Context, server, runID, name string, r io.Re
 	}
 	stream, err := agentproto.NewAgentClient(c).Upload(ctx)
 	if err != nil {
-		return d.rpcError(server, err)
+		return d.rpcError(server, c, err)
 	}
 	buf := make([]byte, UploadChunkSize)
 	var off uint64
@@ -43,7 +43,7 @@ func (d *Direct) Upload(ctx context.Context, server, runID, name string, r io.Re
 			if rerr == nil {
 				rerr = err
 			}
-			return d.rpcError(server, rerr)
+			return d.rpcError(server, c, rerr)
 		}
 		off += uint64(n)
 		if last {
@@ -52,7 +52,7 @@ func (d *Direct) Upload(ctx context.Context, server, runID, name string, r io.Re
 	}
 	res, err := stream.CloseAndRecv()
 	if err != nil {
-		return d.rpcError(server, err)
+		return d.rpcError(server, c, err)
 	}
 	if !res.GetOk() {
 		return errcode.New(errcode.Invalid, "the server refused the upload: %s", res.GetError())
