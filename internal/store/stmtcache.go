@@ -27,16 +27,30 @@ type stmtCache struct {
 // query unprepared).
 func (c *stmtCache) stmt(ctx context.Context, pool *sql.DB, query string) (_ *sql.Stmt, ok bool, err error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if s, ok := c.stmts[query]; ok {
+	s, found := c.stmts[query]
+	full := len(c.stmts) >= maxCachedStatements
+	c.mu.Unlock()
+	if found {
 		return s, true, nil
 	}
-	if len(c.stmts) >= maxCachedStatements {
+	if full {
 		return nil, false, nil
 	}
-	s, err := pool.PrepareContext(ctx, query)
+	// Prepared outside the lock: preparing may wait for a connection of
+	// the pool, and cached lookups must not wait behind it.
+	s, err = pool.PrepareContext(ctx, query)
 	if err != nil {
 		return nil, false, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if other, found := c.stmts[query]; found {
+		s.Close() // prepared twice at once: keep the first
+		return other, true, nil
+	}
+	if len(c.stmts) >= maxCachedStatements {
+		s.Close()
+		return nil, false, nil
 	}
 	if c.stmts == nil {
 		c.stmts = map[string]*sql.Stmt{}

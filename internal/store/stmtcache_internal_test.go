@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"sync"
 	"testing"
 )
 
@@ -43,5 +44,33 @@ func TestStmtCache_ReusesBoundsAndDoesNotKeepFailures(t *testing.T) {
 	}
 	if n := len(db2.roStmts.stmts); n != 0 {
 		t.Errorf("%d statements cached after failures, want 0", n)
+	}
+}
+
+func TestStmtCache_ConcurrentFirstUsesKeepOneStatement(t *testing.T) {
+	db, err := OpenSQLite(t.Context(), t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for g := range 16 {
+		wg.Go(func() {
+			for i := range 8 {
+				var got int
+				if err := db.queryRowRO(t.Context(), fmt.Sprintf("SELECT ? + %d", i), g).Scan(&got); err != nil || got != g+i {
+					errs <- fmt.Errorf("goroutine %d query %d: %d, %v", g, i, got, err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if n := len(db.roStmts.stmts); n != 8 {
+		t.Errorf("%d statements cached for 8 queries", n)
 	}
 }
