@@ -632,6 +632,13 @@ func (c *errCounter) add(kind string) {
 	c.m[kind]++
 }
 
+// reset forgets the counts and examples (agents may be adding to them).
+func (c *errCounter) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.m, c.ex = nil, nil
+}
+
 func (c *errCounter) snapshot() map[string]int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -751,15 +758,13 @@ func profile(cfg *Config, base, name string, d time.Duration) <-chan struct{} {
 	return done
 }
 
-// selfProfile saves the load generator's own CPU profile over the next d,
-// and its goroutines halfway through (in the background; wait on the
-// returned channel): on one box the agents' side is half the picture.
-// Without a profile directory it does nothing.
-func selfProfile(cfg *Config, d time.Duration) <-chan struct{} {
-	done := make(chan struct{})
+// selfProfile saves the load generator's own CPU profile over the next d
+// (or until the returned stop is called), and its goroutines halfway
+// through: on one box the agents' side is half the picture. Without a
+// profile directory it does nothing.
+func selfProfile(cfg *Config, d time.Duration) (stop func()) {
 	if cfg.ProfileDir == "" {
-		close(done)
-		return done
+		return func() {}
 	}
 	os.MkdirAll(cfg.ProfileDir, 0o755)
 	path := filepath.Join(cfg.ProfileDir, cfg.Scenario+"-loadgen")
@@ -769,21 +774,32 @@ func selfProfile(cfg *Config, d time.Duration) <-chan struct{} {
 	}
 	if err != nil {
 		fmt.Fprintf(cfg.Log, "load generator profile: %v\n", err)
-		close(done)
-		return done
+		return func() {}
 	}
+	quit, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
-		time.Sleep(d / 2)
+		defer cpu.Close()
+		defer pprof.StopCPUProfile()
+		select {
+		case <-time.After(d / 2):
+		case <-quit:
+			return
+		}
 		if g, err := os.Create(path + ".goroutines.txt"); err == nil {
 			pprof.Lookup("goroutine").WriteTo(g, 1)
 			g.Close()
 		}
-		time.Sleep(d - d/2)
-		pprof.StopCPUProfile()
-		cpu.Close()
+		select {
+		case <-time.After(d - d/2):
+		case <-quit:
+		}
 	}()
-	return done
+	var once sync.Once
+	return func() {
+		once.Do(func() { close(quit) })
+		<-done
+	}
 }
 
 // heapProfile saves the target's heap profile (after a collection).
@@ -828,7 +844,7 @@ func runSteady(ctx context.Context, e *env, target string, met *metricsSource, g
 	defer f.stop()
 	connectErrs := f.errs.snapshot()
 	rep.keepExamples(&f.errs, "connect:")
-	f.errs = errCounter{}
+	f.errs.reset()
 	who := "server"
 	if target == cfg.EchoServer {
 		who = "echo"
@@ -1023,7 +1039,7 @@ func runStorm(ctx context.Context, e *env) (*Report, error) {
 	connected := rep.Connected
 	connectErrs := f.errs.snapshot()
 	rep.keepExamples(&f.errs, "connect:")
-	f.errs = errCounter{}
+	f.errs.reset()
 	cpu0 := clientCPU()
 	rep.MachineLoad[0] = loadAverage()
 	t0 := time.Now()
@@ -1034,8 +1050,8 @@ func runStorm(ctx context.Context, e *env) (*Report, error) {
 	rep.RestartSeconds = time.Since(t0).Seconds()
 	profiled := profile(cfg, cfg.PprofURL, "server", 30*time.Second)
 	defer func() { <-profiled }()
-	selfProfiled := selfProfile(cfg, 30*time.Second)
-	defer func() { <-selfProfiled }()
+	stopSelfProfile := selfProfile(cfg, 30*time.Second)
+	defer stopSelfProfile()
 	deadline := t0.Add(cfg.StormTimeout)
 	var back []time.Duration
 	resumed := 0

@@ -55,7 +55,7 @@ func runManagement(ctx context.Context, e *env) (*Report, error) {
 	f.startPeriodic()
 	connectErrs := f.errs.snapshot()
 	rep.keepExamples(&f.errs, "connect:")
-	f.errs = errCounter{}
+	f.errs.reset()
 	// Agents that connected report the configuration they got on
 	// connecting; measure from a quiet fleet.
 	if !waitUntil(ctx, time.Minute, func() bool { return f.quiet() }) {
