@@ -78,8 +78,11 @@ type admission struct {
 // errBusy fails a handshake that found no slot before its deadline.
 var errBusy = errors.New("no handshake slot before the deadline")
 
-// helloTimeout bounds the wait for a new connection's first bytes.
-const helloTimeout = 10 * time.Second
+// helloTimeout bounds the wait for a new connection's first bytes. Not
+// too short: in a reconnect storm on a busy client machine, a ClientHello
+// (a post-quantum key share to compute) was seen to come more than 10 s
+// after the TCP connection.
+const helloTimeout = 20 * time.Second
 
 // extensionPreSharedKey is TLS's pre_shared_key extension (RFC 8446): the
 // client offers to resume a session.
