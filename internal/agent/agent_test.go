@@ -247,4 +247,17 @@ func TestReconnectDelay_HonoursRetryLaterWithJitterAndStopsWhenRefused(t *testin
 	if d, retry := ReconnectDelay(errcode.New(errcode.Unavailable, "down"), 3); !retry || d < 4*time.Second || d > 8*time.Second {
 		t.Errorf("unavailable at attempt 3: %s (retry %v), want the backoff [4s,8s]", d, retry)
 	}
+	if d, retry := ReconnectDelay(errcode.New(errcode.Unavailable, "down"), 8); !retry || d < 30*time.Second || d > 60*time.Second {
+		t.Errorf("unavailable at attempt 8: %s (retry %v), want the backoff [30s,60s]", d, retry)
+	}
+	// Refused connections (nothing listens: a restart) back off to 15 s at most.
+	refused := &RefusedError{Err: errcode.New(errcode.Unavailable, "connection refused")}
+	for range 50 {
+		if d, retry := ReconnectDelay(refused, 8); !retry || d < refusedBackoffMax/2 || d > refusedBackoffMax {
+			t.Fatalf("refused at attempt 8: %s (retry %v), want within [%s,%s]", d, retry, refusedBackoffMax/2, refusedBackoffMax)
+		}
+	}
+	if d, _ := ReconnectDelay(refused, 2); d < 2*time.Second || d > 4*time.Second {
+		t.Errorf("refused at attempt 2: %s, want the usual [2s,4s]", d)
+	}
 }

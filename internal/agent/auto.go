@@ -33,6 +33,11 @@ const (
 	backoffMax          = 60 * time.Second
 	// retryJitterMax bounds the jitter added to a RetryLater hint.
 	retryJitterMax = 10 * time.Second
+	// refusedBackoffMax caps the backoff while the server's host refuses
+	// connections (nothing listens: the server is restarting). A refusal
+	// costs the server's kernel a reset and the server nothing, and a
+	// shorter wait brings agents back sooner after an upgrade.
+	refusedBackoffMax = 15 * time.Second
 	// A session that lasted this long was healthy: the next reconnect
 	// starts the backoff over.
 	healthySession = 30 * time.Second
@@ -163,22 +168,27 @@ func (a *Auto) Run(ctx context.Context) error {
 // same policy.
 func ReconnectDelay(err error, attempt int) (time.Duration, bool) {
 	var rl *RetryLaterError
+	var refused *RefusedError
 	switch code := errcode.Of(err); {
 	case errors.As(err, &rl):
 		after := min(max(rl.After, time.Second), time.Hour) // a server's hint, within reason
 		return after + time.Duration(rand.Int64N(int64(min(after/5, retryJitterMax))+1)), true
 	case code == errcode.Forbidden || code == errcode.Unauthorized:
 		return 0, false
+	case errors.As(err, &refused):
+		return backoffUpTo(attempt, refusedBackoffMax), true
 	}
 	return backoff(attempt), true
 }
 
 // backoff is exponential with "equal jitter": half fixed, half random, so
 // a crowd of agents spreads out but none waits much less than planned.
-func backoff(attempt int) time.Duration {
+func backoff(attempt int) time.Duration { return backoffUpTo(attempt, backoffMax) }
+
+func backoffUpTo(attempt int, most time.Duration) time.Duration {
 	d := backoffBase << min(attempt, 10)
-	if d > backoffMax || d <= 0 {
-		d = backoffMax
+	if d > most || d <= 0 {
+		d = most
 	}
 	if attempt == 0 {
 		return time.Duration(rand.Int64N(int64(backoffBase))) // first retry: 0-1s

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -40,7 +41,15 @@ type Direct struct {
 	mu      sync.Mutex
 	conns   map[string]*grpc.ClientConn
 	pinFail map[string]string // server -> fingerprint it presented, when it failed the pin
+	refused map[string]bool   // server -> its last dial was refused
 }
+
+// RefusedError is a connection the server's host refused: nothing listens
+// there (the server is stopped or restarting). It wraps the coded error.
+type RefusedError struct{ Err error }
+
+func (e *RefusedError) Error() string { return e.Err.Error() }
+func (e *RefusedError) Unwrap() error { return e.Err }
 
 // DirectOptions configure a Direct client.
 type DirectOptions struct {
@@ -63,8 +72,20 @@ func NewDirect(o DirectOptions) *Direct {
 	if dial == nil {
 		dial = dialer(o.Proxy)
 	}
-	return &Direct{pin: o.Pin, ca: o.CA, cert: o.Cert, proxy: o.Proxy, dial: dial, tickets: newTicketCache(16),
-		conns: map[string]*grpc.ClientConn{}, pinFail: map[string]string{}}
+	d := &Direct{pin: o.Pin, ca: o.CA, cert: o.Cert, proxy: o.Proxy, tickets: newTicketCache(16),
+		conns: map[string]*grpc.ClientConn{}, pinFail: map[string]string{}, refused: map[string]bool{}}
+	d.dial = func(ctx context.Context, addr string) (net.Conn, error) {
+		c, err := dial(ctx, addr)
+		d.mu.Lock()
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			d.refused[addr] = true
+		} else {
+			delete(d.refused, addr)
+		}
+		d.mu.Unlock()
+		return c, err
+	}
+	return d
 }
 
 func (d *Direct) conn(server string) (*grpc.ClientConn, error) {
@@ -159,6 +180,8 @@ func (d *Direct) rpcError(server string, c *grpc.ClientConn, err error) error {
 	d.mu.Lock()
 	presented, pinFailed := d.pinFail[server]
 	delete(d.pinFail, server)
+	refused := d.refused[server]
+	delete(d.refused, server)
 	d.mu.Unlock()
 	if pinFailed {
 		msg := fmt.Sprintf("server %s is not trusted: its CA fingerprint", server)
@@ -176,7 +199,11 @@ func (d *Direct) rpcError(server string, c *grpc.ClientConn, err error) error {
 	}
 	code := errcode.FromGRPC(st.Code())
 	if code == errcode.Unavailable {
-		return errcode.New(code, "server %s unreachable: %s", server, st.Message())
+		e := errcode.New(code, "server %s unreachable: %s", server, st.Message())
+		if refused {
+			return &RefusedError{Err: e}
+		}
+		return e
 	}
 	return errcode.New(code, "%s", st.Message())
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mamori/mamori/internal/agentproto"
+	"github.com/mamori/mamori/internal/errcode"
 	"github.com/mamori/mamori/internal/pki"
 )
 
@@ -166,8 +167,10 @@ func TestDirect_EveryAttemptDialsAfterAFailedConnection(t *testing.T) {
 		return err
 	}
 	for range 2 {
-		if err := attempt(); err == nil {
-			t.Fatal("a session opened with nothing listening")
+		err := attempt()
+		var refused *RefusedError
+		if !errors.As(err, &refused) || errcode.Of(err) != errcode.Unavailable {
+			t.Fatalf("nothing listening: %v (%T), want a refused, unavailable error", err, err)
 		}
 	}
 	ln, err = net.Listen("tcp", addr)
@@ -202,6 +205,10 @@ func TestDirect_EveryAttemptDialsAfterAFailedConnection(t *testing.T) {
 		var rl *RetryLaterError
 		if errors.As(err, &rl) {
 			t.Fatalf("a closed connection read as RetryLater: %v", err)
+		}
+		var refused *RefusedError
+		if errors.As(err, &refused) {
+			t.Fatalf("a connection accepted and closed read as refused: %v", err)
 		}
 	}
 }
