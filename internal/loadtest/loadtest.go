@@ -872,14 +872,9 @@ func runSteady(ctx context.Context, e *env, target string, met *metricsSource, g
 	el := time.Since(start)
 	<-profiled
 	in1, out1 := f.bytes()
-	after, err := met.read(false)
-	if err != nil {
+	if err := rep.endMeasure(met, before, el, cpu0); err != nil {
 		return rep, err
 	}
-	rep.MeasuredSeconds = el.Seconds()
-	rep.ClientCPUCores = (clientCPU() - cpu0).Seconds() / el.Seconds()
-	rep.MachineLoad[1] = loadAverage()
-	serverFigures(rep, before, after, el)
 
 	f.rec.mu.Lock()
 	rep.CheckIns = len(f.rec.lat) + len(f.rec.latChanged)
@@ -940,6 +935,26 @@ func closedLoop(ctx context.Context, f *fleet, d time.Duration) {
 }
 
 // serverFigures adds CPU and RSS from two metric readings.
+// endLoad records the measured part's length, and the load generator's CPU
+// (since cpu0) and the machine's load over it.
+func (rep *Report) endLoad(el, cpu0 time.Duration) {
+	rep.MeasuredSeconds = el.Seconds()
+	rep.ClientCPUCores = (clientCPU() - cpu0).Seconds() / el.Seconds()
+	rep.MachineLoad[1] = loadAverage()
+}
+
+// endMeasure is endLoad, then the server's figures from its metrics now
+// and before the measured part.
+func (rep *Report) endMeasure(met *metricsSource, before map[string]float64, el, cpu0 time.Duration) error {
+	after, err := met.read(false)
+	if err != nil {
+		return err
+	}
+	rep.endLoad(el, cpu0)
+	serverFigures(rep, before, after, el)
+	return nil
+}
+
 func serverFigures(rep *Report, before, after map[string]float64, el time.Duration) {
 	if len(after) == 0 {
 		return
@@ -1006,14 +1021,9 @@ func runFanout(ctx context.Context, e *env) (*Report, error) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	el := time.Since(t0)
-	after, err := e.serverMet.read(false)
-	if err != nil {
+	if err := rep.endMeasure(e.serverMet, before, el, cpu0); err != nil {
 		return rep, err
 	}
-	rep.MeasuredSeconds = el.Seconds()
-	rep.ClientCPUCores = (clientCPU() - cpu0).Seconds() / el.Seconds()
-	rep.MachineLoad[1] = loadAverage()
-	serverFigures(rep, before, after, el)
 	rep.WakeupMissed = rep.Connected - len(lat)
 	rep.WakeupP50ms, rep.WakeupP95ms, rep.WakeupP99ms, rep.WakeupMaxms = pct(lat, 50), pct(lat, 95), pct(lat, 99), pct(lat, 100)
 	rep.WakeupAllSeconds = rep.WakeupMaxms / 1000
@@ -1086,9 +1096,7 @@ func runStorm(ctx context.Context, e *env) (*Report, error) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	el := time.Since(t0)
-	rep.MeasuredSeconds = el.Seconds()
-	rep.ClientCPUCores = (clientCPU() - cpu0).Seconds() / el.Seconds()
-	rep.MachineLoad[1] = loadAverage()
+	rep.endLoad(el, cpu0)
 	rep.StormBack = len(back)
 	rep.Connected = int(f.up.Load())
 	rep.GaveUp = connected - len(back)

@@ -78,14 +78,9 @@ func runManagement(ctx context.Context, e *env) (*Report, error) {
 	poll.stop()
 	el := time.Since(start)
 	<-profiled
-	after, err := e.serverMet.read(false)
-	if err != nil {
+	if err := rep.endMeasure(e.serverMet, before, el, cpu0); err != nil {
 		return rep, err
 	}
-	rep.MeasuredSeconds = el.Seconds()
-	rep.ClientCPUCores = (clientCPU() - cpu0).Seconds() / el.Seconds()
-	rep.MachineLoad[1] = loadAverage()
-	serverFigures(rep, before, after, el)
 	for k, v := range serverCounters(before) {
 		if strings.HasPrefix(k, "pushes_") {
 			rep.ServerCounters[k] -= v // during the measured part
