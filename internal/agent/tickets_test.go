@@ -91,25 +91,35 @@ func dialTicket(t *testing.T, addr string, cache tls.ClientSessionCache) bool {
 	return true
 }
 
+// shedDials makes n connections that the server sheds.
+func shedDials(t *testing.T, addr string, cache tls.ClientSessionCache, n int) {
+	t.Helper()
+	for i := range n {
+		if dialTicket(t, addr, cache) {
+			t.Fatalf("connection %d of %d was not shed", i+1, n)
+		}
+	}
+}
+
+// served makes a connection the server completes and reports whether it
+// resumed a session.
+func served(t *testing.T, addr string, cache tls.ClientSessionCache, resumed <-chan bool) bool {
+	t.Helper()
+	if !dialTicket(t, addr, cache) {
+		t.Fatal("a connection the server should complete failed")
+	}
+	return next(t, resumed)
+}
+
 func TestTicketCache_KeepsTheTicketAcrossShedConnections(t *testing.T) {
 	// Connections 1 and 2 are shed: fewer than ticketFailures in a row.
 	addr, resumed := ticketServer(t, func(n int) bool { return n == 1 || n == 2 })
 	cache := newTicketCache(4)
-	if !dialTicket(t, addr, cache) {
-		t.Fatal("first connection failed")
-	}
-	if next(t, resumed) {
+	if served(t, addr, cache, resumed) {
 		t.Fatal("first connection resumed a session it cannot have")
 	}
-	for i := 1; i <= 2; i++ {
-		if dialTicket(t, addr, cache) {
-			t.Fatalf("connection %d was not shed", i)
-		}
-	}
-	if !dialTicket(t, addr, cache) {
-		t.Fatal("connection after the shed ones failed")
-	}
-	if !next(t, resumed) {
+	shedDials(t, addr, cache, 2)
+	if !served(t, addr, cache, resumed) {
 		t.Fatal("after two shed connections the agent made a full handshake: its ticket was forgotten")
 	}
 }
@@ -119,31 +129,14 @@ func TestTicketCache_ForgetsATicketThatKeepsFailingAndANewOneStartsOver(t *testi
 	// ticket; 5-6: shed (fewer than ticketFailures); 7: resumes.
 	addr, resumed := ticketServer(t, func(n int) bool { return n >= 1 && n <= ticketFailures || n == 5 || n == 6 })
 	cache := newTicketCache(4)
-	if !dialTicket(t, addr, cache) {
-		t.Fatal("first connection failed")
-	}
-	next(t, resumed)
-	for i := 1; i <= ticketFailures; i++ {
-		if dialTicket(t, addr, cache) {
-			t.Fatalf("connection %d was not shed", i)
-		}
-	}
-	if !dialTicket(t, addr, cache) {
-		t.Fatal("connection after the shed ones failed")
-	}
-	if next(t, resumed) {
+	served(t, addr, cache, resumed)
+	shedDials(t, addr, cache, ticketFailures)
+	if served(t, addr, cache, resumed) {
 		t.Fatalf("the ticket survived %d failed handshakes in a row; want it forgotten", ticketFailures)
 	}
 	// The new ticket's count starts over: two failures do not lose it.
-	for i := 5; i <= 6; i++ {
-		if dialTicket(t, addr, cache) {
-			t.Fatalf("connection %d was not shed", i)
-		}
-	}
-	if !dialTicket(t, addr, cache) {
-		t.Fatal("last connection failed")
-	}
-	if !next(t, resumed) {
+	shedDials(t, addr, cache, 2)
+	if !served(t, addr, cache, resumed) {
 		t.Fatal("the new ticket was lost after two failures: its count did not start over")
 	}
 }
