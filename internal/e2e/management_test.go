@@ -196,16 +196,7 @@ func TestPolicies_AChangeReachesConnectedAgentsWithinSecondsAndForcedValuesCanno
 	if code := s.api.do(t, "POST", "/api/v1/policies/"+pol.ID+"/assignments", map[string]any{"target_type": "static", "target": "All"}, nil); code != 201 {
 		t.Fatalf("assign: %d", code)
 	}
-	type effective struct {
-		Version        string `json:"version"`
-		AppliedVersion string `json:"applied_version"`
-		AgentError     string `json:"agent_error"`
-	}
-	var eff effective
-	took := waitFor(t, 15*time.Second, "configuration applied", func() (bool, string) {
-		s.api.do(t, "GET", "/api/v1/computers/"+c.ID+"/effective-config", nil, &eff)
-		return eff.Version != "" && eff.AppliedVersion == eff.Version, fmt.Sprintf("%+v", eff)
-	})
+	eff, took := waitConfig(t, s, c.ID, 15*time.Second, "configuration applied", func(e effectiveConfig) bool { return e.Version != "" && e.AppliedVersion == e.Version })
 	t.Logf("policy applied by the agent %s after assigning it (%s since the request)", took.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 	if eff.AgentError != "" {
 		t.Fatalf("agent error %q", eff.AgentError)
@@ -239,13 +230,30 @@ func TestPolicies_AChangeReachesConnectedAgentsWithinSecondsAndForcedValuesCanno
 		t.Fatalf("unassign: %d", code)
 	}
 	first := eff.Version
-	waitFor(t, 15*time.Second, "defaults applied", func() (bool, string) {
-		s.api.do(t, "GET", "/api/v1/computers/"+c.ID+"/effective-config", nil, &eff)
-		return eff.Version != first && eff.AppliedVersion == eff.Version, fmt.Sprintf("%+v", eff)
-	})
+	waitConfig(t, s, c.ID, 15*time.Second, "defaults applied", func(e effectiveConfig) bool { return e.Version != first && e.AppliedVersion == e.Version })
 	if out := show(); !regexpLine(out, `agent\.log_level\s+"info"\s+default`) {
 		t.Fatalf("config show after unassigning:\n%s", out)
 	}
+}
+
+// effectiveConfig is what GET /api/v1/computers/{id}/effective-config says
+// of the configuration versions.
+type effectiveConfig struct {
+	Version        string `json:"version"`
+	AppliedVersion string `json:"applied_version"`
+	AgentError     string `json:"agent_error"`
+}
+
+// waitConfig polls a computer's effective configuration until ok holds
+// (within timeout) and returns it with the time it took.
+func waitConfig(t *testing.T, s *server, id string, timeout time.Duration, what string, ok func(effectiveConfig) bool) (effectiveConfig, time.Duration) {
+	t.Helper()
+	var eff effectiveConfig
+	took := waitFor(t, timeout, what, func() (bool, string) {
+		s.api.do(t, "GET", "/api/v1/computers/"+id+"/effective-config", nil, &eff)
+		return ok(eff), fmt.Sprintf("%+v", eff)
+	})
+	return eff, took
 }
 
 // regexpLine reports whether some line of s matches expr.
@@ -346,15 +354,7 @@ func TestPolicies_AnAgentAwayDuringAChangeGetsItOnReconnectAndNoMore(t *testing.
 	state := filepath.Join(t.TempDir(), "agent")
 	a := s.agent(t, state, nil, append(s.enrollArgs(s.token()), "--instance", "away")...)
 	c, _ := s.api.waitStatus(t, "away", "online", 20*time.Second)
-	type effective struct {
-		Version        string `json:"version"`
-		AppliedVersion string `json:"applied_version"`
-	}
-	var eff effective
-	waitFor(t, 15*time.Second, "first configuration applied", func() (bool, string) {
-		s.api.do(t, "GET", "/api/v1/computers/"+c.ID+"/effective-config", nil, &eff)
-		return eff.Version != "" && eff.AppliedVersion == eff.Version, fmt.Sprintf("%+v", eff)
-	})
+	eff, _ := waitConfig(t, s, c.ID, 15*time.Second, "first configuration applied", func(e effectiveConfig) bool { return e.Version != "" && e.AppliedVersion == e.Version })
 	a.stop()
 	s.api.waitStatus(t, "away", "offline", 20*time.Second)
 
@@ -367,18 +367,12 @@ func TestPolicies_AnAgentAwayDuringAChangeGetsItOnReconnectAndNoMore(t *testing.
 		t.Fatalf("assign: %d", code)
 	}
 	old := eff.Version
-	waitFor(t, 15*time.Second, "new version recorded", func() (bool, string) {
-		s.api.do(t, "GET", "/api/v1/computers/"+c.ID+"/effective-config", nil, &eff)
-		return eff.Version != old, fmt.Sprintf("%+v", eff)
-	})
+	waitConfig(t, s, c.ID, 15*time.Second, "new version computed", func(e effectiveConfig) bool { return e.Version != old })
 	// (The version shown is computed when asked; the recorded one may
 	// follow a moment later, and is then pushed as a change: the agent
 	// may get the new configuration twice, which it applies once.)
 	a = s.agent(t, state, nil)
-	waitFor(t, 20*time.Second, "new configuration applied after reconnecting", func() (bool, string) {
-		s.api.do(t, "GET", "/api/v1/computers/"+c.ID+"/effective-config", nil, &eff)
-		return eff.AppliedVersion == eff.Version && eff.Version != old, fmt.Sprintf("%+v", eff)
-	})
+	waitConfig(t, s, c.ID, 20*time.Second, "new configuration applied after reconnecting", func(e effectiveConfig) bool { return e.AppliedVersion == e.Version && e.Version != old })
 
 	// Reconnecting with the current version: nothing is pushed.
 	time.Sleep(time.Second) // a push of the change still on its way arrives
