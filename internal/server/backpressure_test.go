@@ -212,15 +212,10 @@ func TestTLSAcceptor_ShedsBeyondTheQueueBound(t *testing.T) {
 	f.a.slots <- struct{}{} // the only full-handshake slot is busy
 	defer func() { <-f.a.slots }()
 	// Fill the queue with a client waiting for that slot.
-	waiting, err := net.Dial("tcp", f.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer waiting.Close()
-	waiting.Write(clientHello(t))
+	f.helloOnly(t)
 	time.Sleep(100 * time.Millisecond)
 	start := time.Now()
-	_, err = tls.Dial("tcp", f.addr, f.clients)
+	_, err := tls.Dial("tcp", f.addr, f.clients)
 	if err == nil {
 		t.Fatal("a connection was served with the slot busy and the queue full")
 	}
@@ -237,12 +232,7 @@ func TestTLSAcceptor_ShedsBeyondTheQueueBound(t *testing.T) {
 // client's.
 func TestTLSAcceptor_AStalledClientDoesNotHoldTheSlot(t *testing.T) {
 	f := newAcceptorFixture(t, 1, 10, 5*time.Second)
-	stalled, err := net.Dial("tcp", f.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stalled.Close()
-	stalled.Write(clientHello(t))
+	stalled := f.helloOnly(t)
 	// The server's flight arrives: it has had the slot and given it back.
 	stalled.SetReadDeadline(time.Now().Add(2 * time.Second))
 	if _, err := stalled.Read(make([]byte, 1)); err != nil {
@@ -258,6 +248,21 @@ func TestTLSAcceptor_AStalledClientDoesNotHoldTheSlot(t *testing.T) {
 	if d := time.Since(start); d > time.Second {
 		t.Errorf("the second client took %s behind a stalled one", d)
 	}
+}
+
+// helloOnly connects, sends a ClientHello and nothing more (closed at the
+// end of the test).
+func (f *acceptorFixture) helloOnly(t *testing.T) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", f.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := c.Write(clientHello(t)); err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // clientHello returns the first flight of a TLS 1.3 client.
