@@ -57,10 +57,8 @@ type tlsAcceptor struct {
 	log                *slog.Logger
 
 	waiting atomic.Int64
-	// admissions maps a connection in its handshake to its *admission.
-	admissions sync.Map
-	closed     chan struct{}
-	once       sync.Once
+	closed  chan struct{}
+	once    sync.Once
 }
 
 // admission is one connection's way through the acceptor. It is used by
@@ -152,10 +150,8 @@ func (a *tlsAcceptor) handshake(c net.Conn) {
 	ad.waiting = true
 	a.metrics.handshakesWaiting.Inc()
 	fc := &flightConn{Conn: c, ad: ad}
-	a.admissions.Store(net.Conn(fc), ad)
 	tc := tls.Server(fc, a.cfg)
 	err := tc.Handshake()
-	a.admissions.Delete(net.Conn(fc))
 	a.stopWaiting(ad)
 	ad.release()
 	fc.ad = nil // before serve's goroutine starts: no race
@@ -246,11 +242,11 @@ func (a *tlsAcceptor) stopWaiting(ad *admission) {
 // fails the handshake when the deadline passes first. The handshake then
 // goes on with the caller's configuration (its current ticket keys).
 func (a *tlsAcceptor) admit(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-	v, ok := a.admissions.Load(hello.Conn)
-	if !ok {
+	fc, ok := hello.Conn.(*flightConn) // the connection handshake gave tls.Server
+	if !ok || fc.ad == nil {
 		return a.base, nil // not one of ours: no bound
 	}
-	ad := v.(*admission)
+	ad := fc.ad
 	pool := a.slots
 	if slices.Contains(hello.Extensions, extensionPreSharedKey) {
 		pool = a.resumeSlots
