@@ -162,10 +162,11 @@ func (a *Auto) Run(ctx context.Context) error {
 //
 // A RetryLater answer is honoured with jitter: its hint plus up to a fifth
 // of it again (at most retryJitterMax), so agents told the same time do not
-// return together, while a server that spreads its hints (sessionGate) does
-// not see its schedule stretched; it does not count as a failure. Anything else backs off exponentially (see
-// backoff). The load harness (internal/loadtest) simulates agents with this
-// same policy.
+// return together while a server that spreads its hints (sessionGate) does
+// not see its schedule stretched; it does not count as a failure. Anything
+// else backs off exponentially (see backoff), at most refusedBackoffMax
+// while connections are refused. The load harness (internal/loadtest)
+// simulates agents with this same policy.
 func ReconnectDelay(err error, attempt int) (time.Duration, bool) {
 	var rl *RetryLaterError
 	var refused *RefusedError

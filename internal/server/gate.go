@@ -12,9 +12,10 @@ import (
 // queue that grows until clients time out.
 //
 // The hint is a schedule, not a constant: refused agents are given
-// successive return times at (scheduleAhead times) the rate setups have
-// recently completed, after the current backlog has drained, so a crowd that arrives at once comes
-// back spread out (the agent adds up to +20 % jitter of its own).
+// successive return times at scheduleAhead times the rate setups have
+// recently completed, after the current backlog has drained, so a crowd
+// that arrives at once comes back spread out (the agent adds up to +20 %
+// jitter of its own).
 type sessionGate struct {
 	max                int64
 	minAfter, maxAfter time.Duration
