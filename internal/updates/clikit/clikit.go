@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mamori/mamori/internal/engine/bytesize"
 	"github.com/mamori/mamori/internal/errcode"
 	"github.com/mamori/mamori/internal/flagenv"
 )
@@ -114,29 +115,7 @@ func ParseSize(v string) (int64, error) {
 	if s == "" || len(s) > 32 {
 		return 0, fmt.Errorf("bad size %q", v)
 	}
-	mult := int64(1)
-	upper := strings.ToUpper(s)
-	for _, suf := range []string{"IB", "B"} {
-		if strings.HasSuffix(upper, suf) && len(upper) > len(suf) {
-			upper = strings.TrimSuffix(upper, suf)
-			break
-		}
-	}
-	if n := len(upper); n > 0 {
-		switch upper[n-1] {
-		case 'K':
-			mult = 1 << 10
-		case 'M':
-			mult = 1 << 20
-		case 'G':
-			mult = 1 << 30
-		case 'T':
-			mult = 1 << 40
-		}
-		if mult > 1 {
-			upper = upper[:n-1]
-		}
-	}
+	upper, mult := bytesize.Unit(s)
 	if upper == "" || strings.TrimLeft(upper, "0123456789.") != "" || strings.Count(upper, ".") > 1 {
 		return 0, fmt.Errorf("bad size %q (want bytes, or a number with K, M, G, T)", v)
 	}
