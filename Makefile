@@ -31,8 +31,10 @@ vet:
 	@test -z "$$(gofmt -l cmd internal)" || (echo "not gofmt-formatted:"; gofmt -l cmd internal; exit 1)
 
 # -race needs cgo; the binaries the end-to-end tests start are built without.
+# scripts/with-postgres.sh starts a private PostgreSQL 15 for the store's
+# PostgreSQL tests (MAMORI_TEST_POSTGRES) and stops it afterwards.
 test: vet cross
-	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 15m ./...
+	CGO_ENABLED=1 ./scripts/with-postgres.sh $(GO) test -race -count=1 -timeout 15m ./...
 
 test-short:
 	$(GO) test -count=1 ./...

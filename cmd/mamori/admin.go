@@ -21,6 +21,7 @@ func runTokenCreate(ctx context.Context, args []string, stdout io.Writer) error 
 	fs := flagenv.New("mamori token create")
 	fs.SetOutput(os.Stderr)
 	data := fs.String("data", "MAMORI_DATA", "", "server data directory (required; works while the server runs)")
+	database := fs.String("database", "MAMORI_DATABASE", "", "the server's PostgreSQL URL, if it has one (as mamori server --database)")
 	group := fs.String("group", "", "", "static group for computers enrolled with the token (default Lost & Found)")
 	ttl := fs.Duration("ttl", "", enrollment.DefaultTTL, "how long the token is valid")
 	uses := fs.Int("uses", "", 0, "how many enrollments the token allows; 0 = unlimited")
@@ -39,7 +40,7 @@ func runTokenCreate(ctx context.Context, args []string, stdout io.Writer) error 
 	if err != nil {
 		return noServerData(*data, err)
 	}
-	db, err := store.OpenSQLite(ctx, *data, store.Options{})
+	db, err := store.Open(ctx, *database, *data, store.Options{})
 	if err != nil {
 		return err
 	}

@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mamori/mamori/internal/store/storetest"
 )
 
 var binDir string
@@ -188,21 +190,51 @@ type server struct {
 	data      string
 	agentAddr string
 	apiAddr   string
+	database  string // --database: a PostgreSQL URL, or "" for SQLite
 	extra     []string
 	api       *apiClient
 }
 
 func startServer(t *testing.T, extra ...string) *server {
 	t.Helper()
-	s := &server{t: t, data: filepath.Join(t.TempDir(), "data"), agentAddr: freeAddr(t), apiAddr: freeAddr(t), extra: extra}
+	return startServerOn(t, "", extra...)
+}
+
+// startServerOn starts a server whose store is database (a PostgreSQL URL,
+// or "" for the SQLite default).
+func startServerOn(t *testing.T, database string, extra ...string) *server {
+	t.Helper()
+	s := &server{t: t, data: filepath.Join(t.TempDir(), "data"), agentAddr: freeAddr(t), apiAddr: freeAddr(t), database: database, extra: extra}
 	s.launch()
 	return s
+}
+
+// eachStore runs test as parallel subtests, once on SQLite and once on a
+// fresh PostgreSQL schema (see storetest.PostgresURL for where it comes
+// from); test's database goes to startServerOn.
+func eachStore(t *testing.T, test func(t *testing.T, database string)) {
+	t.Run("sqlite", func(t *testing.T) {
+		t.Parallel()
+		test(t, "")
+	})
+	t.Run("postgres", func(t *testing.T) {
+		t.Parallel()
+		test(t, storetest.PostgresSchema(t, storetest.PostgresURL(t)))
+	})
+}
+
+// dbArgs are the flags naming s's store for the CLI.
+func (s *server) dbArgs() []string {
+	if s.database == "" {
+		return nil
+	}
+	return []string{"--database", s.database}
 }
 
 func (s *server) launch() {
 	s.t.Helper()
 	args := append([]string{"mamori", "server", "--data", s.data, "--agent-listen", s.agentAddr, "--api-listen", s.apiAddr,
-		"--log-level", "info"}, s.extra...)
+		"--log-level", "info"}, append(s.dbArgs(), s.extra...)...)
 	s.proc = start(s.t, "server", nil, args...)
 	waitFor(s.t, 20*time.Second, "server ready", func() (bool, string) {
 		if s.exited() {
@@ -252,7 +284,8 @@ func (s *server) fingerprint() string {
 // token creates an enrollment token with the CLI while the server runs.
 func (s *server) token(args ...string) string {
 	s.t.Helper()
-	out, err := exec.Command(bin("mamori"), append([]string{"token", "create", "--data", s.data, "--output", "json"}, args...)...).Output()
+	args = append(append([]string{"token", "create", "--data", s.data, "--output", "json"}, s.dbArgs()...), args...)
+	out, err := exec.Command(bin("mamori"), args...).Output()
 	if err != nil {
 		s.t.Fatalf("mamori token create: %v", err)
 	}

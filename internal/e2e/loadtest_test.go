@@ -12,6 +12,7 @@ import (
 
 	"github.com/mamori/mamori/internal/loadtest"
 	mserver "github.com/mamori/mamori/internal/server"
+	"github.com/mamori/mamori/internal/store/storetest"
 )
 
 // The load harness at a size CI can afford: every scenario runs, reports
@@ -314,5 +315,22 @@ func TestLoadtest_ManagementIsPacedByTheServersRates(t *testing.T) {
 	// endpoint was read meanwhile.
 	if len(rep.APIByEndpoint) != 3 {
 		t.Errorf("polled endpoints: %v", rep.APIByEndpoint)
+	}
+}
+
+// The same harness against a server on PostgreSQL: the management scenario
+// (policy push, task runs to every agent, API reads) and a reconnect storm.
+func TestLoadtest_OnPostgreSQLManagementAndStormReachEveryAgent(t *testing.T) {
+	database := storetest.PostgresSchema(t, storetest.PostgresURL(t))
+	srv := startRestartable(t, func(c *mserver.Config) { c.Database = database })
+	cfg := srv.config(loadtest.Management)
+	cfg.APIRate = 5
+	checkManagement(t, runHarness(t, cfg))
+
+	cfg = srv.config(loadtest.ReconnectStorm)
+	cfg.Restart = srv.restart
+	rep := runHarness(t, cfg)
+	if srv.restarts != 1 || rep.StormBack != harnessAgents || rep.GaveUp != 0 {
+		t.Fatalf("storm on PostgreSQL: %d restarts, %d of %d back, %d gave up", srv.restarts, rep.StormBack, harnessAgents, rep.GaveUp)
 	}
 }

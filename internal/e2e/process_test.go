@@ -15,7 +15,11 @@ import (
 
 func TestEnrollment_AgentAppearsInTokenGroupWithInventoryAndEvents(t *testing.T) {
 	t.Parallel()
-	s := startServer(t)
+	eachStore(t, testEnrollment)
+}
+
+func testEnrollment(t *testing.T, database string) {
+	s := startServerOn(t, database)
 	if code := s.api.do(t, "POST", "/api/v1/groups", map[string]string{"parent": "All", "name": "Servers"}, nil); code != 201 {
 		t.Fatalf("create group: %d", code)
 	}
@@ -182,7 +186,11 @@ func TestPresence_SilentNetworkDeathDetectedWithin45s(t *testing.T) {
 
 func TestServerRestart_AgentsReconnectAndQueuedEventsArriveExactlyOnce(t *testing.T) {
 	t.Parallel()
-	s := startServer(t)
+	eachStore(t, testServerRestart)
+}
+
+func testServerRestart(t *testing.T, database string) {
+	s := startServerOn(t, database)
 	token := s.token()
 	stateA, stateB := filepath.Join(t.TempDir(), "a"), filepath.Join(t.TempDir(), "b")
 	s.agent(t, stateA, nil, append(s.enrollArgs(token), "--instance", "steady")...)

@@ -42,6 +42,10 @@ import (
 type Config struct {
 	// DataDir holds the store, the CA and the server certificate. Required.
 	DataDir string
+	// Database is a PostgreSQL URL (postgres://...) for the store instead
+	// of the SQLite file in DataDir; servers sharing one database must
+	// share the data directory's CA and keys too (docs/architecture.md).
+	Database string
 	// AgentListen is the agents' mTLS gRPC address; default ":2222".
 	AgentListen string
 	// AgentTransport serves gRPC on the agent listener: "lean" (default;
@@ -237,11 +241,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}()
 	var err error
-	s.db, err = store.OpenSQLite(ctx, cfg.DataDir, store.Options{Observer: s.metrics.observeStore, Synchronous: cfg.SQLiteSynchronous})
+	s.db, err = store.Open(ctx, cfg.Database, cfg.DataDir, store.Options{Observer: s.metrics.observeStore, Synchronous: cfg.SQLiteSynchronous})
 	if err != nil {
 		return nil, err
 	}
-	s.log.Info("store open", "path", filepath.Join(cfg.DataDir, store.FileName), "schema_version", s.db.SchemaVersion())
+	s.log.Info("store open", "location", s.db.Location(), "schema_version", s.db.SchemaVersion())
 	ca, created, err := pki.LoadOrCreateCA(cfg.DataDir)
 	if err != nil {
 		return nil, fmt.Errorf("certificate authority: %w", err)

@@ -121,7 +121,7 @@ func nullStr(s string) sql.NullString { return sql.NullString{String: s, Valid: 
 func (db *DB) UpdateDynamicGroup(ctx context.Context, g *DynamicGroup) (err error) {
 	defer db.track("update_dynamic_group", time.Now(), &err)
 	now := time.Now().UTC().Truncate(time.Millisecond)
-	return db.tx(ctx, func(tx *sql.Tx) error {
+	if err := db.tx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE dynamic_groups SET name = ?, description = ?, template = ?, updated_at = ?, version = version + 1
 			WHERE id = ? AND version = ?`, g.Name, g.Description, g.Template, ms(now), g.ID, g.Version)
 		if isUniqueViolation(err) {
@@ -133,10 +133,14 @@ func (db *DB) UpdateDynamicGroup(ctx context.Context, g *DynamicGroup) (err erro
 		if n, _ := res.RowsAffected(); n == 0 {
 			return versionConflict(ctx, tx, "dynamic_groups", g.ID, "dynamic group")
 		}
-		g.Version++
-		g.UpdatedAt = now
 		return nil
-	})
+	}); err != nil {
+		return err
+	}
+	// After the commit, not in fn, which may run twice (see runTx).
+	g.Version++
+	g.UpdatedAt = now
+	return nil
 }
 
 // DeleteDynamicGroup deletes a dynamic group without child dynamic groups.

@@ -140,6 +140,7 @@ type AgentCertificate struct {
 func (db *DB) EnrollComputer(ctx context.Context, secretHash string, now time.Time, c *Computer, cert *AgentCertificate) (err error) {
 	defer db.track("enroll_computer", time.Now(), &err)
 	return db.tx(ctx, func(tx *sql.Tx) error {
+		c.CloneSuspected, c.CloneReason = false, "" // fn may run twice (see runTx)
 		t, err := scanToken(tx.QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM enrollment_tokens WHERE secret_hash = ?`, secretHash))
 		if err != nil {
 			return tokenNotFound(err)

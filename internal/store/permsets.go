@@ -195,7 +195,7 @@ func (db *DB) CreatePermissionSet(ctx context.Context, ps *PermissionSet) (err e
 func (db *DB) UpdatePermissionSet(ctx context.Context, ps *PermissionSet) (err error) {
 	defer db.track("update_permission_set", time.Now(), &err)
 	now := time.Now().UTC().Truncate(time.Millisecond)
-	return db.tx(ctx, func(tx *sql.Tx) error {
+	if err := db.tx(ctx, func(tx *sql.Tx) error {
 		if err := groupExists(ctx, tx, ps.GroupID); err != nil {
 			return err
 		}
@@ -217,10 +217,14 @@ func (db *DB) UpdatePermissionSet(ctx context.Context, ps *PermissionSet) (err e
 		if err := writeSetDetails(ctx, tx, ps); err != nil {
 			return err // rolled back: the caller's version stays what is stored
 		}
-		ps.Version++
-		ps.UpdatedAt = now
 		return nil
-	})
+	}); err != nil {
+		return err
+	}
+	// After the commit, not in fn, which may run twice (see runTx).
+	ps.Version++
+	ps.UpdatedAt = now
+	return nil
 }
 
 // DeletePermissionSet removes a set (and its assignments). Built-in sets

@@ -92,7 +92,7 @@ func (db *DB) CreatePolicy(ctx context.Context, p *PolicyRow) (err error) {
 func (db *DB) UpdatePolicy(ctx context.Context, p *PolicyRow) (err error) {
 	defer db.track("update_policy", time.Now(), &err)
 	now := time.Now().UTC().Truncate(time.Millisecond)
-	return db.tx(ctx, func(tx *sql.Tx) error {
+	if err := db.tx(ctx, func(tx *sql.Tx) error {
 		if err := groupExists(ctx, tx, p.GroupID); err != nil {
 			return err
 		}
@@ -107,10 +107,14 @@ func (db *DB) UpdatePolicy(ctx context.Context, p *PolicyRow) (err error) {
 		if n, _ := res.RowsAffected(); n == 0 {
 			return versionConflict(ctx, tx, "policies", p.ID, "policy")
 		}
-		p.Version++
-		p.UpdatedAt = now
 		return nil
-	})
+	}); err != nil {
+		return err
+	}
+	// After the commit, not in fn, which may run twice (see runTx).
+	p.Version++
+	p.UpdatedAt = now
+	return nil
 }
 
 // DeletePolicy deletes a policy and its assignments.

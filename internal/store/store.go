@@ -1,15 +1,17 @@
 // Package store is the server's persistent state behind one SQL
 // implementation. OpenSQLite opens the embedded default (a single file in the
-// data directory, WAL mode); the SQL is kept to what PostgreSQL also speaks so
-// a PostgreSQL driver can be added behind the same methods, checked by the
-// same conformance tests (storetest).
+// data directory, WAL mode); OpenPostgres opens a PostgreSQL database, which
+// several servers can share. The SQL is kept to what both speak ("?"
+// placeholders are rewritten for PostgreSQL), each dialect has its own
+// migrations with the same versions, and both pass the same conformance
+// tests (storetest).
 //
 // Consumers declare the few methods they need as small interfaces next to
 // their code; *DB implements them all. Errors carry errcode codes: not_found
 // for a missing row, conflict for a unique violation; anything else is
 // internal.
 //
-// Lifecycle: OpenSQLite (applies migrations) → use → Close.
+// Lifecycle: OpenSQLite or OpenPostgres (applies migrations) → use → Close.
 package store
 
 import (
@@ -25,6 +27,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pressly/goose/v3"
 	_ "modernc.org/sqlite" // database/sql driver "sqlite"
 
@@ -46,16 +49,20 @@ type DB struct {
 	version  int64
 	filename string
 	roStmts  stmtCache
+	postgres bool // the PostgreSQL dialect (OpenPostgres)
 }
 
-// Options tune OpenSQLite.
+// Options tune OpenSQLite and OpenPostgres.
 type Options struct {
 	// Observer, if set, is called after every operation.
 	Observer Observer
 	// Synchronous is SQLite's synchronous pragma: "FULL" (default; a commit
 	// survives power loss, which the "write before acknowledge" rule needs)
-	// or "NORMAL" (survives process crashes only).
+	// or "NORMAL" (survives process crashes only). SQLite only.
 	Synchronous string
+	// MaxConns bounds each of PostgreSQL's two connection pools (writes,
+	// reads); default 8. PostgreSQL only.
+	MaxConns int
 }
 
 // FileName is the database file inside a data directory.
@@ -92,19 +99,23 @@ func OpenSQLite(ctx context.Context, dir string, opt Options) (*DB, error) {
 	}
 	ro.SetMaxOpenConns(max(4, runtime.NumCPU()*2))
 	db := &DB{rw: rw, ro: ro, observe: opt.Observer, filename: path}
-	if err := db.migrate(ctx); err != nil {
+	if err := db.migrate(ctx, db.rw); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("migrating %s: %w", path, err)
 	}
 	return db, nil
 }
 
-func (db *DB) migrate(ctx context.Context) error {
-	sub, err := fs.Sub(migrations, "migrations/sqlite")
+func (db *DB) migrate(ctx context.Context, pool *sql.DB) error {
+	dir, dialect := "migrations/sqlite", goose.DialectSQLite3
+	if db.postgres {
+		dir, dialect = "migrations/postgres", goose.DialectPostgres
+	}
+	sub, err := fs.Sub(migrations, dir)
 	if err != nil {
 		return err
 	}
-	p, err := goose.NewProvider(goose.DialectSQLite3, db.rw, sub)
+	p, err := goose.NewProvider(dialect, pool, sub)
 	if err != nil {
 		return err
 	}
@@ -114,6 +125,10 @@ func (db *DB) migrate(ctx context.Context) error {
 	db.version, err = p.GetDBVersion(ctx)
 	return err
 }
+
+// Location is where the store lives, for logs: the SQLite file, or the
+// PostgreSQL host, port and database (never the password).
+func (db *DB) Location() string { return db.filename }
 
 // SchemaVersion is the schema version recorded in the database.
 func (db *DB) SchemaVersion() int64 { return db.version }
@@ -135,20 +150,17 @@ func (db *DB) track(op string, start time.Time, err *error) {
 	}
 }
 
-// tx runs fn in a write transaction and commits when it returns nil.
+// tx runs fn in a write transaction and commits when it returns nil (see
+// runTx: fn may run more than once on PostgreSQL).
 func (db *DB) tx(ctx context.Context, fn func(*sql.Tx) error) error {
-	tx, err := db.rw.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	if err := fn(tx); err != nil {
-		tx.Rollback()
-		return err
-	}
-	return tx.Commit()
+	return db.runTx(ctx, fn)
 }
 
 func isUniqueViolation(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code == "23505"
+	}
 	return err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed")
 }
 

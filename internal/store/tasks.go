@@ -131,7 +131,7 @@ func (db *DB) CreateTask(ctx context.Context, t *TaskRow) (err error) {
 func (db *DB) UpdateTask(ctx context.Context, t *TaskRow) (err error) {
 	defer db.track("update_task", time.Now(), &err)
 	now := time.Now().UTC().Truncate(time.Millisecond)
-	return db.tx(ctx, func(tx *sql.Tx) error {
+	if err := db.tx(ctx, func(tx *sql.Tx) error {
 		if err := groupExists(ctx, tx, t.GroupID); err != nil {
 			return err
 		}
@@ -143,10 +143,14 @@ func (db *DB) UpdateTask(ctx context.Context, t *TaskRow) (err error) {
 		if n, _ := res.RowsAffected(); n == 0 {
 			return versionConflict(ctx, tx, "tasks", t.ID, "task")
 		}
-		t.Version++
-		t.UpdatedAt = now
 		return nil
-	})
+	}); err != nil {
+		return err
+	}
+	// After the commit, not in fn, which may run twice (see runTx).
+	t.Version++
+	t.UpdatedAt = now
+	return nil
 }
 
 // DeleteTask deletes a task with its triggers and runs.
@@ -238,7 +242,7 @@ func (db *DB) CreateTrigger(ctx context.Context, t *TriggerRow) (err error) {
 // version is still t.Version; throttling counters start over.
 func (db *DB) UpdateTrigger(ctx context.Context, t *TriggerRow) (err error) {
 	defer db.track("update_trigger", time.Now(), &err)
-	return db.tx(ctx, func(tx *sql.Tx) error {
+	if err := db.tx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE task_triggers SET spec = ?, targets = ?, enabled = ?, next_fire_at = ?, throttle_state = '{}', version = version + 1
 			WHERE id = ? AND version = ?`, t.Spec, t.Targets, t.Enabled, ms(t.NextFireAt), t.ID, t.Version)
 		if err != nil {
@@ -247,10 +251,14 @@ func (db *DB) UpdateTrigger(ctx context.Context, t *TriggerRow) (err error) {
 		if n, _ := res.RowsAffected(); n == 0 {
 			return versionConflict(ctx, tx, "task_triggers", t.ID, "trigger")
 		}
-		t.Version++
-		t.ThrottleState = "{}"
 		return nil
-	})
+	}); err != nil {
+		return err
+	}
+	// After the commit, not in fn, which may run twice (see runTx).
+	t.Version++
+	t.ThrottleState = "{}"
+	return nil
 }
 
 // DeleteTrigger removes a trigger.

@@ -227,7 +227,7 @@ func (db *DB) ListUsers(ctx context.Context, f UserFilter) (_ []*User, total int
 func (db *DB) UpdateUser(ctx context.Context, u *User) (err error) {
 	defer db.track("update_user", time.Now(), &err)
 	now := time.Now().UTC().Truncate(time.Millisecond)
-	return db.tx(ctx, func(tx *sql.Tx) error {
+	if err := db.tx(ctx, func(tx *sql.Tx) error {
 		if err := groupExists(ctx, tx, u.HomeGroupID); err != nil {
 			return err
 		}
@@ -245,10 +245,14 @@ func (db *DB) UpdateUser(ctx context.Context, u *User) (err error) {
 		if err := setUserSets(ctx, tx, u.ID, u.PermissionSetIDs); err != nil {
 			return err
 		}
-		u.Version++
-		u.UpdatedAt = now
 		return nil
-	})
+	}); err != nil {
+		return err
+	}
+	// After the commit, not in fn, which may run twice (see runTx).
+	u.Version++
+	u.UpdatedAt = now
+	return nil
 }
 
 // versionConflict tells a missing row (not_found) from a changed one
@@ -283,6 +287,7 @@ func (db *DB) DeleteUser(ctx context.Context, id string) (err error) {
 func (db *DB) RecordLoginFailure(ctx context.Context, id string, maxFailures int, lockUntil time.Time) (locked time.Time, err error) {
 	defer db.track("login_failure", time.Now(), &err)
 	err = db.tx(ctx, func(tx *sql.Tx) error {
+		locked = time.Time{} // fn may run twice (see runTx)
 		var n int
 		if err := tx.QueryRowContext(ctx, `SELECT failed_logins FROM users WHERE id = ?`, id).Scan(&n); err != nil {
 			return notFound(err, "user not found")

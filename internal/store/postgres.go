@@ -1,0 +1,233 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/mamori/mamori/internal/errcode"
+)
+
+// Open opens the store named by database: a PostgreSQL URL, or empty for
+// the SQLite file in dataDir.
+func Open(ctx context.Context, database, dataDir string, opt Options) (*DB, error) {
+	if database == "" {
+		return OpenSQLite(ctx, dataDir, opt)
+	}
+	return OpenPostgres(ctx, database, opt)
+}
+
+// IsPostgresURL reports whether s names a PostgreSQL database
+// (postgres:// or postgresql://) rather than a data directory.
+func IsPostgresURL(s string) bool {
+	return strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://")
+}
+
+// OpenPostgres opens the PostgreSQL store at url (a libpq-style URL:
+// postgres://user@host:port/db?sslmode=verify-full) and applies pending
+// schema migrations. Several servers may share one database: writes run in
+// SERIALIZABLE transactions, retried when PostgreSQL reports a conflict
+// with a concurrent one, so they keep the outcome SQLite's single writer
+// gives; migrations take an advisory lock so servers starting together do
+// not race.
+func OpenPostgres(ctx context.Context, url string, opt Options) (*DB, error) {
+	if !IsPostgresURL(url) {
+		return nil, errcode.New(errcode.Invalid, "postgres: URL must start with postgres:// or postgresql://")
+	}
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		// pgx's message may quote the URL; the password must not reach a log.
+		return nil, errcode.New(errcode.Invalid, "postgres: cannot parse the database URL")
+	}
+	maxConns := opt.MaxConns
+	if maxConns <= 0 {
+		maxConns = 8
+	}
+	rwCfg := cfg.Copy()
+	rwCfg.RuntimeParams["default_transaction_isolation"] = "serializable"
+	roCfg := cfg.Copy()
+	roCfg.RuntimeParams["default_transaction_read_only"] = "on"
+	rw := sql.OpenDB(rebindConnector{stdlib.GetConnector(*rwCfg)})
+	ro := sql.OpenDB(rebindConnector{stdlib.GetConnector(*roCfg)})
+	for _, p := range []*sql.DB{rw, ro} {
+		p.SetMaxOpenConns(maxConns)
+		p.SetMaxIdleConns(maxConns)
+		p.SetConnMaxIdleTime(5 * time.Minute)
+	}
+	db := &DB{rw: rw, ro: ro, observe: opt.Observer, postgres: true,
+		filename: fmt.Sprintf("postgres://%s:%d/%s", cfg.Host, cfg.Port, cfg.Database)}
+	if err := db.migratePostgres(ctx, cfg); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("migrating %s: %w", db.filename, err)
+	}
+	return db, nil
+}
+
+// migrationLock is the first key of the advisory lock servers take while
+// migrating; the second is the schema's hash, so servers sharing a schema
+// take turns and databases in other schemas do not wait.
+const migrationLock = 0x6d616d6f // "mamo"
+
+// migratePostgres applies migrations under the advisory lock. goose runs on
+// a plain pgx pool: its version table has a real boolean column, which the
+// store's connections would pass as an integer.
+func (db *DB) migratePostgres(ctx context.Context, cfg *pgx.ConnConfig) error {
+	plain := stdlib.OpenDB(*cfg)
+	defer plain.Close()
+	conn, err := plain.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	const key = `$1::int, hashtext(current_schema())`
+	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock(`+key+`)`, migrationLock); err != nil {
+		return err
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(`+key+`)`, migrationLock)
+	return db.migrate(ctx, plain)
+}
+
+// rebindConnector gives pgx's database/sql driver the store's SQL, whose
+// placeholders are "?" (SQLite's), rewritten to PostgreSQL's $1, $2, ...,
+// and its flags as the 0/1 integers both schemas store them as.
+type rebindConnector struct{ driver.Connector }
+
+func (c rebindConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	conn, err := c.Connector.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &rebindConn{conn.(*stdlib.Conn)}, nil
+}
+
+// rebindConn embeds pgx's connection so every optional driver interface
+// it implements (transactions, named values, session reset) stays visible
+// to database/sql; only the methods taking SQL are wrapped.
+type rebindConn struct{ *stdlib.Conn }
+
+func (c *rebindConn) Prepare(query string) (driver.Stmt, error) {
+	return c.Conn.Prepare(rebind(query))
+}
+
+func (c *rebindConn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
+	return c.Conn.PrepareContext(ctx, rebind(query))
+}
+
+func (c *rebindConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+	return c.Conn.ExecContext(ctx, rebind(query), args)
+}
+
+func (c *rebindConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
+	return c.Conn.QueryContext(ctx, rebind(query), args)
+}
+
+// CheckNamedValue passes a Go bool as 0 or 1: flags are integer columns
+// in both dialects, and pgx will not encode a bool into BIGINT.
+func (c *rebindConn) CheckNamedValue(nv *driver.NamedValue) error {
+	if b, ok := nv.Value.(bool); ok {
+		nv.Value = int64(0)
+		if b {
+			nv.Value = int64(1)
+		}
+		return nil
+	}
+	return c.Conn.CheckNamedValue(nv)
+}
+
+// rebind rewrites each "?" placeholder of query to $1, $2, ... in order,
+// leaving question marks inside string literals, quoted identifiers and
+// comments alone.
+func rebind(query string) string {
+	if !strings.Contains(query, "?") {
+		return query
+	}
+	var b strings.Builder
+	b.Grow(len(query) + 16)
+	n := 0
+	for i := 0; i < len(query); i++ {
+		c := query[i]
+		switch {
+		case c == '\'' || c == '"':
+			end := strings.IndexByte(query[i+1:], c)
+			if end < 0 {
+				b.WriteString(query[i:])
+				return b.String()
+			}
+			b.WriteString(query[i : i+end+2])
+			i += end + 1
+		case c == '-' && i+1 < len(query) && query[i+1] == '-':
+			end := strings.IndexByte(query[i:], '\n')
+			if end < 0 {
+				b.WriteString(query[i:])
+				return b.String()
+			}
+			b.WriteString(query[i : i+end+1])
+			i += end
+		case c == '?':
+			n++
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// pgRetryable reports whether err is PostgreSQL telling a transaction it
+// lost to a concurrent one (serialization failure, deadlock): running it
+// again is the documented answer.
+func pgRetryable(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
+}
+
+// maxTxAttempts bounds how often a write transaction is run when
+// PostgreSQL keeps reporting conflicts.
+const maxTxAttempts = 20
+
+// retryPause is the jittered wait before attempt (1-based) of a conflicted
+// transaction: 1–2 ms growing to at most 50–100 ms.
+func retryPause(attempt int) time.Duration {
+	d := min(time.Millisecond<<min(attempt, 6), 50*time.Millisecond)
+	return d + rand.N(d)
+}
+
+// runTx runs fn in a write transaction and commits when it returns nil; on
+// PostgreSQL a transaction that lost to a concurrent one is run again, so
+// fn must not keep state across calls other than its return.
+func (db *DB) runTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	for attempt := 1; ; attempt++ {
+		err := db.txOnce(ctx, fn)
+		if !db.postgres || !pgRetryable(err) || attempt == maxTxAttempts {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(retryPause(attempt)):
+		}
+	}
+}
+
+func (db *DB) txOnce(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := db.rw.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}

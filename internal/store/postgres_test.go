@@ -1,0 +1,145 @@
+package store_test
+
+import (
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/mamori/mamori/internal/errcode"
+	"github.com/mamori/mamori/internal/store"
+	"github.com/mamori/mamori/internal/store/storetest"
+)
+
+func TestPostgres_Conformance(t *testing.T) {
+	base := storetest.PostgresURL(t)
+	storetest.Run(t, func(t *testing.T) *store.DB {
+		return openPostgres(t, storetest.PostgresSchema(t, base))
+	})
+}
+
+func openPostgres(t *testing.T, u string) *store.DB {
+	t.Helper()
+	db, err := store.OpenPostgres(t.Context(), u, store.Options{MaxConns: 4})
+	if err != nil {
+		t.Fatalf("OpenPostgres: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := db.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return db
+}
+
+// Two servers sharing one PostgreSQL database race for the last uses of an
+// enrollment token: the serializable transactions that lose are run again,
+// so exactly the allowed number enroll and the rest are refused cleanly.
+func TestPostgres_TwoServersShareOneDatabase(t *testing.T) {
+	u := storetest.PostgresSchema(t, storetest.PostgresURL(t))
+	a, b := openPostgres(t, u), openPostgres(t, u)
+	if a.SchemaVersion() != b.SchemaVersion() || a.SchemaVersion() < 1 {
+		t.Fatalf("schema versions %d and %d, want equal and >= 1", a.SchemaVersion(), b.SchemaVersion())
+	}
+	const workers, uses = 24, 7
+	tok := storetest.NewToken(t, a, store.GroupLostFound, uses)
+	storetest.ConcurrentEnroll(t, []*store.DB{a, b}, tok, workers, uses)
+}
+
+// Servers started together on an empty database migrate it once.
+func TestPostgres_ConcurrentFirstStartsMigrateOnce(t *testing.T) {
+	u := storetest.PostgresSchema(t, storetest.PostgresURL(t))
+	const servers = 4
+	dbs := make([]*store.DB, servers)
+	errs := make([]error, servers)
+	var wg sync.WaitGroup
+	for i := range servers {
+		wg.Go(func() {
+			dbs[i], errs[i] = store.OpenPostgres(t.Context(), u, store.Options{MaxConns: 2})
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("server %d: OpenPostgres: %v", i, err)
+		}
+		t.Cleanup(func() { dbs[i].Close() })
+		if dbs[i].SchemaVersion() != dbs[0].SchemaVersion() {
+			t.Errorf("server %d schema version %d, server 0 %d", i, dbs[i].SchemaVersion(), dbs[0].SchemaVersion())
+		}
+	}
+	tree, err := dbs[0].Groups(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if groups := tree.List(); len(groups) != 2 { // the seeded All and Lost & Found, inserted once
+		t.Errorf("%d groups after concurrent migrations, want the 2 seeded ones", len(groups))
+	}
+}
+
+func TestOpenPostgres_RefusesBadURLsWithoutEchoingSecrets(t *testing.T) {
+	for _, tc := range []struct{ name, url string }{
+		{"not postgres", "mysql://u:hunter2secret@127.0.0.1/db"},
+		{"data directory", "/var/lib/mamori"},
+		{"unparsable", "postgres://u:hunter2secret@127.0.0.1:notaport/db"},
+		{"bad option", "postgres://u:hunter2secret@127.0.0.1/db?sslmode=sometimes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := store.OpenPostgres(t.Context(), tc.url, store.Options{})
+			storetest.WantCode(t, err, errcode.Invalid)
+			if strings.Contains(err.Error(), "hunter2secret") {
+				t.Errorf("error %q shows the password", err)
+			}
+		})
+	}
+}
+
+func TestOpenPostgres_UnreachableServerFailsWithoutEchoingSecrets(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	_, err = store.OpenPostgres(t.Context(), "postgres://u:hunter2secret@"+addr+"/db?connect_timeout=5&sslmode=disable", store.Options{})
+	if err == nil {
+		t.Fatal("OpenPostgres succeeded with nothing listening")
+	}
+	if strings.Contains(err.Error(), "hunter2secret") {
+		t.Errorf("error %q shows the password", err)
+	}
+}
+
+// The PostgreSQL migrations are a hand-kept copy of SQLite's: both must
+// give the same tables with the same columns in the same order.
+func TestPostgres_SchemaMatchesSQLite(t *testing.T) {
+	pg := openPostgres(t, storetest.PostgresSchema(t, storetest.PostgresURL(t)))
+	lite := openSQLite(t, t.TempDir(), store.Options{})
+	if pg.SchemaVersion() != lite.SchemaVersion() {
+		t.Errorf("schema version: PostgreSQL %d, SQLite %d", pg.SchemaVersion(), lite.SchemaVersion())
+	}
+	pc, err := pg.Columns(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := lite.Columns(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	delete(pc, "goose_db_version") // goose's own table differs by dialect
+	delete(sc, "goose_db_version")
+	if len(sc) < 20 {
+		t.Fatalf("SQLite has %d tables, expected the full schema", len(sc))
+	}
+	for table, cols := range sc {
+		if got := pc[table]; !slices.Equal(got, cols) {
+			t.Errorf("table %s:\n  SQLite     %v\n  PostgreSQL %v", table, cols, got)
+		}
+	}
+	for table := range pc {
+		if _, ok := sc[table]; !ok {
+			t.Errorf("table %s exists only in PostgreSQL", table)
+		}
+	}
+}
