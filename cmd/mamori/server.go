@@ -23,6 +23,7 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 	var cfg server.Config
 	data := fs.String("data", "MAMORI_DATA", "", "data directory: store, CA, server certificate (required)")
 	database := fs.String("database", "MAMORI_DATABASE", "", "PostgreSQL URL for the store, postgres://user:pass@host/db?sslmode=verify-full (empty: SQLite in --data)")
+	reusePort := fs.BoolEnv("reuse-port", "MAMORI_REUSE_PORT", false, "let several servers sharing a --database listen on the same addresses (SO_REUSEPORT; Linux, BSD, macOS)")
 	agentListen := fs.String("agent-listen", "MAMORI_AGENT_LISTEN", ":2222", "agent mTLS listen address")
 	apiListen := fs.String("api-listen", "MAMORI_API_LISTEN", ":8443", "HTTPS API listen address")
 	hosts := fs.List("host", "MAMORI_HOSTS", "extra DNS name or IP for the server certificate (repeatable)")
@@ -85,7 +86,7 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 		return usageError{fmt.Errorf("--config-push-rate and --task-delivery-rate must be positive")}
 	}
 	cfg = server.Config{
-		DataDir: *data, Database: *database, AgentListen: *agentListen, APIListen: *apiListen, Hosts: *hosts,
+		DataDir: *data, Database: *database, ReusePort: *reusePort, AgentListen: *agentListen, APIListen: *apiListen, Hosts: *hosts,
 		APICertFile: *apiCert, APIKeyFile: *apiKey, AdminPassword: os.Getenv("MAMORI_ADMIN_PASSWORD"),
 		CheckInInterval: *interval, KeepaliveTime: *kaTime, KeepaliveTimeout: *kaTimeout,
 		OfflineWarning: *warn, OfflineCritical: *crit, SQLiteSynchronous: *sync, DebugListen: *debug, WakeupRate: *wakeRate, Log: log,

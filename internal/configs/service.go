@@ -32,6 +32,11 @@ type Service struct {
 	// Changed, when set, receives the computers whose configuration
 	// version changed after Recompute.
 	Changed func(computerIDs []string)
+	// Leading, when set, reports whether this server leads the servers
+	// sharing its store: only the leader follows dynamic group changes,
+	// and Run leaves the first full pass to whoever starts leading (it
+	// calls Queue(nil)). Unset: this server does both.
+	Leading func() bool
 
 	cacheMu  sync.Mutex
 	cached   *world
@@ -183,6 +188,10 @@ func (s *Service) cachedWorld(ctx context.Context) (*world, error) {
 	return w, nil
 }
 
+// Invalidate drops the loaded policies and groups: another server sharing
+// the store changed them.
+func (s *Service) Invalidate() { s.invalidate() }
+
 func (s *Service) invalidate() {
 	s.cacheMu.Lock()
 	s.cached = nil
@@ -309,12 +318,18 @@ func (s *Service) Run(ctx context.Context, events EventStore, log interface{ Err
 	seq := s.lastSeq(ctx, events) // earlier changes are covered by the first full pass
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	s.Queue(nil) // the first pass covers everything
+	if s.Leading == nil {
+		s.Queue(nil) // the first pass covers everything
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			if s.Leading != nil && !s.Leading() {
+				seq = s.lastSeq(ctx, events) // the leader follows them
+				continue
+			}
 			for {
 				evs, err := events.ServerEventsAfter(ctx, seq, []string{store.EventJoinedDynamicGroup, store.EventLeftDynamicGroup}, 1000)
 				if err != nil || len(evs) == 0 {

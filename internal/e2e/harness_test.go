@@ -209,6 +209,16 @@ func startServerOn(t *testing.T, database string, extra ...string) *server {
 	return s
 }
 
+// peer starts a second server sharing s's data directory and PostgreSQL
+// store (servers sharing a store share the CA and keys), on addresses of
+// its own unless extra says otherwise.
+func (s *server) peer(t *testing.T, extra ...string) *server {
+	t.Helper()
+	p := &server{t: t, data: s.data, agentAddr: freeAddr(t), apiAddr: freeAddr(t), database: s.database, extra: extra}
+	p.launch()
+	return p
+}
+
 // eachStore runs test as parallel subtests, once on SQLite and once on a
 // fresh PostgreSQL schema (see storetest.PostgresURL for where it comes
 // from); test's database goes to startServerOn.

@@ -65,6 +65,21 @@ func (s *Set) Int(name, env string, def int, help string) *int {
 	return s.FlagSet.Int(name, def, usage(help, env))
 }
 
+// BoolEnv registers a boolean flag with a variable (Bool, from the
+// FlagSet, has none); the variable takes what strconv.ParseBool
+// does (1, true, 0, false...).
+func (s *Set) BoolEnv(name, env string, def bool, help string) *bool {
+	if v, ok := os.LookupEnv(env); ok && env != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			s.errs = append(s.errs, fmt.Sprintf("%s=%q is not true or false", env, v))
+		} else {
+			def = b
+		}
+	}
+	return s.FlagSet.Bool(name, def, usage(help, env))
+}
+
 // List registers a repeatable flag that also accepts comma-separated
 // values; the environment variable is comma-separated.
 func (s *Set) List(name, env, help string) *[]string {

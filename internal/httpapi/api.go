@@ -62,6 +62,10 @@ type Config struct {
 	Auth       *auth.Service
 	Enrollment *enrollment.Service
 	Presence   Presence
+	// ServerID is this server's id: Presence knows the computers connected
+	// here (or nowhere); a computer another server holds (servers sharing
+	// a PostgreSQL store) is shown as its row says.
+	ServerID string
 	// DynamicGroups evaluates dynamic group templates; nil disables
 	// previews and background re-evaluation.
 	DynamicGroups DynamicGroups

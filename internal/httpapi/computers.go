@@ -126,9 +126,10 @@ func (a *API) latestEngine() uint64 {
 
 func (a *API) computerView(c *store.Computer, groups *store.GroupTree, now time.Time) computerJSON {
 	status, last, since := c.Status, c.LastSeen, c.ConnectedSince
-	if a.cfg.Presence != nil {
+	if a.cfg.Presence != nil && (c.ServerID == "" || c.ServerID == a.cfg.ServerID || c.Status != store.StatusOnline) {
 		// The hub knows the truth of this server's connections right now;
-		// the row may lag by one presence flush.
+		// the row may lag by one presence flush. A computer online on
+		// another server is as that server last wrote it.
 		if online, seen := a.cfg.Presence.Live(c.ID); online {
 			status, last = store.StatusOnline, seen
 			if since.IsZero() {

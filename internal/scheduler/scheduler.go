@@ -35,7 +35,7 @@ type Store interface {
 	SetSchedulerState(ctx context.Context, key, value string) error
 	RunByID(ctx context.Context, id string) (*store.TaskRun, error)
 	ExpireRuns(ctx context.Context, now time.Time) (int64, error)
-	DeliverableRuns(ctx context.Context, now time.Time, computerIDs []string, limit int) ([]*store.TaskRun, error)
+	DeliverableRuns(ctx context.Context, now time.Time, serverID string, computerIDs []string, limit int) ([]*store.TaskRun, error)
 	PendingRuns(ctx context.Context, computerID string, now time.Time, limit int) ([]*store.TaskRun, error)
 	MarkDelivered(ctx context.Context, ids []string, at time.Time) error
 	DueServerRuns(ctx context.Context, now time.Time) ([]*store.TaskRun, error)
@@ -80,6 +80,14 @@ type Scheduler struct {
 	// PerStep. Default 2000.
 	PerStep  int
 	MaxBatch int // events read per step; default 1000
+	// ServerID is the server this scheduler delivers for: the runs of
+	// computers online on it. Servers sharing a PostgreSQL store each
+	// deliver to their own agents.
+	ServerID string
+	// Leading reports whether this server leads the ones sharing its
+	// store: only the leader fires triggers, follows events, expires runs
+	// and runs server tasks. nil: it always leads (a lone server).
+	Leading func() bool
 
 	once      sync.Once
 	kick      chan struct{}
@@ -177,11 +185,14 @@ func (s *Scheduler) Run(ctx context.Context) error {
 }
 
 // Step fires due triggers, follows events, expires runs, delivers due runs
-// and runs due server tasks.
+// and runs due server tasks; a server that does not lead only delivers.
 func (s *Scheduler) Step(ctx context.Context) error {
 	s.init()
 	now := s.Now().UTC()
 	var errs []error
+	if s.Leading != nil && !s.Leading() {
+		return s.dispatch(ctx, now)
+	}
 	if s.started.Swap(false) {
 		if err := s.fireStarted(ctx, now); err != nil {
 			errs = append(errs, err)
@@ -474,7 +485,7 @@ func (s *Scheduler) dispatch(ctx context.Context, now time.Time) error {
 		}
 	}
 	if budget > 0 {
-		runs, err := s.Store.DeliverableRuns(ctx, now, nil, budget)
+		runs, err := s.Store.DeliverableRuns(ctx, now, s.ServerID, nil, budget)
 		if err != nil {
 			return err
 		}

@@ -59,7 +59,8 @@ type Hub struct {
 	metrics       *metrics
 	presenceFlush time.Duration
 	lastSeenFlush time.Duration
-	wakeRate      int // wake-ups pushed per second by WakeMany
+	wakeRate      int    // wake-ups pushed per second by WakeMany
+	serverID      string // this server's id (cluster), written with status changes
 
 	mu      sync.Mutex
 	conns   map[string][]*agentConn // usually one per computer; more means a clone or a quick reconnect
@@ -104,7 +105,7 @@ func (h *Hub) attach(c *agentConn) attachResult {
 	}
 	h.conns[c.computerID] = append(kept, c)
 	if len(kept) == 0 {
-		h.pending[c.computerID] = store.PresenceUpdate{ComputerID: c.computerID, Status: store.StatusOnline,
+		h.pending[c.computerID] = store.PresenceUpdate{ComputerID: c.computerID, Status: store.StatusOnline, ServerID: h.serverID,
 			LastSeen: c.connectedAt, ConnectedSince: c.connectedAt}
 	}
 	n := h.countLocked()
@@ -121,6 +122,20 @@ func (h *Hub) attach(c *agentConn) attachResult {
 		}
 	}
 	return res
+}
+
+// reassert marks every connected computer online again at the next flush
+// (after other servers took this one for dead and marked them offline).
+func (h *Hub) reassert() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for id, conns := range h.conns {
+		if len(conns) > 0 {
+			c := conns[0]
+			h.pending[id] = store.PresenceUpdate{ComputerID: id, Status: store.StatusOnline, ServerID: h.serverID,
+				LastSeen: time.UnixMilli(c.lastSeen.Load()), ConnectedSince: c.connectedAt}
+		}
+	}
 }
 
 // detach removes c; the computer goes offline when it was the last one.
@@ -141,7 +156,7 @@ func (h *Hub) detach(c *agentConn) {
 	}
 	if len(list) == 0 {
 		delete(h.conns, c.computerID)
-		h.pending[c.computerID] = store.PresenceUpdate{ComputerID: c.computerID, Status: store.StatusOffline,
+		h.pending[c.computerID] = store.PresenceUpdate{ComputerID: c.computerID, Status: store.StatusOffline, ServerID: h.serverID,
 			LastSeen: time.UnixMilli(c.lastSeen.Load())}
 	} else {
 		h.conns[c.computerID] = list

@@ -46,6 +46,10 @@ type Config struct {
 	// of the SQLite file in DataDir; servers sharing one database must
 	// share the data directory's CA and keys too (docs/architecture.md).
 	Database string
+	// ReusePort lets several servers sharing a PostgreSQL store on one
+	// machine listen on the same agent and API addresses (SO_REUSEPORT;
+	// the kernel spreads connections over them). Unix only.
+	ReusePort bool
 	// AgentListen is the agents' mTLS gRPC address; default ":2222".
 	AgentListen string
 	// AgentTransport serves gRPC on the agent listener: "lean" (default;
@@ -129,6 +133,12 @@ type Config struct {
 func (c *Config) setDefaults() error {
 	if c.DataDir == "" {
 		return errcode.New(errcode.Invalid, "a data directory is required (--data)")
+	}
+	if c.Database != "" && !store.IsPostgresURL(c.Database) {
+		return errcode.New(errcode.Invalid, "--database must be a postgres:// URL (empty: SQLite in the data directory)")
+	}
+	if c.ReusePort && c.Database == "" {
+		return errcode.New(errcode.Invalid, "--reuse-port is for servers sharing a PostgreSQL store (--database); SQLite has one server")
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
@@ -215,6 +225,7 @@ type Server struct {
 	pusher   *configPusher
 	sched    *scheduler.Scheduler
 	updates  *updatesMirror // nil: no built-in mirror
+	cluster  *cluster
 	closeMu  sync.Once
 	closeErr error
 }
@@ -246,6 +257,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.log.Info("store open", "location", s.db.Location(), "schema_version", s.db.SchemaVersion())
+	// Servers sharing the store start one at a time: the first creates the
+	// CA, keys and first admin the others load.
+	unlock, err := s.db.StartupLock(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	ca, created, err := pki.LoadOrCreateCA(cfg.DataDir)
 	if err != nil {
 		return nil, fmt.Errorf("certificate authority: %w", err)
@@ -265,13 +283,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := s.bootstrapAdmin(ctx); err != nil {
 		return nil, err
 	}
-	if n, err := s.db.MarkAllOffline(ctx); err != nil {
+	hostname, _ := os.Hostname()
+	s.cluster = &cluster{db: s.db, id: uuid.NewString(), name: hostname + " " + cfg.AgentListen, log: s.log}
+	if err := s.cluster.start(ctx); err != nil {
 		return nil, err
-	} else if n > 0 {
-		s.log.Info("marked computers offline after restart", "computers", n)
 	}
 
 	s.hub = newHub(s.db, s.log, s.metrics, cfg.PresenceFlush, cfg.LastSeenFlush, cfg.WakeupRate)
+	s.hub.serverID, s.cluster.hub = s.cluster.id, s.hub
 	enroll := &enrollment.Service{Store: s.db, CA: ca, Audit: s.db}
 	s.svc = &agentService{store: s.db, enroll: enroll, hub: s.hub, metrics: s.metrics, log: s.log, interval: cfg.CheckInInterval, now: time.Now,
 		drop: func(remote string) { closeConn(&s.conns, remote) }, gate: newSessionGate(cfg.MaxSessionSetups)}
@@ -296,12 +315,22 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	// Management: dynamic groups, configurations pushed to agents, tasks.
 	s.dyn = &dyngroup.Evaluator{Store: s.db, Log: s.log}
-	s.configs = &configs.Service{Store: s.db}
+	s.configs = &configs.Service{Store: s.db, Leading: s.cluster.leading.Load}
 	s.pusher = newConfigPusher(s.configs, s.db, s.hub, s.log, cfg.ConfigPushRate)
-	s.configs.Changed = s.pusher.Changed
+	s.configs.Changed = func(ids []string) {
+		s.pusher.Changed(ids)
+		s.cluster.post(signalConfig, signalData{IDs: ids})
+	}
+	s.cluster.pushConfig = func(ids []string) {
+		s.configs.Invalidate() // the other server changed what documents are made of
+		s.pusher.Changed(ids)
+	}
+	s.cluster.reevaluate = s.dyn.Reevaluate
 	attachments := filepath.Join(cfg.DataDir, "attachments")
+	presence := clusterPresence{Hub: s.hub, c: s.cluster}
 	s.sched = &scheduler.Scheduler{Store: s.db, Deliver: s.hub, Log: s.log, PerStep: max(1, cfg.TaskDeliveryPerSecond),
-		Server: &scheduler.ServerTasks{Store: s.db, Disconnect: s.hub.Disconnect}}
+		Server:   &scheduler.ServerTasks{Store: s.db, Disconnect: presence.Disconnect},
+		ServerID: s.cluster.id, Leading: s.cluster.leading.Load}
 	s.svc.uploads = newUploads(s.db, attachments, s.log)
 	s.svc.configs = s.pusher
 	s.svc.connected = s.sched.Connected
@@ -320,11 +349,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Store:           s.db,
 		Auth:            &auth.Service{Store: s.db, Sealer: sealer},
 		Enrollment:      enroll,
-		Presence:        s.hub,
-		DynamicGroups:   s.dyn,
+		Presence:        presence,
+		ServerID:        s.cluster.id,
+		DynamicGroups:   clusterDynamicGroups{Evaluator: s.dyn, c: s.cluster},
 		Configurations:  s.configs,
 		Scheduler:       s.sched,
-		Runs:            s.hub,
+		Runs:            presence,
 		AttachmentDir:   attachments,
 		CAFingerprint:   ca.Fingerprint(),
 		CAPEM:           pki.EncodeCert(ca.Cert.Raw),
@@ -344,10 +374,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 
-	if s.agentLn, err = net.Listen("tcp", cfg.AgentListen); err != nil {
+	if s.agentLn, err = listen(cfg.AgentListen, cfg.ReusePort); err != nil {
 		return nil, fmt.Errorf("agent listener: %w", err)
 	}
-	if s.apiLn, err = net.Listen("tcp", cfg.APIListen); err != nil {
+	if s.apiLn, err = listen(cfg.APIListen, cfg.ReusePort); err != nil {
 		return nil, fmt.Errorf("API listener: %w", err)
 	}
 	if cfg.DebugListen != "" {
@@ -445,7 +475,12 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { defer close(hubDone); s.hub.run(ctx) }()
 	var mgmt sync.WaitGroup
 	mgmt.Add(4)
-	go func() { defer mgmt.Done(); s.dyn.Run(ctx) }()
+	// What must run once among servers sharing the store runs on the leader
+	// (a lone server always leads).
+	go func() {
+		defer mgmt.Done()
+		s.cluster.run(ctx, s.dyn.Run, func(context.Context) { s.configs.Queue(nil) }, s.sweepSessions)
+	}()
 	go func() { defer mgmt.Done(); s.configs.Run(ctx, s.db, s.log) }()
 	go func() { defer mgmt.Done(); s.pusher.run(ctx) }()
 	go func() {
@@ -459,7 +494,6 @@ func (s *Server) Run(ctx context.Context) error {
 		go func() { defer mgmt.Done(); s.updates.run(ctx) }()
 	}
 	defer mgmt.Wait()
-	go s.sweepSessions(ctx)
 	s.log.Info("server running", "agent_listen", s.AgentAddr(), "api_listen", s.APIAddr(), "ca_fingerprint", s.ca.Fingerprint())
 
 	var err error
@@ -476,6 +510,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.hub.closeAll(shutdownCtx) // drops agent connections so a graceful stop can finish
 	s.agent.stop(shutdownCtx)
 	s.hub.flush(context.Background(), true)
+	s.cluster.stop(context.Background())
 	s.log.Info("server stopped")
 	return err
 }

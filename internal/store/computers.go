@@ -42,6 +42,9 @@ type Computer struct {
 	ConfigVersion, ConfigApplied string
 	// Engine is the detection engine the agent last reported.
 	Engine EngineReport
+	// ServerID is the server the computer was last connected to (servers
+	// sharing a PostgreSQL store each own their connections).
+	ServerID string
 }
 
 // EngineReport is an agent's detection engine and its updates.
@@ -54,7 +57,7 @@ type EngineReport struct {
 
 const computerColumns = `id, name, hostname, instance, group_id, status, last_seen, connected_since, platform, os_name, os_version,
 	agent_version, hardware_fingerprint, clone_suspected, clone_reason, enrolled_at, revoked_at, version, config_version, config_applied_version,
-	engine_version, engine_update_state, engine_last_success, engine_last_error,
+	engine_version, engine_update_state, engine_last_success, engine_last_error, server_id,
 	(SELECT COUNT(*) FROM detections d WHERE d.computer_id = computers.id AND d.state = 'unresolved')`
 
 func scanComputer(row interface{ Scan(...any) error }) (*Computer, error) {
@@ -64,7 +67,7 @@ func scanComputer(row interface{ Scan(...any) error }) (*Computer, error) {
 	err := row.Scan(&c.ID, &c.Name, &c.Hostname, &c.Instance, &c.GroupID, &c.Status, &lastSeen, &since, &c.Platform,
 		&c.OSName, &c.OSVersion, &c.AgentVersion, &c.HardwareFingerprint, &c.CloneSuspected, &c.CloneReason, &enrolled, &revoked,
 		&c.Version, &c.ConfigVersion, &c.ConfigApplied, &engineVersion, &c.Engine.UpdateState, &engineOK, &c.Engine.LastError,
-		&c.UnresolvedDetections)
+		&c.ServerID, &c.UnresolvedDetections)
 	if err != nil {
 		return nil, err
 	}
@@ -262,6 +265,10 @@ type PresenceUpdate struct {
 	Status         string
 	LastSeen       time.Time
 	ConnectedSince time.Time // with Status online
+	// ServerID is the server reporting: online makes it the computer's
+	// server; offline applies only while it still is (the agent may have
+	// moved to another server meanwhile).
+	ServerID string
 }
 
 // ApplyPresence writes a batch of presence updates in one transaction.
@@ -277,11 +284,16 @@ func (db *DB) ApplyPresence(ctx context.Context, ups []PresenceUpdate) (err erro
 			return err
 		}
 		defer seen.Close()
-		status, err := tx.PrepareContext(ctx, `UPDATE computers SET status = ?, connected_since = ? WHERE id = ? AND revoked_at IS NULL`)
+		online, err := tx.PrepareContext(ctx, `UPDATE computers SET status = 'online', connected_since = ?, server_id = ? WHERE id = ? AND revoked_at IS NULL`)
 		if err != nil {
 			return err
 		}
-		defer status.Close()
+		defer online.Close()
+		offline, err := tx.PrepareContext(ctx, `UPDATE computers SET status = 'offline', connected_since = NULL WHERE id = ? AND server_id = ?`)
+		if err != nil {
+			return err
+		}
+		defer offline.Close()
 		for _, u := range ups {
 			if !u.LastSeen.IsZero() {
 				if _, err := seen.ExecContext(ctx, ms(u.LastSeen), u.ComputerID, ms(u.LastSeen)); err != nil {
@@ -290,9 +302,9 @@ func (db *DB) ApplyPresence(ctx context.Context, ups []PresenceUpdate) (err erro
 			}
 			switch u.Status {
 			case StatusOnline:
-				_, err = status.ExecContext(ctx, StatusOnline, nullMS(u.ConnectedSince), u.ComputerID)
+				_, err = online.ExecContext(ctx, nullMS(u.ConnectedSince), u.ServerID, u.ComputerID)
 			case StatusOffline:
-				_, err = status.ExecContext(ctx, StatusOffline, nil, u.ComputerID)
+				_, err = offline.ExecContext(ctx, u.ComputerID, u.ServerID)
 			}
 			if err != nil {
 				return err
@@ -310,17 +322,6 @@ func (db *DB) ApplyPresence(ctx context.Context, ups []PresenceUpdate) (err erro
 		}
 		return nil
 	})
-}
-
-// MarkAllOffline sets every computer offline; the server calls it at start
-// because no connection survives a restart.
-func (db *DB) MarkAllOffline(ctx context.Context) (n int64, err error) {
-	defer db.track("mark_all_offline", time.Now(), &err)
-	res, err := db.rw.ExecContext(ctx, `UPDATE computers SET status = 'offline', connected_since = NULL WHERE status <> 'offline'`)
-	if err != nil {
-		return 0, err
-	}
-	return res.RowsAffected()
 }
 
 // MarkCloneSuspected flags a computer as a suspected clone with a reason.

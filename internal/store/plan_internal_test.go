@@ -16,7 +16,7 @@ func TestDeliverableRuns_QueryPlanDoesNotScanComputers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	q, args := deliverableQuery(time.Now(), nil)
+	q, args := deliverableQuery(time.Now(), "", nil)
 	rows, err := db.ro.QueryContext(t.Context(), `EXPLAIN QUERY PLAN SELECT `+runColumns+` FROM task_runs `+q+` ORDER BY not_before, id LIMIT 10`, args...)
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -73,10 +74,36 @@ func OpenPostgres(ctx context.Context, url string, opt Options) (*DB, error) {
 	return db, nil
 }
 
-// migrationLock is the first key of the advisory lock servers take while
-// migrating; the second is the schema's hash, so servers sharing a schema
-// take turns and databases in other schemas do not wait.
+// advisoryKey is the two keys of the store's advisory locks: which lock,
+// and the schema's hash, so servers sharing a schema take turns and
+// databases in other schemas do not wait. ($1: goose's pool does not
+// rewrite "?".)
+const advisoryKey = `$1::int, hashtext(current_schema())`
+
+// migrationLock is the advisory lock servers take while migrating and
+// starting.
 const migrationLock = 0x6d616d6f // "mamo"
+
+// StartupLock serialises the start of servers sharing the store (taking
+// the migrations' advisory lock): the first creates what the others then
+// load (CA, keys, the first admin). On SQLite it does nothing.
+func (db *DB) StartupLock(ctx context.Context) (unlock func(), err error) {
+	if !db.postgres {
+		return func() {}, nil
+	}
+	conn, err := db.rw.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock(`+advisoryKey+`)`, migrationLock); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return func() {
+		conn.ExecContext(context.Background(), `SELECT pg_advisory_unlock(`+advisoryKey+`)`, migrationLock)
+		conn.Close()
+	}, nil
+}
 
 // migratePostgres applies migrations under the advisory lock. goose runs on
 // a plain pgx pool: its version table has a real boolean column, which the
@@ -89,11 +116,10 @@ func (db *DB) migratePostgres(ctx context.Context, cfg *pgx.ConnConfig) error {
 		return err
 	}
 	defer conn.Close()
-	const key = `$1::int, hashtext(current_schema())`
-	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock(`+key+`)`, migrationLock); err != nil {
+	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock(`+advisoryKey+`)`, migrationLock); err != nil {
 		return err
 	}
-	defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(`+key+`)`, migrationLock)
+	defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(`+advisoryKey+`)`, migrationLock)
 	return db.migrate(ctx, plain)
 }
 
@@ -230,4 +256,65 @@ func (db *DB) txOnce(ctx context.Context, fn func(*sql.Tx) error) error {
 		return err
 	}
 	return tx.Commit()
+}
+
+// leaderLock is the advisory lock the leading server holds.
+const leaderLock = 0x6c656164 // "lead"
+
+// Lead blocks until this process leads the servers sharing the store, or
+// ctx ends. The leader runs what must run once (trigger firing, dynamic
+// groups, reaping dead servers). lost is closed when leadership ends:
+// the connection holding it broke, or release was called. On SQLite the
+// process leads at once: nothing else can share the file.
+func (db *DB) Lead(ctx context.Context, check time.Duration) (lost <-chan struct{}, release func(), err error) {
+	done := make(chan struct{})
+	if !db.postgres {
+		var once sync.Once
+		return done, func() { once.Do(func() { close(done) }) }, nil
+	}
+	for {
+		conn, err := db.rw.Conn(ctx)
+		if err == nil {
+			var got bool
+			if err = conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock(`+advisoryKey+`)`, leaderLock).Scan(&got); err == nil && got {
+				stop := make(chan struct{})
+				var once sync.Once
+				release := func() {
+					once.Do(func() {
+						close(stop)
+						conn.ExecContext(context.Background(), `SELECT pg_advisory_unlock(`+advisoryKey+`)`, leaderLock)
+						conn.Close()
+					})
+				}
+				go func() {
+					defer close(done)
+					t := time.NewTicker(check)
+					defer t.Stop()
+					for {
+						select {
+						case <-stop:
+							return
+						case <-t.C:
+							cctx, cancel := context.WithTimeout(context.Background(), check)
+							err := conn.PingContext(cctx)
+							cancel()
+							if err != nil {
+								// The session, and the lock with it, is gone.
+								conn.Raw(func(any) error { return driver.ErrBadConn })
+								go release()
+								return
+							}
+						}
+					}
+				}()
+				return done, release, nil
+			}
+			conn.Close()
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		case <-time.After(check):
+		}
+	}
 }

@@ -445,18 +445,19 @@ func (db *DB) RunCounts(ctx context.Context, taskID string) (_ map[string]int, e
 }
 
 // DeliverableRuns returns planned runs due at now for computers (nil: any
-// computer), oldest first, at most limit; server runs are not included.
-func (db *DB) DeliverableRuns(ctx context.Context, now time.Time, computerIDs []string, limit int) (_ []*TaskRun, err error) {
+// computer online on serverID, the server asking), oldest first, at most
+// limit; server runs are not included.
+func (db *DB) DeliverableRuns(ctx context.Context, now time.Time, serverID string, computerIDs []string, limit int) (_ []*TaskRun, err error) {
 	defer db.track("deliverable_runs", time.Now(), &err)
 	if computerIDs != nil && len(computerIDs) == 0 {
 		return nil, nil
 	}
-	q, args := deliverableQuery(now, computerIDs)
+	q, args := deliverableQuery(now, serverID, computerIDs)
 	return db.runs(ctx, q+` ORDER BY not_before, id LIMIT ?`, append(args, limit)...)
 }
 
 // deliverableQuery is DeliverableRuns' condition.
-func deliverableQuery(now time.Time, computerIDs []string) (string, []any) {
+func deliverableQuery(now time.Time, serverID string, computerIDs []string) (string, []any) {
 	q, args := `WHERE state = 'planned' AND computer_id <> '' AND not_before <= ? AND expires_at > ?`, []any{ms(now), ms(now)}
 	if computerIDs != nil {
 		q += " AND computer_id IN (" + placeholders(len(computerIDs)) + ")"
@@ -467,7 +468,8 @@ func deliverableQuery(now time.Time, computerIDs []string) (string, []any) {
 		// the planned runs (task_runs_pending) with one primary-key look-up
 		// per run; "IN (SELECT id FROM computers ...)" made it scan every
 		// computer at every scheduler step, even with no run planned.
-		q += " AND EXISTS (SELECT 1 FROM computers c WHERE c.id = task_runs.computer_id AND c.status = 'online')"
+		q += " AND EXISTS (SELECT 1 FROM computers c WHERE c.id = task_runs.computer_id AND c.status = 'online' AND c.server_id = ?)"
+		args = append(args, serverID)
 	}
 	return q, args
 }

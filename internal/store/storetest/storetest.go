@@ -112,7 +112,14 @@ var suite = []group{
 		{"OnlineThenOffline", testPresenceOnlineOffline},
 		{"LastSeenNeverMovesBackwards", testPresenceLastSeenMonotonic},
 		{"RevokedComputerStaysOffline", testPresenceRevoked},
-		{"MarkAllOffline", testMarkAllOffline},
+		{"ReapingAllServersTakesEveryoneOffline", testReapAll},
+		{"OfflineOnlyFromTheComputersServer", testPresenceOwnedByServer},
+	}},
+	{"Servers", []test{
+		{"ReapTakesOfflineOnlyTheDeadServersComputers", testReapServers},
+		{"HeartbeatOfAReapedServerIsNotFound", testHeartbeatReaped},
+		{"SignalsByTimeWindowWithData", testSignals},
+		{"OnlineElsewhere", testOnlineElsewhere},
 	}},
 	{"Detections", []test{
 		{"DetectionEventsAreIndexedOnce", testDetectionsIndexedOnce},
@@ -1495,24 +1502,132 @@ func testPresenceRevoked(t *testing.T, db *store.DB) {
 	}
 }
 
-func testMarkAllOffline(t *testing.T, db *store.DB) {
+// A lone server reaps every earlier registration at start: whatever was
+// online was connected to its previous run.
+func testReapAll(t *testing.T, db *store.DB) {
 	fleet(t, db) // c1 and c4 online
-	n, err := db.MarkAllOffline(t.Context())
+	n, err := db.ReapServers(t.Context(), T0.Add(1000*time.Hour))
 	must(t, err)
 	if n != 2 {
-		t.Fatalf("MarkAllOffline changed %d computers, want 2", n)
+		t.Fatalf("ReapServers changed %d computers, want 2", n)
 	}
 	cs, _ := list(t, db, store.ComputerFilter{})
 	for _, c := range cs {
 		if c.Status != store.StatusOffline || !c.ConnectedSince.IsZero() {
-			t.Errorf("%s after MarkAllOffline: status %q connected since %v", c.ID, c.Status, c.ConnectedSince)
+			t.Errorf("%s after ReapServers: status %q connected since %v", c.ID, c.Status, c.ConnectedSince)
 		}
 		if c.ID == "c1" && !c.LastSeen.Equal(T0.Add(10*time.Hour+time.Minute)) {
-			t.Errorf("MarkAllOffline changed last_seen of c1 to %v", c.LastSeen)
+			t.Errorf("ReapServers changed last_seen of c1 to %v", c.LastSeen)
 		}
 	}
-	if n, err := db.MarkAllOffline(t.Context()); err != nil || n != 0 {
-		t.Fatalf("second MarkAllOffline = %d, %v; want 0", n, err)
+	if n, err := db.ReapServers(t.Context(), T0.Add(1000*time.Hour)); err != nil || n != 0 {
+		t.Fatalf("second ReapServers = %d, %v; want 0", n, err)
+	}
+}
+
+func online(t *testing.T, db *store.DB, id, server string, at time.Time) {
+	t.Helper()
+	must(t, db.ApplyPresence(t.Context(), []store.PresenceUpdate{{ComputerID: id, Status: store.StatusOnline, LastSeen: at, ConnectedSince: at, ServerID: server}}))
+}
+
+// An agent that moved to server B is not taken offline by server A, which
+// noticed late that its old connection had gone.
+func testPresenceOwnedByServer(t *testing.T, db *store.DB) {
+	c := oneComputer(t, db)
+	online(t, db, c.ID, "A", T0)
+	online(t, db, c.ID, "B", T0.Add(time.Second))
+	must(t, db.ApplyPresence(t.Context(), []store.PresenceUpdate{{ComputerID: c.ID, Status: store.StatusOffline, ServerID: "A"}}))
+	if got := computer(t, db, c.ID); got.Status != store.StatusOnline || got.ServerID != "B" {
+		t.Fatalf("after A's late offline: status %q on %q, want online on B", got.Status, got.ServerID)
+	}
+	must(t, db.ApplyPresence(t.Context(), []store.PresenceUpdate{{ComputerID: c.ID, Status: store.StatusOffline, ServerID: "B"}}))
+	if got := computer(t, db, c.ID); got.Status != store.StatusOffline {
+		t.Fatalf("after B's offline: status %q", got.Status)
+	}
+}
+
+func testReapServers(t *testing.T, db *store.DB) {
+	ctx := t.Context()
+	tok := NewToken(t, db, store.GroupLostFound, 0)
+	for _, id := range []string{"on-live", "on-dead", "on-unknown", "off"} {
+		Enroll(t, db, tok, T0, store.Computer{ID: id, Name: id})
+	}
+	must(t, db.RegisterServer(ctx, "live", "host a", T0))
+	must(t, db.RegisterServer(ctx, "dead", "host b", T0))
+	must(t, db.HeartbeatServer(ctx, "live", T0.Add(time.Minute)))
+	WantCode(t, db.RegisterServer(ctx, "live", "again", T0), errcode.Conflict)
+	online(t, db, "on-live", "live", T0)
+	online(t, db, "on-dead", "dead", T0)
+	online(t, db, "on-unknown", "never-registered", T0)
+	n, err := db.ReapServers(ctx, T0.Add(30*time.Second))
+	must(t, err)
+	if n != 2 {
+		t.Errorf("ReapServers took %d computers offline, want 2 (on-dead, on-unknown)", n)
+	}
+	for id, want := range map[string]string{"on-live": store.StatusOnline, "on-dead": store.StatusOffline, "on-unknown": store.StatusOffline, "off": store.StatusOffline} {
+		if got := computer(t, db, id).Status; got != want {
+			t.Errorf("%s: status %q, want %q", id, got, want)
+		}
+	}
+	WantCode(t, db.HeartbeatServer(ctx, "dead", T0.Add(time.Minute)), errcode.NotFound)
+	must(t, db.RemoveServer(ctx, "live"))
+	if n, err := db.ReapServers(ctx, T0); err != nil || n != 1 {
+		t.Errorf("after the live server was removed, ReapServers = %d, %v; want its 1 computer", n, err)
+	}
+}
+
+func testHeartbeatReaped(t *testing.T, db *store.DB) {
+	ctx := t.Context()
+	must(t, db.RegisterServer(ctx, "s", "", T0))
+	_, err := db.ReapServers(ctx, T0.Add(time.Hour))
+	must(t, err)
+	WantCode(t, db.HeartbeatServer(ctx, "s", T0.Add(time.Hour)), errcode.NotFound)
+	must(t, db.RegisterServer(ctx, "s", "", T0.Add(time.Hour)))
+	must(t, db.HeartbeatServer(ctx, "s", T0.Add(time.Hour+time.Second)))
+}
+
+func testSignals(t *testing.T, db *store.DB) {
+	ctx := t.Context()
+	post := func(at time.Time, kind, data string) {
+		t.Helper()
+		must(t, db.PostSignal(ctx, &store.Signal{At: at, Origin: "A", Kind: kind, Data: data}))
+	}
+	post(T0, "wake", `{"ids":["old"]}`)
+	post(T0.Add(time.Minute), "wake", `{"ids":["x","y"]}`)
+	post(T0.Add(2*time.Minute), "disconnect", `{"ids":["z"]}`)
+	sigs, err := db.SignalsSince(ctx, T0.Add(time.Minute))
+	must(t, err)
+	if len(sigs) != 2 || sigs[0].Kind != "wake" || sigs[1].Kind != "disconnect" || sigs[0].Origin != "A" ||
+		!sigs[0].At.Equal(T0.Add(time.Minute)) || sigs[0].Seq >= sigs[1].Seq || sigs[0].Data != "" {
+		t.Fatalf("SignalsSince = %+v", sigs)
+	}
+	if d, err := db.SignalData(ctx, sigs[0].Seq); err != nil || d != `{"ids":["x","y"]}` {
+		t.Fatalf("SignalData = %q, %v", d, err)
+	}
+	_, err = db.SignalData(ctx, sigs[1].Seq+100)
+	WantCode(t, err, errcode.NotFound)
+	WantCode(t, db.PostSignal(ctx, &store.Signal{At: T0, Origin: "A", Kind: "wake", Data: strings.Repeat("x", store.MaxSignalBytes+1)}), errcode.Invalid)
+	if n, err := db.DeleteSignalsBefore(ctx, T0.Add(time.Minute)); err != nil || n != 1 {
+		t.Fatalf("DeleteSignalsBefore = %d, %v; want 1", n, err)
+	}
+	if all, _ := db.SignalsSince(ctx, time.Time{}); len(all) != 2 {
+		t.Fatalf("%d signals left, want 2", len(all))
+	}
+}
+
+func testOnlineElsewhere(t *testing.T, db *store.DB) {
+	tok := NewToken(t, db, store.GroupLostFound, 0)
+	for _, id := range []string{"here", "there", "gone"} {
+		Enroll(t, db, tok, T0, store.Computer{ID: id, Name: id})
+	}
+	online(t, db, "here", "me", T0)
+	online(t, db, "there", "other", T0)
+	online(t, db, "gone", "other", T0)
+	must(t, db.ApplyPresence(t.Context(), []store.PresenceUpdate{{ComputerID: "gone", Status: store.StatusOffline, ServerID: "other"}}))
+	got, err := db.OnlineElsewhere(t.Context(), "me")
+	must(t, err)
+	if len(got) != 1 || !got["there"] {
+		t.Fatalf("OnlineElsewhere(me) = %v, want only there", got)
 	}
 }
 
