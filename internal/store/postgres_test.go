@@ -1,11 +1,16 @@
 package store_test
 
 import (
+	"context"
 	"net"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/mamori/mamori/internal/errcode"
 	"github.com/mamori/mamori/internal/store"
@@ -141,5 +146,74 @@ func TestPostgres_SchemaMatchesSQLite(t *testing.T) {
 		if _, ok := sc[table]; !ok {
 			t.Errorf("table %s exists only in PostgreSQL", table)
 		}
+	}
+}
+
+// One server leads at a time; when it lets go, a waiting one takes over.
+func TestPostgres_OneLeaderAtATime(t *testing.T) {
+	u := storetest.PostgresSchema(t, storetest.PostgresURL(t))
+	a, b := openPostgres(t, u), openPostgres(t, u)
+	lostA, releaseA, err := a.Lead(t.Context(), 50*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	if _, _, err := b.Lead(ctx, 50*time.Millisecond); err == nil {
+		t.Fatal("a second server took the lead while the first held it")
+	}
+	got := make(chan error, 1)
+	go func() {
+		_, release, err := b.Lead(t.Context(), 50*time.Millisecond)
+		if err == nil {
+			defer release()
+		}
+		got <- err
+	}()
+	releaseA()
+	select {
+	case <-lostA:
+	case <-time.After(5 * time.Second):
+		t.Fatal("release did not end the first leadership")
+	}
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatalf("the waiting server: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiting server did not take the lead after the first let go")
+	}
+}
+
+// A leader whose database session ends (here: terminated by an
+// administrator) learns it lost the lead.
+func TestPostgres_LeaderLearnsItsSessionEnded(t *testing.T) {
+	base := storetest.PostgresURL(t)
+	u := storetest.PostgresSchema(t, base)
+	a := openPostgres(t, u)
+	lost, release, err := a.Lead(t.Context(), 50*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	conn, err := pgx.Connect(t.Context(), base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(t.Context())
+	pu, err := url.Parse(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := conn.QueryRow(t.Context(), `SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' AND granted
+		AND objsubid = 2 AND objid = hashtext($1)::oid`, pu.Query().Get("search_path")).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("terminated %d sessions holding this schema's advisory locks, want the leader's 1 (%v)", n, err)
+	}
+	select {
+	case <-lost:
+	case <-time.After(5 * time.Second):
+		t.Fatal("leadership not reported lost after the session was terminated")
 	}
 }
