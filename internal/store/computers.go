@@ -278,6 +278,9 @@ func (db *DB) ApplyPresence(ctx context.Context, ups []PresenceUpdate) (err erro
 		return nil
 	}
 	defer db.track("apply_presence", time.Now(), &err)
+	if db.postgres {
+		return db.tx(ctx, func(tx *sql.Tx) error { return applyPresenceSets(ctx, tx, ups) })
+	}
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		seen, err := tx.PrepareContext(ctx, `UPDATE computers SET last_seen = ? WHERE id = ? AND (last_seen IS NULL OR last_seen < ?)`)
 		if err != nil {
@@ -322,6 +325,60 @@ func (db *DB) ApplyPresence(ctx context.Context, ups []PresenceUpdate) (err erro
 		}
 		return nil
 	})
+}
+
+// applyPresenceSets is ApplyPresence for PostgreSQL: one statement per
+// kind of change for the whole batch (arrays), not one per computer; a
+// server's batch holds thousands of computers, and statements sent one by
+// one over the connection, while other servers' writers wait their turn,
+// made presence the bottleneck of servers sharing the store.
+func applyPresenceSets(ctx context.Context, tx *sql.Tx, ups []PresenceUpdate) error {
+	var seenIDs, onIDs, onSrv, offIDs, offSrv, changed, connIDs []string
+	var seenAt, onSince, connAt []int64
+	for _, u := range ups {
+		if !u.LastSeen.IsZero() {
+			seenIDs, seenAt = append(seenIDs, u.ComputerID), append(seenAt, ms(u.LastSeen))
+		}
+		switch u.Status {
+		case StatusOnline:
+			onIDs, onSince, onSrv = append(onIDs, u.ComputerID), append(onSince, ms(u.ConnectedSince)), append(onSrv, u.ServerID)
+			connIDs, connAt = append(connIDs, u.ComputerID), append(connAt, ms(u.ConnectedSince))
+		case StatusOffline:
+			offIDs, offSrv = append(offIDs, u.ComputerID), append(offSrv, u.ServerID)
+		}
+		if u.Status != "" {
+			changed = append(changed, u.ComputerID)
+		}
+	}
+	steps := []struct {
+		n    int
+		q    string
+		args []any
+	}{
+		{len(seenIDs), `UPDATE computers c SET last_seen = v.ls
+			FROM (SELECT id, MAX(ls) AS ls FROM unnest(?::text[], ?::bigint[]) AS u(id, ls) GROUP BY id) v
+			WHERE c.id = v.id AND (c.last_seen IS NULL OR c.last_seen < v.ls)`, []any{seenIDs, seenAt}},
+		{len(onIDs), `UPDATE computers c SET status = 'online', connected_since = NULLIF(v.cs, 0), server_id = v.srv
+			FROM unnest(?::text[], ?::bigint[], ?::text[]) AS v(id, cs, srv) WHERE c.id = v.id AND c.revoked_at IS NULL`, []any{onIDs, onSince, onSrv}},
+		{len(offIDs), `UPDATE computers c SET status = 'offline', connected_since = NULL
+			FROM unnest(?::text[], ?::text[]) AS v(id, srv) WHERE c.id = v.id AND c.server_id = v.srv`, []any{offIDs, offSrv}},
+		// As bumpChange, one sequence number per change, past every earlier
+		// one (writers take turns, see txOnce).
+		{len(changed), `UPDATE computers c SET change_seq = m.base + v.ord
+			FROM (SELECT COALESCE(MAX(change_seq), 0) AS base FROM computers) m, unnest(?::text[]) WITH ORDINALITY AS v(id, ord)
+			WHERE c.id = v.id`, []any{changed}},
+		{len(connIDs), `INSERT INTO server_events (at, type, computer_id, subject_id, data)
+			SELECT v.at, 'agent.connected', v.id, '', '{}' FROM unnest(?::text[], ?::bigint[]) WITH ORDINALITY AS v(id, at, ord) ORDER BY v.ord`, []any{connIDs, connAt}},
+	}
+	for _, st := range steps {
+		if st.n == 0 {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, st.q, st.args...); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // MarkCloneSuspected flags a computer as a suspected clone with a reason.

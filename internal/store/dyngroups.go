@@ -291,9 +291,11 @@ func (db *DB) AddServerEvent(ctx context.Context, e *ServerEvent) (err error) {
 	if data == "" {
 		data = "{}"
 	}
-	_, err = db.rw.ExecContext(ctx, `INSERT INTO server_events (at, type, computer_id, subject_id, data) VALUES (?, ?, ?, ?, ?)`,
-		ms(e.At), e.Type, e.ComputerID, e.SubjectID, data)
-	return err
+	return db.tx(ctx, func(tx *sql.Tx) error { // in turn with other writers: events commit in sequence order
+		_, err := tx.ExecContext(ctx, `INSERT INTO server_events (at, type, computer_id, subject_id, data) VALUES (?, ?, ?, ?, ?)`,
+			ms(e.At), e.Type, e.ComputerID, e.SubjectID, data)
+		return err
+	})
 }
 
 // ServerEventsAfter returns up to limit events with seq > after, oldest

@@ -36,11 +36,10 @@ func IsPostgresURL(s string) bool {
 
 // OpenPostgres opens the PostgreSQL store at url (a libpq-style URL:
 // postgres://user@host:port/db?sslmode=verify-full) and applies pending
-// schema migrations. Several servers may share one database: writes run in
-// SERIALIZABLE transactions, retried when PostgreSQL reports a conflict
-// with a concurrent one, so they keep the outcome SQLite's single writer
-// gives; migrations take an advisory lock so servers starting together do
-// not race.
+// schema migrations. Several servers may share one database: their write
+// transactions take turns (LOCK TABLE write_lock first), so they keep the
+// outcome SQLite's single writer gives; migrations and starts take an
+// advisory lock so servers starting together do not race.
 func OpenPostgres(ctx context.Context, url string, opt Options) (*DB, error) {
 	if !IsPostgresURL(url) {
 		return nil, errcode.New(errcode.Invalid, "postgres: URL must start with postgres:// or postgresql://")
@@ -55,17 +54,22 @@ func OpenPostgres(ctx context.Context, url string, opt Options) (*DB, error) {
 		maxConns = 8
 	}
 	rwCfg := cfg.Copy()
-	rwCfg.RuntimeParams["default_transaction_isolation"] = "serializable"
 	roCfg := cfg.Copy()
 	roCfg.RuntimeParams["default_transaction_read_only"] = "on"
 	rw := sql.OpenDB(rebindConnector{stdlib.GetConnector(*rwCfg)})
 	ro := sql.OpenDB(rebindConnector{stdlib.GetConnector(*roCfg)})
-	for _, p := range []*sql.DB{rw, ro} {
-		p.SetMaxOpenConns(maxConns)
-		p.SetMaxIdleConns(maxConns)
-		p.SetConnMaxIdleTime(5 * time.Minute)
-	}
-	db := &DB{rw: rw, ro: ro, observe: opt.Observer, postgres: true,
+	// One writer connection per server, as on SQLite: concurrent writers
+	// of one process would only conflict (a token's use count, the change
+	// sequence) and be run again; servers sharing the store still do.
+	rw.SetMaxOpenConns(1)
+	ro.SetMaxOpenConns(maxConns)
+	ro.SetMaxIdleConns(maxConns)
+	ro.SetConnMaxIdleTime(5 * time.Minute)
+	// Session-level advisory locks (start, leadership) hold a connection
+	// of their own for as long as they last.
+	locks := stdlib.OpenDB(*cfg)
+	locks.SetMaxOpenConns(4)
+	db := &DB{rw: rw, ro: ro, locks: locks, observe: opt.Observer, postgres: true,
 		filename: fmt.Sprintf("postgres://%s:%d/%s", cfg.Host, cfg.Port, cfg.Database)}
 	if err := db.migratePostgres(ctx, cfg); err != nil {
 		db.Close()
@@ -91,7 +95,7 @@ func (db *DB) StartupLock(ctx context.Context) (unlock func(), err error) {
 	if !db.postgres {
 		return func() {}, nil
 	}
-	conn, err := db.rw.Conn(ctx)
+	conn, err := db.locks.Conn(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -219,8 +223,8 @@ func pgRetryable(err error) bool {
 }
 
 // maxTxAttempts bounds how often a write transaction is run when
-// PostgreSQL keeps reporting conflicts.
-const maxTxAttempts = 20
+// PostgreSQL keeps reporting conflicts (with retryPause, about 5 s).
+const maxTxAttempts = 60
 
 // retryPause is the jittered wait before attempt (1-based) of a conflicted
 // transaction: 1–2 ms growing to at most 50–100 ms.
@@ -251,6 +255,15 @@ func (db *DB) txOnce(ctx context.Context, fn func(*sql.Tx) error) error {
 	if err != nil {
 		return err
 	}
+	if db.postgres {
+		// Writers take turns across servers (see migration 00009): the
+		// lock comes before the first query, so the snapshot is taken
+		// once it is held.
+		if _, err := tx.ExecContext(ctx, `LOCK TABLE write_lock IN EXCLUSIVE MODE`); err != nil {
+			tx.Rollback()
+			return err
+		}
+	}
 	if err := fn(tx); err != nil {
 		tx.Rollback()
 		return err
@@ -273,7 +286,7 @@ func (db *DB) Lead(ctx context.Context, check time.Duration) (lost <-chan struct
 		return done, func() { once.Do(func() { close(done) }) }, nil
 	}
 	for {
-		conn, err := db.rw.Conn(ctx)
+		conn, err := db.locks.Conn(ctx)
 		if err == nil {
 			var got bool
 			if err = conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock(`+advisoryKey+`)`, leaderLock).Scan(&got); err == nil && got {

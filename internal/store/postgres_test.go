@@ -39,8 +39,8 @@ func openPostgres(t *testing.T, u string) *store.DB {
 }
 
 // Two servers sharing one PostgreSQL database race for the last uses of an
-// enrollment token: the serializable transactions that lose are run again,
-// so exactly the allowed number enroll and the rest are refused cleanly.
+// enrollment token: their transactions take turns, so exactly the allowed
+// number enroll and the rest are refused cleanly.
 func TestPostgres_TwoServersShareOneDatabase(t *testing.T) {
 	u := storetest.PostgresSchema(t, storetest.PostgresURL(t))
 	a, b := openPostgres(t, u), openPostgres(t, u)

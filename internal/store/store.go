@@ -49,7 +49,8 @@ type DB struct {
 	version  int64
 	filename string
 	roStmts  stmtCache
-	postgres bool // the PostgreSQL dialect (OpenPostgres)
+	postgres bool    // the PostgreSQL dialect (OpenPostgres)
+	locks    *sql.DB // PostgreSQL: connections holding advisory locks
 }
 
 // Options tune OpenSQLite and OpenPostgres.
@@ -60,8 +61,8 @@ type Options struct {
 	// survives power loss, which the "write before acknowledge" rule needs)
 	// or "NORMAL" (survives process crashes only). SQLite only.
 	Synchronous string
-	// MaxConns bounds each of PostgreSQL's two connection pools (writes,
-	// reads); default 8. PostgreSQL only.
+	// MaxConns bounds PostgreSQL's pool of read connections; default 8
+	// (writes go through one connection). PostgreSQL only.
 	MaxConns int
 }
 
@@ -141,7 +142,11 @@ func (db *DB) Ping(ctx context.Context) error {
 
 // Close closes the store.
 func (db *DB) Close() error {
-	return errors.Join(db.roStmts.close(), db.ro.Close(), db.rw.Close())
+	errs := []error{db.roStmts.close(), db.ro.Close(), db.rw.Close()}
+	if db.locks != nil {
+		errs = append(errs, db.locks.Close())
+	}
+	return errors.Join(errs...)
 }
 
 func (db *DB) track(op string, start time.Time, err *error) {

@@ -114,6 +114,7 @@ var suite = []group{
 		{"RevokedComputerStaysOffline", testPresenceRevoked},
 		{"ReapingAllServersTakesEveryoneOffline", testReapAll},
 		{"OfflineOnlyFromTheComputersServer", testPresenceOwnedByServer},
+		{"ABatchMarksEachStatusChangeAndConnection", testPresenceBatchChanges},
 	}},
 	{"Servers", []test{
 		{"ReapTakesOfflineOnlyTheDeadServersComputers", testReapServers},
@@ -1544,6 +1545,54 @@ func testPresenceOwnedByServer(t *testing.T, db *store.DB) {
 	if got := computer(t, db, c.ID); got.Status != store.StatusOffline {
 		t.Fatalf("after B's offline: status %q", got.Status)
 	}
+}
+
+// One batch of several computers: each status change bumps the computer
+// past every earlier change (the dynamic group evaluator follows them) and
+// each connection is a server event (triggers follow them), in order.
+func testPresenceBatchChanges(t *testing.T, db *store.DB) {
+	ctx := t.Context()
+	tok := NewToken(t, db, store.GroupLostFound, 0)
+	for _, id := range []string{"b1", "b2", "b3", "quiet"} {
+		Enroll(t, db, tok, T0, store.Computer{ID: id, Name: id})
+	}
+	_, seq0, err := db.ChangedComputers(ctx, 0, 1000)
+	must(t, err)
+	ev0, err := db.ServerEventsAfter(ctx, 0, nil, 1000)
+	must(t, err)
+	must(t, db.ApplyPresence(ctx, []store.PresenceUpdate{
+		{ComputerID: "b1", Status: store.StatusOnline, LastSeen: T0, ConnectedSince: T0, ServerID: "s"},
+		{ComputerID: "b2", Status: store.StatusOnline, LastSeen: T0, ConnectedSince: T0.Add(time.Second), ServerID: "s"},
+		{ComputerID: "b3", Status: store.StatusOffline, ServerID: "s"},
+		{ComputerID: "quiet", LastSeen: T0},
+	}))
+	ids, seq1, err := db.ChangedComputers(ctx, seq0, 1000)
+	must(t, err)
+	slices.Sort(ids)
+	if !slices.Equal(ids, []string{"b1", "b2", "b3"}) || seq1 < seq0+3 {
+		t.Fatalf("changed after the batch: %v (seq %d → %d), want b1, b2, b3 with a number each", ids, seq0, seq1)
+	}
+	evs, err := db.ServerEventsAfter(ctx, 0, []string{"agent.connected"}, 1000)
+	must(t, err)
+	evs = evs[countType(ev0, "agent.connected"):] // the ones before the batch
+	if len(evs) != 2 || evs[0].ComputerID != "b1" || evs[1].ComputerID != "b2" || !evs[1].At.Equal(T0.Add(time.Second)) || evs[0].Seq >= evs[1].Seq {
+		t.Fatalf("agent.connected events %+v, want b1 then b2 at their connection times", evs)
+	}
+	for id, want := range map[string]string{"b1": store.StatusOnline, "b2": store.StatusOnline, "b3": store.StatusOffline, "quiet": store.StatusOffline} {
+		if c := computer(t, db, id); c.Status != want || (want == store.StatusOnline && (c.ServerID != "s" || c.ConnectedSince.IsZero())) {
+			t.Errorf("%s: %+v, want %s", id, c, want)
+		}
+	}
+}
+
+func countType(evs []store.ServerEvent, typ string) int {
+	n := 0
+	for _, e := range evs {
+		if e.Type == typ {
+			n++
+		}
+	}
+	return n
 }
 
 func testReapServers(t *testing.T, db *store.DB) {
