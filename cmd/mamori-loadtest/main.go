@@ -16,9 +16,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -66,6 +70,8 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 	pkMax := fs.Int("packages-max", "", 2000, "most packages in a synthetic inventory")
 	restart := fs.String("restart-cmd", "", "", "reconnect-storm: shell command that restarts the server and returns once it is up")
 	stormTimeout := fs.Duration("storm-timeout", "", 3*time.Minute, "reconnect-storm: agents not back by then count as given up")
+	at := fs.String("at", "", "", "wakeup-fanout, reconnect-storm: when the wake-up or restart happens (RFC 3339 or Unix seconds) instead of right after connecting; for several generators sharing one fleet")
+	observe := fs.BoolEnv("observe", "", false, "with --at: only measure; another generator wakes the group or restarts the servers")
 	wakeTimeout := fs.Duration("wake-timeout", "", time.Minute, "wakeup-fanout: agents not replicated by then count as missed")
 	manageTimeout := fs.Duration("manage-timeout", "", 5*time.Minute, "management: time for every agent to apply the policy, and again to finish the task")
 	apiRate := fs.Int("api-rate", "", 10, "management: API read requests per second while measuring (latency reported); negative: none")
@@ -77,8 +83,20 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 	pprofURL := fs.String("pprof", "", "", "the server's --debug-listen URL (http://HOST:PORT): collect garbage before memory readings")
 	jsonOut := fs.String("json", "", "", "also write the report as JSON to this file")
 	profileDir := fs.String("profile-dir", "", "", "with --pprof (and --echo-debug): save the server's heap when idle and its CPU profile while measured here")
+	selfDebug := fs.String("self-debug", "", "", "serve this load generator's own pprof profiles here (plain HTTP; a loopback address)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *selfDebug != "" {
+		ln, err := net.Listen("tcp", *selfDebug)
+		if err != nil {
+			return fmt.Errorf("--self-debug: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		go (&http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}).Serve(ln)
+		defer ln.Close()
 	}
 	cfg = loadtest.Config{Scenario: *scenario, Server: *srv, API: *api, DataDir: *data, CAFile: *caFile, Token: *token,
 		Password: os.Getenv("MAMORI_ADMIN_PASSWORD"), Agents: *agents, Duration: *duration, Interval: *interval, Jitter: *jitter,
@@ -86,6 +104,14 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 		StormTimeout: *stormTimeout, WakeTimeout: *wakeTimeout, ManageTimeout: *manageTimeout, APIRate: *apiRate, VerifyConfigs: *verify,
 		EchoServer: *echo, EchoDebugURL: *echoDebug,
 		SourceAddrs: *sources, CacheDir: *cache, PprofURL: *pprofURL, ProfileDir: *profileDir, Log: os.Stderr}
+	if *at != "" {
+		t, err := parseAt(*at)
+		if err != nil {
+			return err
+		}
+		cfg.At = t
+	}
+	cfg.Observe = *observe
 	if *restart != "" {
 		cfg.Restart = loadtest.RestartCommand(*restart)
 	}
@@ -133,4 +159,16 @@ func runEcho(ctx context.Context, args []string) error {
 	defer e.Close()
 	fmt.Fprintf(os.Stderr, "echo endpoint on %s\n", e.Addr())
 	return e.Run(ctx)
+}
+
+// parseAt reads --at: RFC 3339 or Unix seconds.
+func parseAt(v string) (time.Time, error) {
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		return time.Unix(secs, 0), nil
+	}
+	t, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("--at %q: want RFC 3339 (2026-11-22T12:00:00Z) or Unix seconds", v)
+	}
+	return t, nil
 }

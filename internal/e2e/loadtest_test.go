@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mamori/mamori/internal/errcode"
 	"github.com/mamori/mamori/internal/loadtest"
 	mserver "github.com/mamori/mamori/internal/server"
 	"github.com/mamori/mamori/internal/store/storetest"
@@ -332,5 +333,64 @@ func TestLoadtest_OnPostgreSQLManagementAndStormReachEveryAgent(t *testing.T) {
 	rep := runHarness(t, cfg)
 	if srv.restarts != 1 || rep.StormBack != harnessAgents || rep.GaveUp != 0 {
 		t.Fatalf("storm on PostgreSQL: %d restarts, %d of %d back, %d gave up", srv.restarts, rep.StormBack, harnessAgents, rep.GaveUp)
+	}
+}
+
+// Two generators share one fleet, as the scale-out benchmark runs them
+// (scripts/bench-cluster.sh): at --at one wakes group All, or restarts the
+// server, and the other only measures; both see all their agents replicate,
+// or come back.
+func TestLoadtest_TwoGeneratorsMeasureOneEventAtTheSameTime(t *testing.T) {
+	srv := startRestartable(t, nil)
+	caches := []string{filepath.Join(t.TempDir(), "cache-a"), filepath.Join(t.TempDir(), "cache-b")}
+	for _, scenario := range []string{loadtest.WakeupFanout, loadtest.ReconnectStorm} {
+		at := time.Now().Add(10 * time.Second)
+		reps, errs := make([]*loadtest.Report, 2), make([]error, 2)
+		var wg sync.WaitGroup
+		for i := range 2 {
+			cfg := srv.config(scenario)
+			cfg.CacheDir, cfg.At, cfg.Observe = caches[i], at, i == 1
+			if scenario == loadtest.ReconnectStorm && i == 0 {
+				cfg.Restart = srv.restart
+			}
+			wg.Go(func() { reps[i], errs[i] = loadtest.Run(t.Context(), cfg) })
+		}
+		wg.Wait()
+		for i, rep := range reps {
+			if errs[i] != nil {
+				t.Fatalf("%s, generator %d: %v", scenario, i, errs[i])
+			}
+			if rep.Connected != harnessAgents || rep.Errors != 0 || rep.GaveUp != 0 {
+				t.Fatalf("%s, generator %d: connected %d, errors %v, gave up %d", scenario, i, rep.Connected, rep.ErrorsByKind, rep.GaveUp)
+			}
+			switch scenario {
+			case loadtest.WakeupFanout:
+				if rep.WakeupMissed != 0 || rep.WakeupAllSeconds <= 0 {
+					t.Errorf("generator %d: %d missed, all in %.2fs", i, rep.WakeupMissed, rep.WakeupAllSeconds)
+				}
+			case loadtest.ReconnectStorm:
+				if rep.StormBack != harnessAgents {
+					t.Errorf("generator %d: %d back", i, rep.StormBack)
+				}
+			}
+		}
+		if scenario == loadtest.WakeupFanout && (reps[0].WakeupRequested != 2*harnessAgents || reps[1].WakeupRequested != 0) {
+			t.Errorf("wake-ups requested: %d by the waker (want the whole fleet, %d), %d by the observer", reps[0].WakeupRequested, 2*harnessAgents, reps[1].WakeupRequested)
+		}
+	}
+	if srv.restarts != 1 {
+		t.Errorf("server restarted %d times, want once (by one generator)", srv.restarts)
+	}
+}
+
+func TestLoadtest_ObserveNeedsAtAndAnEventScenario(t *testing.T) {
+	for _, cfg := range []loadtest.Config{
+		{Scenario: loadtest.WakeupFanout, Observe: true},
+		{Scenario: loadtest.Steady, Observe: true, At: time.Now()},
+	} {
+		cfg.Server, cfg.API, cfg.Agents, cfg.Token = "127.0.0.1:1", "https://127.0.0.1:1", 1, "t"
+		if _, err := loadtest.Run(t.Context(), cfg); errcode.Of(err) != errcode.Invalid {
+			t.Errorf("%s observe (at %v): %v, want invalid", cfg.Scenario, cfg.At, err)
+		}
 	}
 }

@@ -11,11 +11,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/mamori/mamori/internal/agent"
 	"github.com/mamori/mamori/internal/agentproto"
+	"github.com/mamori/mamori/internal/errcode"
 	"github.com/mamori/mamori/internal/pki"
 )
 
@@ -69,7 +71,7 @@ func identities(ctx context.Context, cfg *Config, ca *x509.Certificate, api *api
 		fmt.Fprintf(cfg.Log, "enrolling %d agents (cached in %s)\n", need, path)
 		for i := range need {
 			g.Go(func() error {
-				id, err := enroll(gctx, cfg.Server, ca, token, fmt.Sprintf("sim-%06d", start+i))
+				id, err := enrollRetrying(gctx, cfg.Server, ca, token, fmt.Sprintf("sim-%06d", start+i))
 				if err != nil {
 					return err
 				}
@@ -91,6 +93,28 @@ func identities(ctx context.Context, cfg *Config, ca *x509.Certificate, api *api
 		out[i] = &agentIdentity{Identity: *id, fp: fp, inv: newSimInventory(id.Instance, id.Instance, fp, cfg.PackagesMin, cfg.PackagesMax)}
 	}
 	return out, nil
+}
+
+// enrollAttempts bounds enrollment tries of one simulated agent while the
+// server is unreachable or busy (as a real agent keeps trying).
+const enrollAttempts = 8
+
+// enrollRetrying enrolls, trying again after an unavailable answer (a
+// server busy with thousands of connections times out now and then), 1 s
+// then up to 10 s apart. A try whose answer was lost may leave a computer
+// behind: the next one enrolls another.
+func enrollRetrying(ctx context.Context, server string, ca *x509.Certificate, token, name string) (*agent.Identity, error) {
+	for attempt := 1; ; attempt++ {
+		id, err := enroll(ctx, server, ca, token, name)
+		if err == nil || errcode.Of(err) != errcode.Unavailable || attempt == enrollAttempts {
+			return id, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(min(time.Duration(attempt)*time.Second, 10*time.Second)):
+		}
+	}
 }
 
 func enroll(ctx context.Context, server string, ca *x509.Certificate, token, name string) (*agent.Identity, error) {

@@ -120,6 +120,13 @@ type Config struct {
 	// before they count as given up; default 3m. WakeTimeout is the same
 	// for wakeup-fanout; default 60s.
 	StormTimeout, WakeTimeout time.Duration
+	// At, when set, is when the wake-up (wakeup-fanout) or the restart
+	// (reconnect-storm) happens, instead of right after connecting: several
+	// generators, each simulating part of one fleet, measure the same
+	// event. With Observe this generator only measures; another one wakes
+	// the group or restarts the servers at At.
+	At      time.Time
+	Observe bool
 	// ManageTimeout is how long management waits for every agent to apply
 	// the policy, and again to finish the task; default 5m.
 	ManageTimeout time.Duration
@@ -226,7 +233,10 @@ func (c *Config) setDefaults() error {
 	if c.PackagesMax < c.PackagesMin {
 		return errors.New("--packages-max is below --packages-min")
 	}
-	if c.Scenario == ReconnectStorm && c.Restart == nil {
+	if c.Observe && (c.At.IsZero() || (c.Scenario != ReconnectStorm && c.Scenario != WakeupFanout)) {
+		return errcode.New(errcode.Invalid, "--observe needs --at and the reconnect-storm or wakeup-fanout scenario")
+	}
+	if c.Scenario == ReconnectStorm && c.Restart == nil && !c.Observe {
 		return errors.New("reconnect-storm needs a way to restart the server (--restart-cmd)")
 	}
 	if c.Scenario == Echo && c.EchoServer == "" {
@@ -992,20 +1002,27 @@ func runFanout(ctx context.Context, e *env) (*Report, error) {
 	}
 	defer f.stop()
 	f.startPeriodic()
-	cpu0 := clientCPU()
-	rep.MachineLoad[0] = loadAverage()
-	t0 := time.Now()
 	for _, s := range f.sims {
 		s.wokenAt.Store(0)
 	}
-	profiled := profile(cfg, cfg.PprofURL, "server", 5*time.Second)
-	defer func() { <-profiled }()
-	n, err := e.api.wakeGroup("All")
-	if err != nil {
+	if err := waitAt(ctx, cfg); err != nil {
 		return rep, err
 	}
-	rep.WakeupRequested = n
-	fmt.Fprintf(cfg.Log, "woke group All: %d connected computers\n", n)
+	cpu0 := clientCPU()
+	rep.MachineLoad[0] = loadAverage()
+	t0 := time.Now()
+	profiled := profile(cfg, cfg.PprofURL, "server", 5*time.Second)
+	defer func() { <-profiled }()
+	if cfg.Observe {
+		fmt.Fprintf(cfg.Log, "another generator wakes group All at %s; measuring %d agents\n", cfg.At.Format(time.RFC3339), rep.Connected)
+	} else {
+		n, err := e.api.wakeGroup("All")
+		if err != nil {
+			return rep, err
+		}
+		rep.WakeupRequested = n
+		fmt.Fprintf(cfg.Log, "woke group All: %d connected computers\n", n)
+	}
 	deadline := t0.Add(cfg.WakeTimeout)
 	var lat []time.Duration
 	for {
@@ -1036,6 +1053,25 @@ func runFanout(ctx context.Context, e *env) (*Report, error) {
 	return rep, nil
 }
 
+// waitAt waits until cfg.At (nothing to wait for when unset). Agents that
+// connected only after it would measure a different event: an error.
+func waitAt(ctx context.Context, cfg *Config) error {
+	if cfg.At.IsZero() {
+		return nil
+	}
+	d := time.Until(cfg.At)
+	if d < -time.Second {
+		return errcode.New(errcode.Unavailable, "connected %s after --at %s: start the generators earlier or choose a later --at",
+			(-d).Round(time.Second), cfg.At.Format(time.RFC3339))
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}
+
 // runStorm restarts the server and waits until every agent is back.
 func runStorm(ctx context.Context, e *env) (*Report, error) {
 	cfg := e.cfg
@@ -1050,14 +1086,21 @@ func runStorm(ctx context.Context, e *env) (*Report, error) {
 	connectErrs := f.errs.snapshot()
 	rep.keepExamples(&f.errs, "connect:")
 	f.errs.reset()
+	if err := waitAt(ctx, cfg); err != nil {
+		return rep, err
+	}
 	cpu0 := clientCPU()
 	rep.MachineLoad[0] = loadAverage()
 	t0 := time.Now()
-	fmt.Fprintf(cfg.Log, "restarting the server with %d agents connected\n", connected)
-	if err := cfg.Restart(ctx); err != nil {
-		return rep, err
+	if cfg.Observe {
+		fmt.Fprintf(cfg.Log, "another generator restarts the servers at %s; measuring %d agents\n", cfg.At.Format(time.RFC3339), connected)
+	} else {
+		fmt.Fprintf(cfg.Log, "restarting the server with %d agents connected\n", connected)
+		if err := cfg.Restart(ctx); err != nil {
+			return rep, err
+		}
+		rep.RestartSeconds = time.Since(t0).Seconds()
 	}
-	rep.RestartSeconds = time.Since(t0).Seconds()
 	profiled := profile(cfg, cfg.PprofURL, "server", 30*time.Second)
 	defer func() { <-profiled }()
 	stopSelfProfile := selfProfile(cfg, 30*time.Second)

@@ -106,7 +106,7 @@ func newSim(f *fleet, idx int, id *agentIdentity) (*sim, error) {
 	if srcs := f.cfg.SourceAddrs; len(srcs) > 0 {
 		local = &net.TCPAddr{IP: net.ParseIP(srcs[idx%len(srcs)])}
 	}
-	s.d = agent.NewDirect(agent.DirectOptions{Pin: pki.Fingerprint(f.env.ca.Raw), CA: f.env.ca, Cert: &cert,
+	s.d = agent.NewDirect(agent.DirectOptions{Pin: pki.Fingerprint(f.env.ca.Raw), CA: f.env.ca, Cert: &cert, NoReadBuffer: true,
 		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
 			d := net.Dialer{LocalAddr: local}
 			c, err := d.DialContext(ctx, "tcp", addr)

@@ -37,9 +37,15 @@ func (r *Report) WriteTable(w io.Writer) {
 		}
 		row("wire bytes per agent-minute", "%.0f (everything, keepalives included)", r.WireBytesPerAgentM)
 	}
-	if r.WakeupRequested > 0 || r.WakeupMissed > 0 {
+	if r.Scenario == WakeupFanout {
+		// An observing generator (--observe) requested nothing: its own
+		// agents are what it measured.
+		woken := r.WakeupRequested
+		if woken == 0 {
+			woken = r.Connected
+		}
 		row("wake-up → replicated", "all %d in %.2fs; p50 %.0f ms, p95 %.0f ms, p99 %.0f ms; missed %d",
-			r.WakeupRequested, r.WakeupAllSeconds, r.WakeupP50ms, r.WakeupP95ms, r.WakeupP99ms, r.WakeupMissed)
+			woken, r.WakeupAllSeconds, r.WakeupP50ms, r.WakeupP95ms, r.WakeupP99ms, r.WakeupMissed)
 	}
 	if r.Scenario == ReconnectStorm {
 		row("restart command", "%.1fs", r.RestartSeconds)
