@@ -7,24 +7,70 @@
 #
 #   SERVERS=6 GENERATORS=6 AGENTS=100000 ./scripts/bench-cluster.sh [mamori-loadtest flags...]
 #
-# SCENARIO: steady (default) or wakeup-fanout. Each generator connects from
-# its own loopback address (127.0.0.2, 127.0.0.3...: 28,000 ephemeral ports
-# per source and destination) and writes BENCH_DIR/gen-K.json; the summary
-# adds them up (connected, check-ins/s, worst p99) and reads every
-# server's RSS and CPU from /proc. Identities are cached in BENCH_DIR, so a
-# second run starts without enrolling; the PostgreSQL cluster is kept in
-# BENCH_DIR/pg between runs. Extra arguments go to every generator.
+# SCENARIO: steady (default), wakeup-fanout or reconnect-storm. For the
+# last two every generator is given the same --at (AT_DELAY seconds after
+# the generators start, default 300: time to connect); the first wakes
+# group All or restarts every server (SIGTERM, then start again), the
+# others only measure (--observe). Each generator connects from its own
+# loopback address (127.0.0.2, 127.0.0.3...: 28,000 ephemeral ports per
+# source and destination) and writes BENCH_DIR/gen-K.json; the summary
+# adds them up (connected, check-ins/s, worst p99, worst wake-up or
+# return time) and reads every server's RSS and CPU from /proc.
+# Identities are cached in BENCH_DIR, so a second run starts without
+# enrolling; the PostgreSQL cluster is kept in BENCH_DIR/pg between runs
+# (durable commits: fsync and synchronous_commit on). Extra arguments go
+# to every generator. Each generator runs with GOMEMLIMIT=GEN_GOMEMLIMIT
+# (default: 60 % of the machine's memory divided among them; at GOGC=200,
+# unlimited, six of them would take more than the machine has).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SERVERS=${SERVERS:-6}
 GENERATORS=${GENERATORS:-$SERVERS}
 AGENTS=${AGENTS:-100000}
 SCENARIO=${SCENARIO:-steady}
-BENCH_DIR=${BENCH_DIR:-/tmp/mamori-bench-cluster}
+AT_DELAY=${AT_DELAY:-300}
+export BENCH_DIR=${BENCH_DIR:-/tmp/mamori-bench-cluster}
 AGENT_PORT=${BENCH_AGENT_PORT:-42222}
 API_PORT=${BENCH_API_PORT:-48443}
 DEBUG_BASE=${BENCH_DEBUG_BASE:-46060}
 PG_PORT=${BENCH_PG_PORT:-45432}
+DB="postgres://mamori@127.0.0.1:$PG_PORT/postgres?sslmode=disable"
+
+# start_server I: starts server I in the background (pid in server-I.pid)
+# and returns once the API answers. Its output goes to server-I.log, not to
+# the caller's: the storm's --restart-cmd returns when its output closes.
+start_server() {
+  local i=$1 hosts=() k
+  for k in $(seq 2 $((GENERATORS + 1))); do hosts+=(--host "127.0.0.$k"); done
+  GOGC=${SERVER_GOGC:-100} setsid bin/mamori server --data "$BENCH_DIR/data" --database "$DB" --reuse-port \
+    --agent-listen ":$AGENT_PORT" --api-listen "127.0.0.1:$API_PORT" --debug-listen "127.0.0.1:$((DEBUG_BASE + i))" \
+    "${hosts[@]}" --log-level warn ${SERVER_FLAGS:-} >>"$BENCH_DIR/server-$i.log" 2>&1 </dev/null &
+  echo $! >"$BENCH_DIR/server-$i.pid"
+  for _ in $(seq 1 150); do
+    curl -skf "https://127.0.0.1:$API_PORT/readyz" >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  echo "server $i did not answer" >&2
+  return 1
+}
+
+stop_servers() {
+  local i p
+  for i in $(seq 1 "$SERVERS"); do
+    p=$(cat "$BENCH_DIR/server-$i.pid" 2>/dev/null) && kill -TERM "$p" 2>/dev/null || true
+  done
+  for i in $(seq 1 "$SERVERS"); do
+    p=$(cat "$BENCH_DIR/server-$i.pid" 2>/dev/null) || continue
+    while kill -0 "$p" 2>/dev/null; do sleep 0.1; done
+  done
+}
+
+if [ "${1:-}" = restart-servers ]; then # the reconnect storm's --restart-cmd
+  stop_servers
+  for i in $(seq 1 "$SERVERS"); do start_server "$i"; done
+  exit 0
+fi
+
 [ -x bin/mamori-loadtest ] || make build >/dev/null
 mkdir -p "$BENCH_DIR"
 
@@ -37,60 +83,68 @@ if [ ! -d "$PGDATA" ]; then
   mkdir -p "$PGDATA"; chmod 700 "$PGDATA"; [ ${#AS[@]} -eq 0 ] || chown postgres "$PGDATA"
   "${AS[@]}" "$PG_BIN/initdb" -D "$PGDATA" -U mamori --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
 fi
-# Durable commits (fsync, synchronous_commit on): as a production store.
-"${AS[@]}" "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$BENCH_DIR/pg.log" -w -t 60 start \
+"${AS[@]}" "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$PGDATA/pg.log" -w -t 60 start \
   -o "-c listen_addresses=127.0.0.1 -c port=$PG_PORT -k $PGDATA -c max_connections=300 -c shared_buffers=512MB" >/dev/null
-DB="postgres://mamori@127.0.0.1:$PG_PORT/postgres?sslmode=disable"
 
-pids=()
+gens=()
 stop() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  trap "" TERM INT # a second signal must not cut the clean-up short
+  for g in "${gens[@]}"; do kill -TERM "$g" 2>/dev/null || true; done
+  stop_servers
   "${AS[@]}" "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1 || true
 }
 trap stop EXIT
+trap "exit 143" TERM INT # so that stop runs
 
-hosts=()
-for k in $(seq 2 $((GENERATORS + 1))); do hosts+=(--host "127.0.0.$k"); done
-for i in $(seq 1 "$SERVERS"); do
-  GOGC=${SERVER_GOGC:-100} bin/mamori server --data "$BENCH_DIR/data" --database "$DB" --reuse-port \
-    --agent-listen ":$AGENT_PORT" --api-listen "127.0.0.1:$API_PORT" --debug-listen "127.0.0.1:$((DEBUG_BASE + i))" \
-    "${hosts[@]}" --log-level warn ${SERVER_FLAGS:-} 2>"$BENCH_DIR/server-$i.log" &
-  pids+=($!)
-  # The first creates the CA and keys; the others load them.
-  for _ in $(seq 1 100); do
-    curl -skf "https://127.0.0.1:$API_PORT/readyz" >/dev/null 2>&1 && break
-    sleep 0.2
-  done
-done
-server_pids=("${pids[@]}")
+for i in $(seq 1 "$SERVERS"); do start_server "$i"; done # the first creates the CA and keys
+server_pids() { for i in $(seq 1 "$SERVERS"); do cat "$BENCH_DIR/server-$i.pid"; done; }
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(lscpu | sed -n 's/^Model name: *//p')"
-echo "$SERVERS servers (pids ${server_pids[*]}) on :$AGENT_PORT sharing PostgreSQL 15; $GENERATORS generators, $AGENTS agents, $SCENARIO"
+echo "$SERVERS servers (pids $(server_pids | xargs)) on :$AGENT_PORT sharing PostgreSQL 15; $GENERATORS generators, $AGENTS agents, $SCENARIO"
 
-cpu_ticks() { # utime+stime of the servers, in clock ticks
+cpu_ticks() { # utime+stime of the servers now running, in clock ticks
   local t=0 p
-  for p in "${server_pids[@]}"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+  for p in $(server_pids); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done
   echo $t
 }
+pg_xacts() {
+  psql "$DB" -Atc "SELECT xact_commit || ' ' || xact_rollback FROM pg_stat_database WHERE datname = 'postgres'" 2>/dev/null || echo "0 0"
+}
+at_flags=()
+case "$SCENARIO" in
+  wakeup-fanout|reconnect-storm) at_flags=(--at "$(( $(date +%s) + AT_DELAY ))") ;;
+esac
+# 60 % of the machine's memory shared by the generators: at their limit
+# their garbage collector runs without pause, and a reconnect storm, which
+# allocates a new connection per attempt, then starves everything.
+GEN_GOMEMLIMIT=${GEN_GOMEMLIMIT:-$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) * 6 / 10 / GENERATORS / 1024 ))MiB}
 per=$(( (AGENTS + GENERATORS - 1) / GENERATORS ))
-gens=()
 for k in $(seq 1 "$GENERATORS"); do
   n=$(( k == GENERATORS ? AGENTS - per * (GENERATORS - 1) : per ))
   src="127.0.0.$((k + 1))"
-  bin/mamori-loadtest --scenario "$SCENARIO" --server "$src:$AGENT_PORT" --source-addrs "$src" \
+  role=()
+  if [ ${#at_flags[@]} -gt 0 ]; then
+    if [ "$k" -eq 1 ]; then
+      [ "$SCENARIO" = reconnect-storm ] && role=(--restart-cmd "$PWD/scripts/bench-cluster.sh restart-servers")
+    else
+      role=(--observe)
+    fi
+  fi
+  GOMEMLIMIT=$GEN_GOMEMLIMIT bin/mamori-loadtest --scenario "$SCENARIO" --server "$src:$AGENT_PORT" --source-addrs "$src" \
     --api "https://127.0.0.1:$API_PORT" --data "$BENCH_DIR/data" --cache "$BENCH_DIR/cache-$k" \
-    --agents "$n" --json "$BENCH_DIR/gen-$k.json" "$@" >"$BENCH_DIR/gen-$k.out" 2>&1 &
+    --agents "$n" --json "$BENCH_DIR/gen-$k.json" "${at_flags[@]}" "${role[@]}" "$@" >"$BENCH_DIR/gen-$k.out" 2>&1 &
   gens+=($!)
 done
-ticks0=$(cpu_ticks); t0=$(date +%s.%N)
+ticks0=$(cpu_ticks); x0=$(pg_xacts); t0=$(date +%s.%N)
 rc=0
 for g in "${gens[@]}"; do wait "$g" || rc=1; done
-ticks1=$(cpu_ticks); t1=$(date +%s.%N)
+ticks1=$(cpu_ticks); x1=$(pg_xacts); t1=$(date +%s.%N)
 rss=0
-for p in "${server_pids[@]}"; do rss=$((rss + $(awk '/VmRSS/ {print $2}' "/proc/$p/status"))); done
-python3 - "$BENCH_DIR" "$GENERATORS" "$rss" "$ticks0" "$ticks1" "$t0" "$t1" "$(getconf CLK_TCK)" "$SERVERS" <<'EOF'
+for p in $(server_pids); do rss=$((rss + $(awk '/VmRSS/ {print $2}' "/proc/$p/status"))); done
+python3 - "$BENCH_DIR" "$GENERATORS" "$rss" "$ticks0" "$ticks1" "$t0" "$t1" "$(getconf CLK_TCK)" "$SERVERS" "$x0" "$x1" <<'EOF'
 import json, sys
-d, g, rss_kib, k0, k1, t0, t1, hz, servers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6]), float(sys.argv[7]), int(sys.argv[8]), int(sys.argv[9])
+a = sys.argv
+d, g, rss_kib, k0, k1, t0, t1, hz, servers = a[1], int(a[2]), int(a[3]), int(a[4]), int(a[5]), float(a[6]), float(a[7]), int(a[8]), int(a[9])
+(c0, r0), (c1, r1) = map(int, a[10].split()), map(int, a[11].split())
 reps = [json.load(open(f"{d}/gen-{k}.json")) for k in range(1, g + 1)]
 s = lambda key: sum(r.get(key) or 0 for r in reps)
 mx = lambda key: max(r.get(key) or 0 for r in reps)
@@ -101,11 +155,13 @@ out = {
     "errors": s("errors"), "server_rss_bytes": rss_kib * 1024, "rss_per_agent_kib": rss_kib / max(connected, 1),
     "server_cpu_seconds": (k1 - k0) / hz, "wall_seconds": t1 - t0,
     "bytes_per_checkin": sum((r.get("bytes_per_checkin") or 0) * (r.get("connected") or 0) for r in reps) / max(connected, 1),
-    "wakeup_all_seconds_worst": mx("wakeup_all_seconds"), "wakeup_missed": s("wakeup_missed"),
+    "wakeup_requested": s("wakeup_requested"), "wakeup_all_seconds_worst": mx("wakeup_all_seconds"), "wakeup_missed": s("wakeup_missed"),
+    "storm_back": s("storm_back"), "storm_all_back_seconds_worst": mx("storm_all_back_seconds"), "gave_up": s("gave_up"),
+    "retry_later": s("retry_later"), "pg_commits": c1 - c0, "pg_rollbacks": r1 - r0,
 }
 json.dump(out, open(f"{d}/cluster-summary.json", "w"), indent=1)
 for k, v in out.items():
-    print(f"  {k:28} {v:.1f}" if isinstance(v, float) else f"  {k:28} {v}")
+    print(f"  {k:30} {v:.1f}" if isinstance(v, float) else f"  {k:30} {v}")
 EOF
 echo "generator reports: $BENCH_DIR/gen-K.out, summary: $BENCH_DIR/cluster-summary.json"
 exit $rc
