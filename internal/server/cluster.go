@@ -120,15 +120,8 @@ func (c *cluster) run(ctx context.Context, leaderWork ...func(context.Context)) 
 }
 
 func (c *cluster) heartbeat(ctx context.Context) {
-	t := time.NewTicker(heartbeatEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		err := c.db.HeartbeatServer(ctx, c.id, time.Now())
+	every(ctx, heartbeatEvery, func(now time.Time) {
+		err := c.db.HeartbeatServer(ctx, c.id, now)
 		if errcode.Of(err) == errcode.NotFound {
 			// Taken for dead (the store was out of reach too long) and its
 			// computers marked offline: come back and say who is here.
@@ -140,7 +133,7 @@ func (c *cluster) heartbeat(ctx context.Context) {
 		if err != nil && ctx.Err() == nil {
 			c.log.Warn("server heartbeat", "err", err)
 		}
-	}
+	})
 }
 
 // lead waits for leadership, runs work while it lasts, and waits again.
@@ -177,15 +170,7 @@ func (c *cluster) reap(ctx context.Context) {
 	if !c.db.Shared() {
 		return
 	}
-	t := time.NewTicker(serverStaleAge / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		now := time.Now()
+	every(ctx, serverStaleAge/3, func(now time.Time) {
 		if n, err := c.db.ReapServers(ctx, now.Add(-serverStaleAge)); err != nil {
 			c.log.Warn("reaping stopped servers", "err", err)
 		} else if n > 0 {
@@ -193,6 +178,20 @@ func (c *cluster) reap(ctx context.Context) {
 		}
 		if _, err := c.db.DeleteSignalsBefore(ctx, now.Add(-signalRetention)); err != nil {
 			c.log.Warn("removing old signals", "err", err)
+		}
+	})
+}
+
+// every calls fn every d until ctx ends.
+func every(ctx context.Context, d time.Duration, fn func(now time.Time)) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			fn(now)
 		}
 	}
 }
@@ -212,16 +211,8 @@ func (c *cluster) post(kind string, d signalData) {
 
 // follow applies the other servers' signals as they appear.
 func (c *cluster) follow(ctx context.Context) {
-	t := time.NewTicker(signalPoll)
-	defer t.Stop()
 	start := time.Now() // signals from before the start were for the previous run
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		now := time.Now()
+	every(ctx, signalPoll, func(now time.Time) {
 		from := now.Add(-signalWindow)
 		if from.Before(start) {
 			from = start
@@ -231,7 +222,7 @@ func (c *cluster) follow(ctx context.Context) {
 			if ctx.Err() == nil {
 				c.log.Warn("reading signals", "err", err)
 			}
-			continue
+			return
 		}
 		for _, s := range sigs {
 			if s.Origin == c.id || !c.firstSight(s.Seq, now) {
@@ -250,7 +241,7 @@ func (c *cluster) follow(ctx context.Context) {
 			c.apply(s.Kind, d)
 		}
 		c.forget(now)
-	}
+	})
 }
 
 func (c *cluster) firstSight(seq int64, now time.Time) bool {

@@ -518,36 +518,22 @@ func (s *Server) Run(ctx context.Context) error {
 // rotateTicketKeys renews the agent listener's session ticket keys every
 // hour (a new encryption key each day; see ticketkeys.go).
 func (s *Server) rotateTicketKeys(ctx context.Context) {
-	t := time.NewTicker(time.Hour)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
+	every(ctx, time.Hour, func(now time.Time) {
+		keys, err := rotateTicketKeys(s.cfg.DataDir, now)
+		if err != nil {
+			s.log.Warn("rotating TLS session ticket keys", "err", err)
 			return
-		case <-t.C:
-			keys, err := rotateTicketKeys(s.cfg.DataDir, time.Now())
-			if err != nil {
-				s.log.Warn("rotating TLS session ticket keys", "err", err)
-				continue
-			}
-			s.agentTLS.SetSessionTicketKeys(keys)
 		}
-	}
+		s.agentTLS.SetSessionTicketKeys(keys)
+	})
 }
 
 func (s *Server) sweepSessions(ctx context.Context) {
-	t := time.NewTicker(10 * time.Minute)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if _, err := s.db.DeleteExpiredSessions(ctx, time.Now()); err != nil && ctx.Err() == nil {
-				s.log.Warn("removing expired sessions", "err", err)
-			}
+	every(ctx, 10*time.Minute, func(now time.Time) {
+		if _, err := s.db.DeleteExpiredSessions(ctx, now); err != nil && ctx.Err() == nil {
+			s.log.Warn("removing expired sessions", "err", err)
 		}
-	}
+	})
 }
 
 // Close releases the listeners and the store.
