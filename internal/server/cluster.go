@@ -54,6 +54,7 @@ type clusterStore interface {
 	SignalData(ctx context.Context, seq int64) (string, error)
 	DeleteSignalsBefore(ctx context.Context, t time.Time) (int64, error)
 	OnlineElsewhere(ctx context.Context, serverID string) (map[string]bool, error)
+	ComputerByID(ctx context.Context, id string) (*store.Computer, error)
 	Lead(ctx context.Context, check time.Duration) (lost <-chan struct{}, release func(), err error)
 	Shared() bool
 }
@@ -75,29 +76,21 @@ type cluster struct {
 	seen   map[int64]time.Time // signals handled, by sequence, for signalWindow
 }
 
-// start registers the server. A lone server (SQLite) first takes every
-// computer offline: whatever was online was connected to its previous run.
-// Sharing servers only reap the ones that stopped answering.
+// start reaps, then registers the server. A lone server (SQLite) reaps
+// every earlier registration: whatever was online was connected to its
+// previous run. Sharing servers reap only the ones that stopped answering.
 func (c *cluster) start(ctx context.Context) error {
 	now := time.Now()
+	staleBefore := now.Add(-serverStaleAge)
 	if !c.db.Shared() {
-		if n, err := c.db.ReapServers(ctx, now.Add(time.Millisecond)); err != nil {
-			return err
-		} else if n > 0 {
-			c.log.Info("marked computers offline after restart", "computers", n)
-		}
+		staleBefore = now.Add(time.Millisecond)
 	}
-	if err := c.db.RegisterServer(ctx, c.id, c.name, now); err != nil {
+	if n, err := c.db.ReapServers(ctx, staleBefore); err != nil {
 		return err
+	} else if n > 0 {
+		c.log.Info("marked computers offline: their server stopped", "computers", n)
 	}
-	if c.db.Shared() {
-		if n, err := c.db.ReapServers(ctx, now.Add(-serverStaleAge)); err != nil {
-			return err
-		} else if n > 0 {
-			c.log.Info("marked computers of stopped servers offline", "computers", n)
-		}
-	}
-	return nil
+	return c.db.RegisterServer(ctx, c.id, c.name, now)
 }
 
 // stop forgets the server (after its computers were flushed offline).
@@ -107,15 +100,17 @@ func (c *cluster) stop(ctx context.Context) {
 	}
 }
 
-// run keeps the heartbeat, follows the others' signals and, while this
+// run keeps the heartbeat and follows the others' signals (both only when
+// the store is shared: a lone server has nobody to tell) and, while this
 // server leads, runs leaderWork (each function until its context ends).
 func (c *cluster) run(ctx context.Context, leaderWork ...func(context.Context)) {
 	var wg sync.WaitGroup
-	wg.Go(func() { c.heartbeat(ctx) })
 	if c.db.Shared() {
+		wg.Go(func() { c.heartbeat(ctx) })
 		wg.Go(func() { c.follow(ctx) })
+		leaderWork = append(leaderWork, c.reap)
 	}
-	wg.Go(func() { c.lead(ctx, append(leaderWork, c.reap)...) })
+	wg.Go(func() { c.lead(ctx, leaderWork...) })
 	wg.Wait()
 }
 
@@ -167,9 +162,6 @@ func (c *cluster) lead(ctx context.Context, work ...func(context.Context)) {
 // reap (leader) takes offline the computers of servers that stopped
 // answering and forgets old signals.
 func (c *cluster) reap(ctx context.Context) {
-	if !c.db.Shared() {
-		return
-	}
 	every(ctx, serverStaleAge/3, func(now time.Time) {
 		if n, err := c.db.ReapServers(ctx, now.Add(-serverStaleAge)); err != nil {
 			c.log.Warn("reaping stopped servers", "err", err)
@@ -307,8 +299,8 @@ func (p clusterPresence) Wake(computerID, reason string) (string, error) {
 	if errcode.Of(err) != errcode.Unavailable || !p.c.db.Shared() {
 		return id, err
 	}
-	elsewhere, lerr := p.c.db.OnlineElsewhere(context.Background(), p.c.id)
-	if lerr != nil || !elsewhere[computerID] {
+	row, lerr := p.c.db.ComputerByID(context.Background(), computerID)
+	if lerr != nil || row.Status != store.StatusOnline || row.ServerID == p.c.id {
 		return id, err
 	}
 	p.c.post(signalWake, signalData{IDs: []string{computerID}, Reason: reason})

@@ -71,7 +71,7 @@ func OpenPostgres(ctx context.Context, url string, opt Options) (*DB, error) {
 	locks.SetMaxOpenConns(4)
 	db := &DB{rw: rw, ro: ro, locks: locks, observe: opt.Observer, postgres: true,
 		filename: fmt.Sprintf("postgres://%s:%d/%s", cfg.Host, cfg.Port, cfg.Database)}
-	if err := db.migratePostgres(ctx, cfg); err != nil {
+	if err := db.migratePostgres(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("migrating %s: %w", db.filename, err)
 	}
@@ -95,36 +95,50 @@ func (db *DB) StartupLock(ctx context.Context) (unlock func(), err error) {
 	if !db.postgres {
 		return func() {}, nil
 	}
-	conn, err := db.locks.Conn(ctx)
+	conn, _, err := db.sessionLock(ctx, migrationLock, false)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock(`+advisoryKey+`)`, migrationLock); err != nil {
-		conn.Close()
-		return nil, err
-	}
-	return func() {
-		conn.ExecContext(context.Background(), `SELECT pg_advisory_unlock(`+advisoryKey+`)`, migrationLock)
-		conn.Close()
-	}, nil
+	return func() { unlockSession(conn, migrationLock) }, nil
 }
 
-// migratePostgres applies migrations under the advisory lock. goose runs on
-// a plain pgx pool: its version table has a real boolean column, which the
-// store's connections would pass as an integer.
-func (db *DB) migratePostgres(ctx context.Context, cfg *pgx.ConnConfig) error {
-	plain := stdlib.OpenDB(*cfg)
-	defer plain.Close()
-	conn, err := plain.Conn(ctx)
+// sessionLock takes the advisory lock id on a connection of its own from
+// the locks pool, which holds it until unlockSession: waiting for it, or
+// with try only if it is free (ok false otherwise, the connection closed).
+func (db *DB) sessionLock(ctx context.Context, id int, try bool) (conn *sql.Conn, ok bool, err error) {
+	conn, err = db.locks.Conn(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	if try {
+		err = conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock(`+advisoryKey+`)`, id).Scan(&ok)
+	} else {
+		_, err = conn.ExecContext(ctx, `SELECT pg_advisory_lock(`+advisoryKey+`)`, id)
+		ok = err == nil
+	}
+	if !ok {
+		conn.Close()
+		return nil, false, err
+	}
+	return conn, true, nil
+}
+
+func unlockSession(conn *sql.Conn, id int) {
+	conn.ExecContext(context.Background(), `SELECT pg_advisory_unlock(`+advisoryKey+`)`, id)
+	conn.Close()
+}
+
+// migratePostgres applies migrations under the start lock. goose runs on
+// the locks pool, whose connections are plain pgx ones: its version table
+// has a real boolean column, which the store's connections would pass as
+// an integer.
+func (db *DB) migratePostgres(ctx context.Context) error {
+	unlock, err := db.StartupLock(ctx)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock(`+advisoryKey+`)`, migrationLock); err != nil {
-		return err
-	}
-	defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(`+advisoryKey+`)`, migrationLock)
-	return db.migrate(ctx, plain)
+	defer unlock()
+	return db.migrate(ctx, db.locks)
 }
 
 // rebindConnector gives pgx's database/sql driver the store's SQL, whose
@@ -285,44 +299,15 @@ func (db *DB) Lead(ctx context.Context, check time.Duration) (lost <-chan struct
 		var once sync.Once
 		return done, func() { once.Do(func() { close(done) }) }, nil
 	}
+	var conn *sql.Conn
 	for {
-		conn, err := db.locks.Conn(ctx)
-		if err == nil {
-			var got bool
-			if err = conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock(`+advisoryKey+`)`, leaderLock).Scan(&got); err == nil && got {
-				stop := make(chan struct{})
-				var once sync.Once
-				release := func() {
-					once.Do(func() {
-						close(stop)
-						conn.ExecContext(context.Background(), `SELECT pg_advisory_unlock(`+advisoryKey+`)`, leaderLock)
-						conn.Close()
-					})
-				}
-				go func() {
-					defer close(done)
-					t := time.NewTicker(check)
-					defer t.Stop()
-					for {
-						select {
-						case <-stop:
-							return
-						case <-t.C:
-							cctx, cancel := context.WithTimeout(context.Background(), check)
-							err := conn.PingContext(cctx)
-							cancel()
-							if err != nil {
-								// The session, and the lock with it, is gone.
-								conn.Raw(func(any) error { return driver.ErrBadConn })
-								go release()
-								return
-							}
-						}
-					}
-				}()
-				return done, release, nil
-			}
-			conn.Close()
+		c, ok, err := db.sessionLock(ctx, leaderLock, true)
+		if ok {
+			conn = c
+			break
+		}
+		if err != nil && ctx.Err() != nil {
+			return nil, nil, ctx.Err()
 		}
 		select {
 		case <-ctx.Done():
@@ -330,4 +315,34 @@ func (db *DB) Lead(ctx context.Context, check time.Duration) (lost <-chan struct
 		case <-time.After(check):
 		}
 	}
+	stop := make(chan struct{})
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			close(stop)
+			unlockSession(conn, leaderLock)
+		})
+	}
+	go func() {
+		defer close(done)
+		t := time.NewTicker(check)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			cctx, cancel := context.WithTimeout(context.Background(), check)
+			err := conn.PingContext(cctx)
+			cancel()
+			if err != nil {
+				// The session, and the lock with it, is gone.
+				conn.Raw(func(any) error { return driver.ErrBadConn })
+				go release()
+				return
+			}
+		}
+	}()
+	return done, release, nil
 }
