@@ -343,8 +343,22 @@ func TestLoadtest_OnPostgreSQLManagementAndStormReachEveryAgent(t *testing.T) {
 func TestLoadtest_TwoGeneratorsMeasureOneEventAtTheSameTime(t *testing.T) {
 	srv := startRestartable(t, nil)
 	caches := []string{filepath.Join(t.TempDir(), "cache-a"), filepath.Join(t.TempDir(), "cache-b")}
+	// Enroll both fleets first, so --at only has to cover connecting them,
+	// and leave three times what connecting took here: CI machines are
+	// slow and busy with other packages' tests.
+	lead := 5 * time.Second
+	for _, dir := range caches {
+		cfg := srv.config(loadtest.Steady)
+		cfg.CacheDir, cfg.Duration = dir, 100*time.Millisecond
+		rep, err := loadtest.Run(t.Context(), cfg)
+		if err != nil {
+			t.Fatalf("enrolling %s: %v", dir, err)
+		}
+		lead += 3 * time.Duration(rep.ConnectSeconds*float64(time.Second))
+	}
+	t.Logf("generators start %s before the event", lead.Round(time.Millisecond))
 	for _, scenario := range []string{loadtest.WakeupFanout, loadtest.ReconnectStorm} {
-		at := time.Now().Add(10 * time.Second)
+		at := time.Now().Add(lead)
 		reps, errs := make([]*loadtest.Report, 2), make([]error, 2)
 		var wg sync.WaitGroup
 		for i := range 2 {
