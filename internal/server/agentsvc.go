@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"io"
@@ -29,9 +28,7 @@ import (
 
 // agentStore is what the agent endpoint needs from the store.
 type agentStore interface {
-	AgentCertificateBySerial(ctx context.Context, serial string) (*store.AgentCertificate, error)
-	ComputerByID(ctx context.Context, id string) (*store.Computer, error)
-	SectionHashes(ctx context.Context, computerID string) (map[string][]byte, error)
+	AgentSession(ctx context.Context, serial string) (*store.AgentSession, error)
 	MarkCloneSuspected(ctx context.Context, id, reason string) error
 }
 
@@ -164,38 +161,37 @@ func (a *agentService) Enroll(ctx context.Context, req *agentproto.EnrollRequest
 }
 
 // authenticate finds the computer behind the stream's client certificate.
-func (a *agentService) authenticate(ctx context.Context) (*store.Computer, *x509.Certificate, error) {
+// One store query returns the certificate, its computer and the computer's
+// section hashes (for Welcome): a session set-up costs one round trip to a
+// PostgreSQL store.
+func (a *agentService) authenticate(ctx context.Context) (*store.AgentSession, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
-		return nil, nil, errcode.New(errcode.Unauthorized, "no peer information")
+		return nil, errcode.New(errcode.Unauthorized, "no peer information")
 	}
 	info, ok := p.AuthInfo.(credentials.TLSInfo)
 	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.PeerCertificates) == 0 {
-		return nil, nil, errcode.New(errcode.Unauthorized, "a client certificate is required; enroll first")
+		return nil, errcode.New(errcode.Unauthorized, "a client certificate is required; enroll first")
 	}
 	leaf := info.State.PeerCertificates[0]
-	serial := pki.SerialString(leaf.SerialNumber)
-	cert, err := a.store.AgentCertificateBySerial(ctx, serial)
+	s, err := a.store.AgentSession(ctx, pki.SerialString(leaf.SerialNumber))
 	if errcode.Is(err, errcode.NotFound) {
-		return nil, nil, errcode.New(errcode.Unauthorized, "certificate is not known to this server")
+		return nil, errcode.New(errcode.Unauthorized, "certificate is not known to this server")
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
+	cert := s.Certificate
 	if !cert.RevokedAt.IsZero() {
-		return nil, nil, errcode.New(errcode.Forbidden, "certificate revoked at %s", cert.RevokedAt.Format(time.RFC3339))
+		return nil, errcode.New(errcode.Forbidden, "certificate revoked at %s", cert.RevokedAt.Format(time.RFC3339))
 	}
 	if cert.ComputerID != pki.ComputerID(leaf) {
-		return nil, nil, errcode.New(errcode.Forbidden, "certificate does not match its computer")
+		return nil, errcode.New(errcode.Forbidden, "certificate does not match its computer")
 	}
-	c, err := a.store.ComputerByID(ctx, cert.ComputerID)
-	if err != nil {
-		return nil, nil, err
+	if !s.Computer.RevokedAt.IsZero() {
+		return nil, errcode.New(errcode.Forbidden, "computer has been removed from management")
 	}
-	if !c.RevokedAt.IsZero() {
-		return nil, nil, errcode.New(errcode.Forbidden, "computer has been removed from management")
-	}
-	return c, leaf, nil
+	return s, nil
 }
 
 func (a *agentService) Session(stream agentproto.Agent_SessionServer) error {
@@ -225,15 +221,16 @@ func (a *agentService) Session(stream agentproto.Agent_SessionServer) error {
 		}
 	}
 	defer setupDone()
-	var comp *store.Computer
+	var sess *store.AgentSession
 	var err error
-	if werr := a.work.do(ctx, func() { comp, _, err = a.authenticate(ctx) }); werr != nil {
+	if werr := a.work.do(ctx, func() { sess, err = a.authenticate(ctx) }); werr != nil {
 		return nil
 	}
 	if err != nil {
 		a.metrics.sessions.WithLabelValues("refused").Inc()
 		return grpcError(err)
 	}
+	comp := sess.Computer
 	first, err := stream.Recv()
 	if err != nil {
 		return nil
@@ -269,13 +266,6 @@ func (a *agentService) Session(stream agentproto.Agent_SessionServer) error {
 	}
 	conn.touch(now)
 
-	var hashes map[string][]byte
-	if werr := a.work.do(ctx, func() { hashes, err = a.store.SectionHashes(ctx, comp.ID) }); werr != nil {
-		return nil
-	}
-	if err != nil {
-		return grpcError(err)
-	}
 	res := a.hub.attach(conn)
 	defer a.hub.detach(conn)
 	a.metrics.sessions.WithLabelValues("accepted").Inc()
@@ -305,7 +295,7 @@ func (a *agentService) Session(stream agentproto.Agent_SessionServer) error {
 	if conn.capability >= 2 {
 		welcome.UpdateUrl, welcome.UpdateRootSha256 = a.updates.welcome()
 	}
-	for name, h := range hashes {
+	for name, h := range sess.SectionHashes {
 		if sec, ok := sectionByName[name]; ok {
 			welcome.SectionHashes = append(welcome.SectionHashes, &agentproto.SectionHash{Section: sec, Hash: h})
 		}

@@ -152,12 +152,12 @@ func (u *uploads) receive(ctx context.Context, computerID string, recv func() (*
 
 // Upload implements the agent service's Upload call.
 func (a *agentService) Upload(stream agentproto.Agent_UploadServer) error {
-	comp, _, err := a.authenticate(stream.Context())
+	sess, err := a.authenticate(stream.Context())
 	if err != nil {
 		return grpcError(err)
 	}
-	if err := a.uploads.receive(stream.Context(), comp.ID, stream.Recv); err != nil {
-		a.log.Warn("upload refused", "computer", comp.ID, "err", err)
+	if err := a.uploads.receive(stream.Context(), sess.Computer.ID, stream.Recv); err != nil {
+		a.log.Warn("upload refused", "computer", sess.Computer.ID, "err", err)
 		return grpcError(err)
 	}
 	return stream.SendAndClose(&agentproto.UploadResult{RunId: "", Ok: true})

@@ -55,25 +55,45 @@ type EngineReport struct {
 	LastError   string
 }
 
-const computerColumns = `id, name, hostname, instance, group_id, status, last_seen, connected_since, platform, os_name, os_version,
-	agent_version, hardware_fingerprint, clone_suspected, clone_reason, enrolled_at, revoked_at, version, config_version, config_applied_version,
-	engine_version, engine_update_state, engine_last_success, engine_last_error, server_id,
+// computerColumns are the columns scanComputer reads. They are qualified,
+// so that a query may join other tables to computers (AgentSession).
+const computerColumns = `computers.id, computers.name, computers.hostname, computers.instance, computers.group_id, computers.status,
+	computers.last_seen, computers.connected_since, computers.platform, computers.os_name, computers.os_version,
+	computers.agent_version, computers.hardware_fingerprint, computers.clone_suspected, computers.clone_reason,
+	computers.enrolled_at, computers.revoked_at, computers.version, computers.config_version, computers.config_applied_version,
+	computers.engine_version, computers.engine_update_state, computers.engine_last_success, computers.engine_last_error,
+	computers.server_id,
 	(SELECT COUNT(*) FROM detections d WHERE d.computer_id = computers.id AND d.state = 'unresolved')`
 
+// computerRow receives a row of computerColumns: its dest are the scan
+// destinations, in order, and computer finishes the Computer they filled.
+type computerRow struct {
+	c                                  Computer
+	lastSeen, since, revoked, engineOK sql.NullInt64
+	enrolled, engineVersion            int64
+}
+
+func (r *computerRow) dest() []any {
+	c := &r.c
+	return []any{&c.ID, &c.Name, &c.Hostname, &c.Instance, &c.GroupID, &c.Status, &r.lastSeen, &r.since, &c.Platform,
+		&c.OSName, &c.OSVersion, &c.AgentVersion, &c.HardwareFingerprint, &c.CloneSuspected, &c.CloneReason, &r.enrolled, &r.revoked,
+		&c.Version, &c.ConfigVersion, &c.ConfigApplied, &r.engineVersion, &c.Engine.UpdateState, &r.engineOK, &c.Engine.LastError,
+		&c.ServerID, &c.UnresolvedDetections}
+}
+
+func (r *computerRow) computer() *Computer {
+	c := r.c
+	c.LastSeen, c.ConnectedSince, c.RevokedAt, c.EnrolledAt = fromNullMS(r.lastSeen), fromNullMS(r.since), fromNullMS(r.revoked), fromMS(r.enrolled)
+	c.Engine.Version, c.Engine.LastSuccess = uint64(max(r.engineVersion, 0)), fromNullMS(r.engineOK)
+	return &c
+}
+
 func scanComputer(row interface{ Scan(...any) error }) (*Computer, error) {
-	c := &Computer{}
-	var lastSeen, since, revoked, engineOK sql.NullInt64
-	var enrolled, engineVersion int64
-	err := row.Scan(&c.ID, &c.Name, &c.Hostname, &c.Instance, &c.GroupID, &c.Status, &lastSeen, &since, &c.Platform,
-		&c.OSName, &c.OSVersion, &c.AgentVersion, &c.HardwareFingerprint, &c.CloneSuspected, &c.CloneReason, &enrolled, &revoked,
-		&c.Version, &c.ConfigVersion, &c.ConfigApplied, &engineVersion, &c.Engine.UpdateState, &engineOK, &c.Engine.LastError,
-		&c.ServerID, &c.UnresolvedDetections)
-	if err != nil {
+	var r computerRow
+	if err := row.Scan(r.dest()...); err != nil {
 		return nil, err
 	}
-	c.LastSeen, c.ConnectedSince, c.RevokedAt, c.EnrolledAt = fromNullMS(lastSeen), fromNullMS(since), fromNullMS(revoked), fromMS(enrolled)
-	c.Engine.Version, c.Engine.LastSuccess = uint64(max(engineVersion, 0)), fromNullMS(engineOK)
-	return c, nil
+	return r.computer(), nil
 }
 
 // ComputerByID returns not_found if there is no such computer.

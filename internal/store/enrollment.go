@@ -198,19 +198,95 @@ func (db *DB) EnrollComputer(ctx context.Context, secretHash string, now time.Ti
 	})
 }
 
+// agentCertificateColumns are the columns certificateRow reads, qualified
+// like computerColumns.
+const agentCertificateColumns = `agent_certificates.serial, agent_certificates.computer_id, agent_certificates.issued_at,
+	agent_certificates.not_after, agent_certificates.revoked_at`
+
+// certificateRow receives a row of agentCertificateColumns (see computerRow).
+type certificateRow struct {
+	c                AgentCertificate
+	issued, notAfter int64
+	revoked          sql.NullInt64
+}
+
+func (r *certificateRow) dest() []any {
+	return []any{&r.c.Serial, &r.c.ComputerID, &r.issued, &r.notAfter, &r.revoked}
+}
+
+func (r *certificateRow) certificate() *AgentCertificate {
+	c := r.c
+	c.IssuedAt, c.NotAfter, c.RevokedAt = fromMS(r.issued), fromMS(r.notAfter), fromNullMS(r.revoked)
+	return &c
+}
+
 // AgentCertificateBySerial returns not_found for an unknown serial.
 func (db *DB) AgentCertificateBySerial(ctx context.Context, serial string) (_ *AgentCertificate, err error) {
 	defer db.track("agent_certificate", time.Now(), &err)
-	c := &AgentCertificate{}
-	var issued, notAfter int64
-	var revoked sql.NullInt64
-	err = db.queryRowRO(ctx, `SELECT serial, computer_id, issued_at, not_after, revoked_at FROM agent_certificates WHERE serial = ?`, serial).
-		Scan(&c.Serial, &c.ComputerID, &issued, &notAfter, &revoked)
+	var r certificateRow
+	err = db.queryRowRO(ctx, `SELECT `+agentCertificateColumns+` FROM agent_certificates WHERE serial = ?`, serial).Scan(r.dest()...)
 	if err != nil {
 		return nil, notFound(err, "certificate not known")
 	}
-	c.IssuedAt, c.NotAfter, c.RevokedAt = fromMS(issued), fromMS(notAfter), fromNullMS(revoked)
-	return c, nil
+	return r.certificate(), nil
+}
+
+// AgentSession is what an agent's session starts from: the certificate it
+// presented, that certificate's computer and the hashes of the computer's
+// stored inventory sections (by section name). Revocations are returned as
+// stored; the caller decides.
+type AgentSession struct {
+	Certificate   *AgentCertificate
+	Computer      *Computer
+	SectionHashes map[string][]byte
+}
+
+// agentSessionQuery reads an AgentSession in one statement (one round trip
+// on PostgreSQL): one row per stored section, the certificate and computer
+// repeated on each, or a single row with a NULL section when none is stored.
+const agentSessionQuery = `SELECT ` + agentCertificateColumns + `, ` + computerColumns + `,
+	inventory_sections.section, inventory_sections.hash
+	FROM agent_certificates
+	JOIN computers ON computers.id = agent_certificates.computer_id
+	LEFT JOIN inventory_sections ON inventory_sections.computer_id = agent_certificates.computer_id
+	WHERE agent_certificates.serial = ?`
+
+// AgentSession returns the certificate with serial, its computer and the
+// computer's section hashes, as AgentCertificateBySerial, ComputerByID and
+// SectionHashes would, in one query. Returns not_found for an unknown
+// serial.
+func (db *DB) AgentSession(ctx context.Context, serial string) (_ *AgentSession, err error) {
+	defer db.track("agent_session", time.Now(), &err)
+	rows, err := db.queryRO(ctx, agentSessionQuery, serial)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var cert certificateRow
+	var comp computerRow
+	var section sql.NullString
+	var hash []byte
+	dest := append(append(cert.dest(), comp.dest()...), &section, &hash)
+	hashes := map[string][]byte{}
+	found := false
+	for rows.Next() {
+		// Each row scans into the same destinations: the certificate and
+		// computer columns are the same on every row.
+		if err := rows.Scan(dest...); err != nil {
+			return nil, err
+		}
+		found = true
+		if section.Valid {
+			hashes[section.String] = hash
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, errcode.New(errcode.NotFound, "certificate not known")
+	}
+	return &AgentSession{Certificate: cert.certificate(), Computer: comp.computer(), SectionHashes: hashes}, nil
 }
 
 // RevokeComputer revokes every certificate of a computer and marks it

@@ -35,3 +35,12 @@ func (db *DB) Columns(ctx context.Context) (map[string][]string, error) {
 	}
 	return out, rows.Err()
 }
+
+// AddAgentCertificate stores one more certificate for an enrolled computer
+// (storetest's AgentSession tests). The product issues a computer one
+// certificate, at enrollment; the schema allows several.
+func (db *DB) AddAgentCertificate(ctx context.Context, c *AgentCertificate) error {
+	_, err := db.rw.ExecContext(ctx, `INSERT INTO agent_certificates (serial, computer_id, issued_at, not_after, revoked_at) VALUES (?, ?, ?, ?, ?)`,
+		c.Serial, c.ComputerID, ms(c.IssuedAt), ms(c.NotAfter), nullMS(c.RevokedAt))
+	return err
+}

@@ -17,7 +17,36 @@ func TestDeliverableRuns_QueryPlanDoesNotScanComputers(t *testing.T) {
 	}
 	defer db.Close()
 	q, args := deliverableQuery(time.Now(), "", nil)
-	rows, err := db.ro.QueryContext(t.Context(), `EXPLAIN QUERY PLAN SELECT `+runColumns+` FROM task_runs `+q+` ORDER BY not_before, id LIMIT 10`, args...)
+	joined := queryPlan(t, db, `SELECT `+runColumns+` FROM task_runs `+q+` ORDER BY not_before, id LIMIT 10`, args...)
+	if strings.Contains(joined, "SCAN computers") || strings.Contains(joined, "SCAN c") || !strings.Contains(joined, "task_runs_pending") {
+		t.Fatalf("deliverable runs query plan:\n%s", joined)
+	}
+	t.Logf("plan:\n%s", joined)
+}
+
+// Every agent session starts with AgentSession: primary key look-ups only.
+func TestAgentSession_QueryPlanSearchesByKeys(t *testing.T) {
+	db, err := OpenSQLite(t.Context(), t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	joined := queryPlan(t, db, agentSessionQuery, "serial")
+	for _, want := range []string{"SEARCH agent_certificates", "SEARCH computers", "SEARCH inventory_sections", "SEARCH d"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("plan lacks %q", want)
+		}
+	}
+	if strings.Contains(joined, "SCAN") {
+		t.Errorf("plan scans a table")
+	}
+	t.Logf("plan:\n%s", joined)
+}
+
+// queryPlan returns SQLite's plan of q, one step a line.
+func queryPlan(t *testing.T, db *DB, q string, args ...any) string {
+	t.Helper()
+	rows, err := db.ro.QueryContext(t.Context(), `EXPLAIN QUERY PLAN `+q, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,9 +63,5 @@ func TestDeliverableRuns_QueryPlanDoesNotScanComputers(t *testing.T) {
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
-	joined := strings.Join(plan, "\n")
-	if strings.Contains(joined, "SCAN computers") || strings.Contains(joined, "SCAN c") || !strings.Contains(joined, "task_runs_pending") {
-		t.Fatalf("deliverable runs query plan:\n%s", joined)
-	}
-	t.Logf("plan:\n%s", joined)
+	return strings.Join(plan, "\n")
 }

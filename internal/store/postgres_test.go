@@ -24,7 +24,7 @@ func TestPostgres_Conformance(t *testing.T) {
 	})
 }
 
-func openPostgres(t *testing.T, u string) *store.DB {
+func openPostgres(t testing.TB, u string) *store.DB {
 	t.Helper()
 	db, err := store.OpenPostgres(t.Context(), u, store.Options{MaxConns: 4})
 	if err != nil {

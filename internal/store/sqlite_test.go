@@ -13,7 +13,7 @@ import (
 	"github.com/mamori/mamori/internal/store/storetest"
 )
 
-func openSQLite(t *testing.T, dir string, opt store.Options) *store.DB {
+func openSQLite(t testing.TB, dir string, opt store.Options) *store.DB {
 	t.Helper()
 	db, err := store.OpenSQLite(t.Context(), dir, opt)
 	if err != nil {

@@ -184,6 +184,13 @@ var suite = []group{
 		{"RevokeUnknownComputerIsNotFound", testRevokeUnknown},
 		{"AgentCertificateBySerial", testAgentCertificateBySerial},
 	}},
+	{"AgentSession", []test{
+		{"ComputerWithoutSections", testAgentSessionNoSections},
+		{"SectionHashesOfItsComputer", testAgentSessionSections},
+		{"UnknownSerialIsNotFound", testAgentSessionUnknown},
+		{"RevocationsAreReturned", testAgentSessionRevoked},
+		{"TwoCertificatesOfOneComputer", testAgentSessionTwoCertificates},
+	}},
 }
 
 // Run runs the conformance suite. open must return a fresh, migrated store
