@@ -78,6 +78,7 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 	verify := fs.Int("verify-configs", "", 0, "management: computers whose applied configuration is read back through the API afterwards (0: all, negative: none)")
 	echo := fs.String("echo-server", "", "", "echo endpoint HOST:PORT: the echo scenario's target; with steady or churn the same loop runs against it afterwards (echo_ratio)")
 	echoDebug := fs.String("echo-debug", "", "", "the echo endpoint's --debug-listen URL (http://HOST:PORT)")
+	client := fs.String("client", "", "grpc", "what simulated agents open sessions with: grpc (the real agent's client, grpc-go) or lean (the same wire, one goroutine per connection: more agents per machine)")
 	sources := fs.List("source-addrs", "", "local addresses to connect from, round-robin (127.0.0.2,127.0.0.3...)")
 	cache := fs.String("cache", "", "", "identity cache directory (default: next to --data)")
 	pprofURL := fs.String("pprof", "", "", "the server's --debug-listen URL (http://HOST:PORT): collect garbage before memory readings")
@@ -103,7 +104,7 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 		InFlight: *inflight, Ramp: *ramp, Settle: *settle, ChangeRate: *changeRate, ChangePackages: *changePk, PackagesMin: *pkMin, PackagesMax: *pkMax,
 		StormTimeout: *stormTimeout, WakeTimeout: *wakeTimeout, ManageTimeout: *manageTimeout, APIRate: *apiRate, VerifyConfigs: *verify,
 		EchoServer: *echo, EchoDebugURL: *echoDebug,
-		SourceAddrs: *sources, CacheDir: *cache, PprofURL: *pprofURL, ProfileDir: *profileDir, Log: os.Stderr}
+		SourceAddrs: *sources, Client: *client, CacheDir: *cache, PprofURL: *pprofURL, ProfileDir: *profileDir, Log: os.Stderr}
 	if *at != "" {
 		t, err := parseAt(*at)
 		if err != nil {

@@ -27,6 +27,10 @@ type ticketCache struct {
 	fails map[string]int
 }
 
+// NewTicketCache is the agent's TLS session cache, for clients that build
+// their own TLS configuration (the load generator's lean client).
+func NewTicketCache(capacity int) tls.ClientSessionCache { return newTicketCache(capacity) }
+
 func newTicketCache(capacity int) *ticketCache {
 	return &ticketCache{inner: tls.NewLRUClientSessionCache(capacity), fails: map[string]int{}}
 }

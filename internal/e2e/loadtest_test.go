@@ -130,7 +130,7 @@ func runHarness(t *testing.T, cfg loadtest.Config) *loadtest.Report {
 	rep.WriteTable(&table)
 	t.Log("\n" + table.String())
 	if rep.Connected != harnessAgents || rep.Errors != 0 || rep.GaveUp != 0 {
-		t.Fatalf("%s: connected %d of %d, errors %d %v, gave up %d", cfg.Scenario, rep.Connected, harnessAgents, rep.Errors, rep.ErrorsByKind, rep.GaveUp)
+		t.Fatalf("%s: connected %d of %d, errors %d %v (%v), gave up %d", cfg.Scenario, rep.Connected, harnessAgents, rep.Errors, rep.ErrorsByKind, rep.ErrorExamples, rep.GaveUp)
 	}
 	if rep.ServerRSS <= 0 && cfg.Scenario != loadtest.Echo {
 		t.Errorf("%s: no server RSS reading", cfg.Scenario)
@@ -406,5 +406,57 @@ func TestLoadtest_ObserveNeedsAtAndAnEventScenario(t *testing.T) {
 		if _, err := loadtest.Run(t.Context(), cfg); errcode.Of(err) != errcode.Invalid {
 			t.Errorf("%s observe (at %v): %v, want invalid", cfg.Scenario, cfg.At, err)
 		}
+	}
+}
+
+// The lean client speaks the same wire as the agent's: the scenarios that
+// drive the server's features reach every agent with it too.
+func TestLoadtest_LeanClientSteadyFanoutAndManagement(t *testing.T) {
+	srv := startRestartable(t, nil)
+	for _, scenario := range []string{loadtest.Steady, loadtest.WakeupFanout, loadtest.Management} {
+		cfg := srv.config(scenario)
+		cfg.Client = loadtest.ClientLean
+		switch scenario {
+		case loadtest.Steady:
+			cfg.Interval, cfg.Duration = 500*time.Millisecond, 3*time.Second
+		case loadtest.Management:
+			cfg.APIRate = 5
+		}
+		rep := runHarness(t, cfg)
+		switch scenario {
+		case loadtest.Steady:
+			checkCheckIns(t, rep)
+		case loadtest.WakeupFanout:
+			if rep.WakeupRequested != harnessAgents || rep.WakeupMissed != 0 || rep.WakeupAllSeconds <= 0 {
+				t.Errorf("wake-up: requested %d, missed %d, all in %.2fs", rep.WakeupRequested, rep.WakeupMissed, rep.WakeupAllSeconds)
+			}
+		case loadtest.Management:
+			checkManagement(t, rep)
+		}
+	}
+}
+
+// Shed with RetryLater, lean agents retry on the connection they hold, come
+// back on resumed TLS sessions, and none gives up.
+func TestLoadtest_LeanClientStormShedWithRetryLaterAllBackResumed(t *testing.T) {
+	srv := startRestartable(t, func(c *mserver.Config) { c.MaxSessionSetups = 1 })
+	cfg := srv.config(loadtest.ReconnectStorm)
+	cfg.Client, cfg.Restart = loadtest.ClientLean, srv.restart
+	rep := runHarness(t, cfg)
+	if srv.restarts != 1 || rep.StormBack != harnessAgents {
+		t.Fatalf("storm: %d restarts, %d of %d back", srv.restarts, rep.StormBack, harnessAgents)
+	}
+	if rep.RetryLater == 0 || rep.ServerCounters["sessions_retry_later"] == 0 {
+		t.Errorf("no RetryLater during the storm (agents %d, server %v)", rep.RetryLater, rep.ServerCounters)
+	}
+	if rep.ResumedFraction < 0.95 {
+		t.Errorf("only %.0f%% of reconnects resumed their TLS session (server: %v)", 100*rep.ResumedFraction, rep.ServerCounters)
+	}
+}
+
+func TestLoadtest_UnknownClientIsRefused(t *testing.T) {
+	cfg := loadtest.Config{Scenario: loadtest.Steady, Server: "127.0.0.1:1", API: "https://127.0.0.1:1", Agents: 1, Token: "t", Client: "quic"}
+	if _, err := loadtest.Run(t.Context(), cfg); errcode.Of(err) != errcode.Invalid || !strings.Contains(errcode.Message(err), "quic") {
+		t.Errorf("--client quic: %v, want invalid naming it", err)
 	}
 }

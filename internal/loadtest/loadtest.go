@@ -142,6 +142,9 @@ type Config struct {
 	// 127.0.0.2, 127.0.0.3): each source/destination pair has ~28,000
 	// ephemeral ports.
 	SourceAddrs []string
+	// Client is what simulated agents open their sessions with:
+	// ClientGRPC (default, the real agent's client) or ClientLean.
+	Client string
 	// CacheDir holds enrolled identities; default DataDir/../loadtest-cache.
 	CacheDir string
 	// PprofURL is the server's --debug-listen base URL; when set, the
@@ -232,6 +235,13 @@ func (c *Config) setDefaults() error {
 	}
 	if c.PackagesMax < c.PackagesMin {
 		return errors.New("--packages-max is below --packages-min")
+	}
+	switch c.Client {
+	case "":
+		c.Client = ClientGRPC
+	case ClientGRPC, ClientLean:
+	default:
+		return errcode.New(errcode.Invalid, "--client %q: want %s or %s", c.Client, ClientGRPC, ClientLean)
 	}
 	if c.Observe && (c.At.IsZero() || (c.Scenario != ReconnectStorm && c.Scenario != WakeupFanout)) {
 		return errcode.New(errcode.Invalid, "--observe needs --at and the reconnect-storm or wakeup-fanout scenario")

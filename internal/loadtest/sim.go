@@ -45,7 +45,7 @@ type sim struct {
 	f   *fleet
 	idx int
 	id  *agentIdentity
-	d   *agent.Direct
+	d   sessionClient
 
 	in, out atomic.Uint64 // bytes on this agent's TCP connections
 
@@ -106,15 +106,20 @@ func newSim(f *fleet, idx int, id *agentIdentity) (*sim, error) {
 	if srcs := f.cfg.SourceAddrs; len(srcs) > 0 {
 		local = &net.TCPAddr{IP: net.ParseIP(srcs[idx%len(srcs)])}
 	}
-	s.d = agent.NewDirect(agent.DirectOptions{Pin: pki.Fingerprint(f.env.ca.Raw), CA: f.env.ca, Cert: &cert, NoReadBuffer: true,
-		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
-			d := net.Dialer{LocalAddr: local}
-			c, err := d.DialContext(ctx, "tcp", addr)
-			if err != nil {
-				return nil, err
-			}
-			return countingConn{Conn: c, s: s}, nil
-		}})
+	dial := func(ctx context.Context, addr string) (net.Conn, error) {
+		d := net.Dialer{LocalAddr: local}
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		return countingConn{Conn: c, s: s}, nil
+	}
+	pin := pki.Fingerprint(f.env.ca.Raw)
+	if f.cfg.Client == ClientLean {
+		s.d = newLeanClient(pin, f.env.ca, &cert, dial)
+	} else {
+		s.d = grpcClient{agent.NewDirect(agent.DirectOptions{Pin: pin, CA: f.env.ca, Cert: &cert, NoReadBuffer: true, Dial: dial})}
+	}
 	return s, nil
 }
 
@@ -161,7 +166,7 @@ func (s *sim) run(ctx context.Context) {
 
 // simSession is one open session.
 type simSession struct {
-	sess   *agent.Session
+	sess   agentSession
 	acks   chan *agentproto.Ack
 	wakes  chan string
 	pushed chan struct{} // a configuration or task runs arrived: report them
