@@ -11,6 +11,7 @@
 # server's --config-push-rate and --task-delivery-rate pace it, set them
 # through SERVER_FLAGS).
 # Extra arguments go to mamori-loadtest (e.g. --interval 0 --duration 60s).
+# ECHO=0 skips the echo run of steady and churn.
 # BENCH_TRANSPORT (lean or grpc) is the --agent-transport of the server and
 # the echo endpoint; SERVER_FLAGS go to `mamori server`; GOGC and GOMEMLIMIT apply to the
 # server only. The JSON report is written to BENCH_DIR/report-SCENARIO-AGENTS.json,
@@ -35,11 +36,13 @@ trap './scripts/bench-server.sh stop-echo; ./scripts/bench-server.sh stop' EXIT
 echo_flags=()
 case "$SCENARIO" in
   steady|churn|echo)
-    ./scripts/bench-server.sh stop-echo
-    # The load generator and the server share the machine; so does the
-    # echo endpoint, but it is idle while the server is measured.
-    ./scripts/bench-server.sh start-echo
-    echo_flags=(--echo-server "$ECHO_ADDR" --echo-debug "http://$ECHO_DEBUG_ADDR") ;;
+    if [ "${ECHO:-1}" != 0 ] || [ "$SCENARIO" = echo ]; then
+      ./scripts/bench-server.sh stop-echo
+      # The load generator and the server share the machine; so does the
+      # echo endpoint, but it is idle while the server is measured.
+      ./scripts/bench-server.sh start-echo
+      echo_flags=(--echo-server "$ECHO_ADDR" --echo-debug "http://$ECHO_DEBUG_ADDR")
+    fi ;;
 esac
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(lscpu | sed -n 's/^Model name: *//p'), transport ${BENCH_TRANSPORT:-lean}, server GOGC=${SERVER_GOGC:-100} GOMEMLIMIT=${SERVER_GOMEMLIMIT:-none} ${SERVER_FLAGS:-}"
 bin/mamori-loadtest --scenario "$SCENARIO" --server "$AGENT_ADDR" --api "https://$API_ADDR" --data "$BENCH_DIR/data" \

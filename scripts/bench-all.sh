@@ -6,6 +6,7 @@
 #   AGENTS=19500 ./scripts/bench-all.sh [scenario...]
 #
 # Scenarios (default all): capacity sustained churn fanout storm grpc memlimit
+# clients (not in all: the load generator's own cost, grpc-go then lean client)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export AGENTS=${AGENTS:-19500}
@@ -45,6 +46,12 @@ for s in "${scenarios[@]}"; do
     grpc) run grpc BENCH_TRANSPORT=grpc SCENARIO=steady ./scripts/bench-agent.sh --ramp "$RAMP" --interval 0 --duration 30s --settle 60s ;;
     # Capacity with a memory limit on the server.
     memlimit) run memlimit GOMEMLIMIT=${MEMLIMIT:-640MiB} SCENARIO=steady ./scripts/bench-agent.sh --ramp "$RAMP" --interval 0 --duration 30s --settle 60s ;;
+    # The load generator's own memory and CPU per simulated agent: the same
+    # idle fleet (every agent every 20 s) with the agent's grpc-go client,
+    # then the lean one, back to back against a fresh server each.
+    clients) for c in grpc lean; do
+        run "client-$c" ECHO=0 SCENARIO=steady ./scripts/bench-agent.sh --client "$c" --ramp "$RAMP" --interval 20s --duration 60s --settle 30s
+      done ;;
     *) echo "unknown scenario $s" >&2; exit 2 ;;
   esac
 done

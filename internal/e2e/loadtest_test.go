@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"io"
 	"log/slog"
@@ -134,6 +135,12 @@ func runHarness(t *testing.T, cfg loadtest.Config) *loadtest.Report {
 	}
 	if rep.ServerRSS <= 0 && cfg.Scenario != loadtest.Echo {
 		t.Errorf("%s: no server RSS reading", cfg.Scenario)
+	}
+	if rep.ClientRSSBytes <= 0 {
+		t.Errorf("%s: no reading of the load generator's own RSS", cfg.Scenario)
+	}
+	if want := cmp.Or(cfg.Client, loadtest.ClientGRPC); rep.Client != want {
+		t.Errorf("%s: report says client %q, want %q", cfg.Scenario, rep.Client, want)
 	}
 	return rep
 }

@@ -40,8 +40,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -271,8 +273,10 @@ func (c *Config) setDefaults() error {
 // explains each.
 type Report struct {
 	Scenario string `json:"scenario"`
-	Target   string `json:"target"`
-	Agents   int    `json:"agents"`
+	// Client is what the simulated agents opened sessions with (grpc or lean).
+	Client string `json:"client"`
+	Target string `json:"target"`
+	Agents int    `json:"agents"`
 	// Connected agents (a session open and its first check-in
 	// acknowledged) at the end of the connect phase; for reconnect-storm,
 	// after the storm.
@@ -371,10 +375,14 @@ type Report struct {
 	ServerCPUSeconds      float64 `json:"server_cpu_seconds"`
 	// ServerCounters are the server's handshake and session counters at
 	// the end (TLS handshakes full/resumed/shed/..., RetryLater sent).
-	ServerCounters  map[string]float64 `json:"server_counters,omitempty"`
-	ServerCPUCores  float64            `json:"server_cpu_cores"`
-	ClientCPUCores  float64            `json:"client_cpu_cores"`
-	MeasuredSeconds float64            `json:"measured_seconds"`
+	ServerCounters map[string]float64 `json:"server_counters,omitempty"`
+	ServerCPUCores float64            `json:"server_cpu_cores"`
+	ClientCPUCores float64            `json:"client_cpu_cores"`
+	// ClientRSSBytes is the load generator's own resident memory at the
+	// end of the measured part (the Go runtime's reservation where /proc
+	// is not available).
+	ClientRSSBytes  float64 `json:"client_rss_bytes"`
+	MeasuredSeconds float64 `json:"measured_seconds"`
 	// MachineLoad is the 1-minute load average at the start and the end
 	// of the measured part: the machine is shared, so say how busy it was.
 	MachineLoad [2]float64 `json:"machine_load_1m"`
@@ -856,7 +864,7 @@ func (e *env) pprofBase(target string) string {
 // runSteady: steady, churn and echo.
 func runSteady(ctx context.Context, e *env, target string, met *metricsSource, gc bool) (*Report, error) {
 	cfg := e.cfg
-	rep := &Report{Scenario: cfg.Scenario, Target: target, Agents: cfg.Agents}
+	rep := &Report{Scenario: cfg.Scenario, Client: cfg.Client, Target: target, Agents: cfg.Agents}
 	f, before, err := connectPhase(ctx, e, target, met, gc, rep)
 	if err != nil {
 		return rep, err
@@ -960,6 +968,7 @@ func closedLoop(ctx context.Context, f *fleet, d time.Duration) {
 func (rep *Report) endLoad(el, cpu0 time.Duration) {
 	rep.MeasuredSeconds = el.Seconds()
 	rep.ClientCPUCores = (clientCPU() - cpu0).Seconds() / el.Seconds()
+	rep.ClientRSSBytes = clientRSS()
 	rep.MachineLoad[1] = loadAverage()
 }
 
@@ -1005,7 +1014,7 @@ func serverCounters(m map[string]float64) map[string]float64 {
 // runFanout wakes the group "All" and waits until every agent replicated.
 func runFanout(ctx context.Context, e *env) (*Report, error) {
 	cfg := e.cfg
-	rep := &Report{Scenario: cfg.Scenario, Target: cfg.Server, Agents: cfg.Agents}
+	rep := &Report{Scenario: cfg.Scenario, Client: cfg.Client, Target: cfg.Server, Agents: cfg.Agents}
 	f, before, err := connectPhase(ctx, e, cfg.Server, e.serverMet, cfg.PprofURL != "", rep)
 	if err != nil {
 		return rep, err
@@ -1085,7 +1094,7 @@ func waitAt(ctx context.Context, cfg *Config) error {
 // runStorm restarts the server and waits until every agent is back.
 func runStorm(ctx context.Context, e *env) (*Report, error) {
 	cfg := e.cfg
-	rep := &Report{Scenario: cfg.Scenario, Target: cfg.Server, Agents: cfg.Agents}
+	rep := &Report{Scenario: cfg.Scenario, Client: cfg.Client, Target: cfg.Server, Agents: cfg.Agents}
 	f, _, err := connectPhase(ctx, e, cfg.Server, e.serverMet, cfg.PprofURL != "", rep)
 	if err != nil {
 		return rep, err
@@ -1241,6 +1250,22 @@ func loadAverage() float64 {
 }
 
 // clientCPU is the CPU time this process has used.
+// clientRSS is this process's resident memory in bytes.
+func clientRSS() float64 {
+	if b, err := os.ReadFile("/proc/self/status"); err == nil {
+		for line := range strings.Lines(string(b)) {
+			if kb, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+				if n, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(kb), " kB"), 64); err == nil {
+					return n * 1024
+				}
+			}
+		}
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return float64(ms.Sys)
+}
+
 func clientCPU() time.Duration {
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {

@@ -79,6 +79,9 @@ func (r *Report) WriteTable(w io.Writer) {
 		row("server CPU", "%.1f s (%.2f cores)", r.ServerCPUSeconds, r.ServerCPUCores)
 	}
 	row("load generator CPU", "%.2f cores", r.ClientCPUCores)
+	if r.ClientRSSBytes > 0 && r.Connected > 0 {
+		row("load generator RSS", "%.1f MiB (%.1f KiB per agent, %s client)", r.ClientRSSBytes/(1<<20), r.ClientRSSBytes/1024/float64(r.Connected), r.Client)
+	}
 	if r.MachineLoad != [2]float64{} {
 		row("machine load (1 min)", "%.1f → %.1f (%d cores)", r.MachineLoad[0], r.MachineLoad[1], runtime.NumCPU())
 	}
