@@ -69,10 +69,13 @@ const (
 	leanFrameSize      = 16 << 10 // SETTINGS_MAX_FRAME_SIZE we accept (the default)
 	leanWindow         = 65535    // our receive windows (the defaults, never changed)
 	leanWindowUpdateAt = leanWindow / 4
-	leanHandshake      = 20 * time.Second // as grpc-go's connect timeout
 	leanWriteTimeout   = 10 * time.Second
 	leanMaxHeaderList  = 16 << 10
 )
+
+// leanHandshake bounds the dial and TLS handshake, as grpc-go's connect
+// timeout (a variable for the tests).
+var leanHandshake = 20 * time.Second
 
 // leanClient keeps one HTTP/2 connection to the server and opens one
 // session stream at a time on it, as agent.Direct does with grpc-go: a
@@ -137,14 +140,23 @@ func (l *leanClient) connection(ctx context.Context, server string) (*leanConn, 
 // back-pressure, *agent.RefusedError when nothing listens, error codes
 // from the server's status otherwise.
 func (l *leanClient) OpenSession(ctx context.Context, server string, hello *agentproto.Hello) (agentSession, *agentproto.Welcome, error) {
+	body, err := grpcMessage(&agentproto.AgentMessage{Msg: &agentproto.AgentMessage_Hello{Hello: hello}})
+	if err != nil {
+		return nil, nil, err
+	}
 	c, err := l.connection(ctx, server)
 	if err != nil {
 		return nil, nil, err
 	}
-	st, err := c.open(ctx, hello)
+	st, err := c.open(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
+	// A server that answers at once (a refused certificate, RetryLater)
+	// may have ended the stream before the hello is sent: its answer is
+	// still there to read (as with agent.Direct). Hello is small: it fits
+	// any window a server may announce but zero.
+	sendErr := st.send(body)
 	first, err := st.Recv()
 	if err != nil {
 		st.Close()
@@ -152,7 +164,9 @@ func (l *leanClient) OpenSession(ctx context.Context, server string, hello *agen
 	}
 	switch m := first.Msg.(type) {
 	case *agentproto.ServerMessage_Welcome:
-		return st, m.Welcome, nil
+		if sendErr == nil {
+			return st, m.Welcome, nil
+		}
 	case *agentproto.ServerMessage_RetryLater:
 		st.Close()
 		return nil, nil, &agent.RetryLaterError{After: time.Duration(m.RetryLater.RetryAfterMs) * time.Millisecond, Reason: m.RetryLater.Reason}
@@ -280,12 +294,8 @@ func (c *leanConn) fail(err error) {
 	c.nc.Close()
 }
 
-// open starts a Session stream and sends hello on it.
-func (c *leanConn) open(ctx context.Context, hello *agentproto.Hello) (*leanStream, error) {
-	body, err := grpcMessage(&agentproto.AgentMessage{Msg: &agentproto.AgentMessage_Hello{Hello: hello}})
-	if err != nil {
-		return nil, err
-	}
+// open starts a Session stream (its HEADERS).
+func (c *leanConn) open(ctx context.Context) (*leanStream, error) {
 	c.mu.Lock()
 	if c.err != nil {
 		c.mu.Unlock()
@@ -300,7 +310,7 @@ func (c *leanConn) open(ctx context.Context, hello *agentproto.Hello) (*leanStre
 	}
 	c.active = st
 	c.mu.Unlock()
-	err = c.write(func() error {
+	err := c.write(func() error {
 		c.hbuf.Reset()
 		for _, f := range [...]hpack.HeaderField{
 			{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "https"},
@@ -313,11 +323,6 @@ func (c *leanConn) open(ctx context.Context, hello *agentproto.Hello) (*leanStre
 		return c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: st.id, BlockFragment: c.hbuf.Bytes(), EndHeaders: true})
 	})
 	if err != nil {
-		return nil, err
-	}
-	// Hello is small: it fits any window a server may announce.
-	if err := st.send(body); err != nil {
-		st.Close()
 		return nil, err
 	}
 	return st, nil
@@ -353,7 +358,7 @@ func (c *leanConn) handle(f http2.Frame) error {
 			return nil
 		}
 		if err := f.ForeachSetting(c.applySetting); err != nil {
-			return err
+			return errcode.New(errcode.Unavailable, "server %s: protocol error: %v", c.server, err)
 		}
 		return c.write(func() error { return c.fr.WriteSettingsAck() })
 	case *http2.PingFrame:
