@@ -467,3 +467,18 @@ func TestLoadtest_UnknownClientIsRefused(t *testing.T) {
 		t.Errorf("--client quic: %v, want invalid naming it", err)
 	}
 }
+
+// Agents keep the configuration they applied between runs, as real agents
+// keep it on disk: a second run of the same fleet is pushed nothing.
+func TestLoadtest_AgentsKeepTheirConfigurationBetweenRuns(t *testing.T) {
+	srv := startRestartable(t, nil)
+	pushes := make([]float64, 2)
+	for i := range pushes {
+		cfg := srv.config(loadtest.Steady)
+		cfg.Client, cfg.Duration = loadtest.ClientLean, 500*time.Millisecond
+		pushes[i] = runHarness(t, cfg).ServerCounters["pushes_configuration"]
+	}
+	if pushes[0] < harnessAgents || pushes[1] != pushes[0] {
+		t.Errorf("configuration pushes (server total) after the first run %.0f, after the second %.0f: want %d, then none more", pushes[0], pushes[1], harnessAgents)
+	}
+}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/mamori/mamori/internal/agent"
 	"github.com/mamori/mamori/internal/agentproto"
+	"github.com/mamori/mamori/internal/atomicfile"
 	"github.com/mamori/mamori/internal/errcode"
 	"github.com/mamori/mamori/internal/pki"
 )
@@ -26,6 +27,35 @@ type agentIdentity struct {
 	agent.Identity
 	fp  string
 	inv simInventory
+	// config is the configuration version the agent applied in an earlier
+	// run: a real agent keeps it on disk and announces it when it
+	// connects, so the server pushes nothing when it is still current.
+	config string
+}
+
+// configsPath is where the applied configuration versions of a cache's
+// agents are kept between runs (computer id -> version).
+func configsPath(cfg *Config, ca *x509.Certificate) string {
+	return filepath.Join(cfg.CacheDir, "configs-"+pki.Fingerprint(ca.Raw)[7:19]+".json")
+}
+
+// saveConfigs records the configuration version each agent of a stopped
+// fleet applied.
+func saveConfigs(f *fleet) error {
+	m := make(map[string]string, len(f.sims))
+	for _, s := range f.sims {
+		s.pmu.Lock()
+		s.id.config = s.config // the next fleet of this run starts from it too
+		s.pmu.Unlock()
+		if s.id.config != "" {
+			m[s.id.ComputerID] = s.id.config
+		}
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(configsPath(f.cfg, f.env.ca), b, 0o600)
 }
 
 // identities loads cached identities or enrolls new ones. The cache is one
@@ -87,10 +117,15 @@ func identities(ctx context.Context, cfg *Config, ca *x509.Certificate, api *api
 			return nil, fmt.Errorf("enrolling: %w", err)
 		}
 	}
+	var configs map[string]string
+	if b, err := os.ReadFile(configsPath(cfg, ca)); err == nil {
+		json.Unmarshal(b, &configs) // a damaged file: every agent starts without one
+	}
 	out := make([]*agentIdentity, len(ids))
 	for i, id := range ids {
 		fp := fingerprint(id.Instance)
-		out[i] = &agentIdentity{Identity: *id, fp: fp, inv: newSimInventory(id.Instance, id.Instance, fp, cfg.PackagesMin, cfg.PackagesMax)}
+		out[i] = &agentIdentity{Identity: *id, fp: fp, inv: newSimInventory(id.Instance, id.Instance, fp, cfg.PackagesMin, cfg.PackagesMax),
+			config: configs[id.ComputerID]}
 	}
 	return out, nil
 }

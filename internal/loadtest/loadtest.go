@@ -558,6 +558,9 @@ func (f *fleet) stop() {
 		go func() { defer wg.Done(); s.close() }()
 	}
 	wg.Wait()
+	if err := saveConfigs(f); err != nil {
+		fmt.Fprintf(f.cfg.Log, "keeping the agents' configuration versions: %v\n", err)
+	}
 }
 
 func (f *fleet) jittered() time.Duration {

@@ -101,7 +101,7 @@ func newSim(f *fleet, idx int, id *agentIdentity) (*sim, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &sim{f: f, idx: idx, id: id}
+	s := &sim{f: f, idx: idx, id: id, config: id.config}
 	var local net.Addr
 	if srcs := f.cfg.SourceAddrs; len(srcs) > 0 {
 		local = &net.TCPAddr{IP: net.ParseIP(srcs[idx%len(srcs)])}
