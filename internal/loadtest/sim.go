@@ -108,6 +108,9 @@ func newSim(f *fleet, idx int, id *agentIdentity) (*sim, error) {
 	}
 	dial := func(ctx context.Context, addr string) (net.Conn, error) {
 		d := net.Dialer{LocalAddr: local}
+		if local != nil {
+			d.Control = bindNoPort
+		}
 		c, err := d.DialContext(ctx, "tcp", addr)
 		if err != nil {
 			return nil, err
