@@ -158,6 +158,7 @@ out = {
     "wakeup_requested": s("wakeup_requested"), "wakeup_all_seconds_worst": mx("wakeup_all_seconds"), "wakeup_missed": s("wakeup_missed"),
     "storm_back": s("storm_back"), "storm_all_back_seconds_worst": mx("storm_all_back_seconds"), "gave_up": s("gave_up"),
     "retry_later": s("retry_later"), "pg_commits": c1 - c0, "pg_rollbacks": r1 - r0,
+    "generators_rss_bytes": s("client_rss_bytes"), "generators_cpu_cores": s("client_cpu_cores"),
 }
 json.dump(out, open(f"{d}/cluster-summary.json", "w"), indent=1)
 for k, v in out.items():
