@@ -156,7 +156,7 @@ out = {
     "server_cpu_seconds": (k1 - k0) / hz, "wall_seconds": t1 - t0,
     "bytes_per_checkin": sum((r.get("bytes_per_checkin") or 0) * (r.get("connected") or 0) for r in reps) / max(connected, 1),
     "wakeup_requested": s("wakeup_requested"), "wakeup_all_seconds_worst": mx("wakeup_all_seconds"), "wakeup_missed": s("wakeup_missed"),
-    "storm_back": s("storm_back"), "storm_all_back_seconds_worst": mx("storm_all_back_seconds"), "gave_up": s("gave_up"),
+    "storm_back": s("storm_back"), "storm_all_back_seconds_worst": mx("storm_all_back_seconds"), "not_back": s("not_back"), "gave_up": s("gave_up"),
     "retry_later": s("retry_later"), "pg_commits": c1 - c0, "pg_rollbacks": r1 - r0,
     "generators_rss_bytes": s("client_rss_bytes"), "generators_cpu_cores": s("client_cpu_cores"),
 }

@@ -138,7 +138,7 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	if rep.Errors > 0 || rep.GaveUp > 0 {
-		return fmt.Errorf("%d errors, %d agents gave up", rep.Errors, rep.GaveUp)
+		return fmt.Errorf("%d errors, %d agents not back in time, %d gave up", rep.Errors, rep.NotBack, rep.GaveUp)
 	}
 	return nil
 }

@@ -482,3 +482,18 @@ func TestLoadtest_AgentsKeepTheirConfigurationBetweenRuns(t *testing.T) {
 		t.Errorf("configuration pushes (server total) after the first run %.0f, after the second %.0f: want %d, then none more", pushes[0], pushes[1], harnessAgents)
 	}
 }
+
+// Agents still trying when the storm's time is up are counted as not back,
+// apart from agents that gave up (none here: the server only restarted).
+func TestLoadtest_StormTimeUpCountsAgentsNotBackApartFromGaveUp(t *testing.T) {
+	srv := startRestartable(t, nil)
+	cfg := srv.config(loadtest.ReconnectStorm)
+	cfg.Restart, cfg.StormTimeout = srv.restart, time.Millisecond
+	rep, err := loadtest.Run(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.NotBack == 0 || rep.GaveUp != 0 || rep.Errors != rep.NotBack || rep.StormBack+rep.NotBack != harnessAgents {
+		t.Errorf("storm cut short: %d back, %d not back, %d gave up, %d errors", rep.StormBack, rep.NotBack, rep.GaveUp, rep.Errors)
+	}
+}

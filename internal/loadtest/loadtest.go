@@ -322,8 +322,12 @@ type Report struct {
 	StormP50Secs     float64 `json:"storm_p50_seconds,omitempty"`
 	StormP99Secs     float64 `json:"storm_p99_seconds,omitempty"`
 	StormBack        int     `json:"storm_back,omitempty"`
-	GaveUp           int     `json:"gave_up"`
-	ResumedFraction  float64 `json:"tls_resumed_fraction,omitempty"`
+	// NotBack agents were not back when the storm's time was up (gave-up
+	// ones included); GaveUp stopped trying (a refusal the agent's
+	// reconnection policy does not retry).
+	NotBack         int     `json:"not_back,omitempty"`
+	GaveUp          int     `json:"gave_up"`
+	ResumedFraction float64 `json:"tls_resumed_fraction,omitempty"`
 
 	// Management, policy: from the request creating the policy until each
 	// agent's check-in reporting the new version applied was acknowledged
@@ -1129,11 +1133,10 @@ func runStorm(ctx context.Context, e *env) (*Report, error) {
 	defer stopSelfProfile()
 	deadline := t0.Add(cfg.StormTimeout)
 	var back []time.Duration
-	resumed := 0
+	resumed, gaveUp := 0, 0
 	lastLog := time.Now()
 	for {
-		back, resumed = back[:0], 0
-		gaveUp := 0
+		back, resumed, gaveUp = back[:0], 0, 0
 		for _, s := range f.sims {
 			if u := s.upAt.Load(); u > t0.UnixNano() && s.connected.Load() {
 				back = append(back, time.Duration(u-t0.UnixNano()))
@@ -1164,7 +1167,8 @@ func runStorm(ctx context.Context, e *env) (*Report, error) {
 	rep.endLoad(el, cpu0)
 	rep.StormBack = len(back)
 	rep.Connected = int(f.up.Load())
-	rep.GaveUp = connected - len(back)
+	rep.NotBack = connected - len(back)
+	rep.GaveUp = gaveUp
 	rep.StormAllBackSecs = pct(back, 100) / 1000
 	rep.StormP50Secs, rep.StormP99Secs = pct(back, 50)/1000, pct(back, 99)/1000
 	if len(back) > 0 {
@@ -1195,7 +1199,7 @@ func runStorm(ctx context.Context, e *env) (*Report, error) {
 		errs["storm:"+k] = v
 	}
 	rep.ErrorsByKind = errs
-	rep.Errors = rep.GaveUp
+	rep.Errors = rep.NotBack
 	for k, v := range connectErrs {
 		if k == "retry_later" {
 			rep.RetryLater += v

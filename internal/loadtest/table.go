@@ -49,7 +49,7 @@ func (r *Report) WriteTable(w io.Writer) {
 	}
 	if r.Scenario == ReconnectStorm {
 		row("restart command", "%.1fs", r.RestartSeconds)
-		row("all back after", "%.1fs (p50 %.1fs, p99 %.1fs); %d back, %d gave up", r.StormAllBackSecs, r.StormP50Secs, r.StormP99Secs, r.StormBack, r.GaveUp)
+		row("all back after", "%.1fs (p50 %.1fs, p99 %.1fs); %d back, %d not back in time, %d gave up", r.StormAllBackSecs, r.StormP50Secs, r.StormP99Secs, r.StormBack, r.NotBack, r.GaveUp)
 		row("TLS resumed", "%.1f %% of reconnects", 100*r.ResumedFraction)
 	}
 	if r.Scenario == Management {
