@@ -274,17 +274,27 @@ func (d *Direct) OpenSession(ctx context.Context, server string, hello *agentpro
 		s.Close()
 		return nil, nil, err
 	}
+	welcome, err := HelloAnswer(first, sendErr)
+	if err != nil {
+		s.Close()
+		return nil, nil, err
+	}
+	return s, welcome, nil
+}
+
+// HelloAnswer reads the server's first message of a session: its Welcome,
+// or its RetryLater as *RetryLaterError. sendErr is how sending the hello
+// went: a Welcome to a hello that was not sent is no session.
+func HelloAnswer(first *agentproto.ServerMessage, sendErr error) (*agentproto.Welcome, error) {
 	switch m := first.Msg.(type) {
 	case *agentproto.ServerMessage_Welcome:
 		if sendErr == nil {
-			return s, m.Welcome, nil
+			return m.Welcome, nil
 		}
 	case *agentproto.ServerMessage_RetryLater:
-		s.Close()
-		return nil, nil, &RetryLaterError{After: time.Duration(m.RetryLater.RetryAfterMs) * time.Millisecond, Reason: m.RetryLater.Reason}
+		return nil, &RetryLaterError{After: time.Duration(m.RetryLater.RetryAfterMs) * time.Millisecond, Reason: m.RetryLater.Reason}
 	}
-	s.Close()
-	return nil, nil, errcode.New(errcode.Invalid, "server answered hello with an unexpected message")
+	return nil, errcode.New(errcode.Invalid, "server answered hello with an unexpected message")
 }
 
 // TLSState is the TLS state of the session's connection (DidResume tells

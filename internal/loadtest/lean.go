@@ -162,17 +162,12 @@ func (l *leanClient) OpenSession(ctx context.Context, server string, hello *agen
 		st.Close()
 		return nil, nil, err
 	}
-	switch m := first.Msg.(type) {
-	case *agentproto.ServerMessage_Welcome:
-		if sendErr == nil {
-			return st, m.Welcome, nil
-		}
-	case *agentproto.ServerMessage_RetryLater:
+	welcome, err := agent.HelloAnswer(first, sendErr)
+	if err != nil {
 		st.Close()
-		return nil, nil, &agent.RetryLaterError{After: time.Duration(m.RetryLater.RetryAfterMs) * time.Millisecond, Reason: m.RetryLater.Reason}
+		return nil, nil, err
 	}
-	st.Close()
-	return nil, nil, errcode.New(errcode.Invalid, "server answered hello with an unexpected message")
+	return st, welcome, nil
 }
 
 // leanConn is one HTTP/2 client connection.
