@@ -201,21 +201,31 @@ func (d *Direct) rpcError(server string, c *grpc.ClientConn, err error) error {
 		return errcode.New(errcode.Forbidden, "%s not the expected %s (check --ca-fingerprint)", msg, d.pin)
 	}
 	if errors.Is(err, io.EOF) {
-		return errcode.New(errcode.Unavailable, "server %s closed the session", server)
+		return StatusError(server, codes.OK, "")
 	}
 	st, ok := status.FromError(err)
 	if !ok {
 		return errcode.New(errcode.Unavailable, "server %s: %v", server, err)
 	}
-	code := errcode.FromGRPC(st.Code())
-	if code == errcode.Unavailable {
-		e := errcode.New(code, "server %s unreachable: %s", server, st.Message())
-		if refused {
-			return &RefusedError{Err: e}
-		}
-		return e
+	e := StatusError(server, st.Code(), st.Message())
+	if refused && errcode.Of(e) == errcode.Unavailable {
+		return &RefusedError{Err: e}
 	}
-	return errcode.New(code, "%s", st.Message())
+	return e
+}
+
+// StatusError is the error of a session or call that server ended with a
+// gRPC status: the server's own code and message, "unreachable" for
+// unavailable, and "closed the session" for a stream that ended without
+// an error.
+func StatusError(server string, code codes.Code, msg string) error {
+	if code == codes.OK {
+		return errcode.New(errcode.Unavailable, "server %s closed the session", server)
+	}
+	if ec := errcode.FromGRPC(code); ec != errcode.Unavailable {
+		return errcode.New(ec, "%s", msg)
+	}
+	return errcode.New(errcode.Unavailable, "server %s unreachable: %s", server, msg)
 }
 
 // Enroll asks server to enroll this agent.
