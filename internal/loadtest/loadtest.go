@@ -871,7 +871,7 @@ func (e *env) pprofBase(target string) string {
 // runSteady: steady, churn and echo.
 func runSteady(ctx context.Context, e *env, target string, met *metricsSource, gc bool) (*Report, error) {
 	cfg := e.cfg
-	rep := &Report{Scenario: cfg.Scenario, Client: cfg.Client, Target: target, Agents: cfg.Agents}
+	rep := newReport(cfg, target)
 	f, before, err := connectPhase(ctx, e, target, met, gc, rep)
 	if err != nil {
 		return rep, err
@@ -1021,7 +1021,7 @@ func serverCounters(m map[string]float64) map[string]float64 {
 // runFanout wakes the group "All" and waits until every agent replicated.
 func runFanout(ctx context.Context, e *env) (*Report, error) {
 	cfg := e.cfg
-	rep := &Report{Scenario: cfg.Scenario, Client: cfg.Client, Target: cfg.Server, Agents: cfg.Agents}
+	rep := newReport(cfg, cfg.Server)
 	f, before, err := connectPhase(ctx, e, cfg.Server, e.serverMet, cfg.PprofURL != "", rep)
 	if err != nil {
 		return rep, err
@@ -1101,7 +1101,7 @@ func waitAt(ctx context.Context, cfg *Config) error {
 // runStorm restarts the server and waits until every agent is back.
 func runStorm(ctx context.Context, e *env) (*Report, error) {
 	cfg := e.cfg
-	rep := &Report{Scenario: cfg.Scenario, Client: cfg.Client, Target: cfg.Server, Agents: cfg.Agents}
+	rep := newReport(cfg, cfg.Server)
 	f, _, err := connectPhase(ctx, e, cfg.Server, e.serverMet, cfg.PprofURL != "", rep)
 	if err != nil {
 		return rep, err
@@ -1257,6 +1257,11 @@ func loadAverage() float64 {
 }
 
 // clientCPU is the CPU time this process has used.
+// newReport starts the report of a run of cfg against target.
+func newReport(cfg *Config, target string) *Report {
+	return &Report{Scenario: cfg.Scenario, Client: cfg.Client, Target: target, Agents: cfg.Agents}
+}
+
 // clientRSS is this process's resident memory in bytes.
 func clientRSS() float64 {
 	if b, err := os.ReadFile("/proc/self/status"); err == nil {

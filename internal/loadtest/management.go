@@ -40,7 +40,7 @@ type APIFigures struct {
 // GET /computers/{id}/effective-config.
 func runManagement(ctx context.Context, e *env) (*Report, error) {
 	cfg := e.cfg
-	rep := &Report{Scenario: cfg.Scenario, Client: cfg.Client, Target: cfg.Server, Agents: cfg.Agents}
+	rep := newReport(cfg, cfg.Server)
 	if err := e.api.login(); err != nil {
 		return rep, err
 	}
