@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mamori/mamori/internal/agentproto"
 	"github.com/mamori/mamori/internal/errcode"
 )
 
@@ -217,6 +218,43 @@ func TestHardwareFingerprint_InstanceAndMachineIDMatter(t *testing.T) {
 	t.Setenv(MachineIDEnv, "machine-1")
 	if HardwareFingerprint("") != a {
 		t.Fatal("fingerprint not stable")
+	}
+}
+
+// A RetryLater ends a session whenever it comes (a server stopping on
+// purpose sends it during the session); other messages do not. Whatever
+// time the server gives, the agent waits within reason.
+func TestSessionEnd_RetryLaterEndsTheSessionWithTheServersTime(t *testing.T) {
+	for _, m := range []*agentproto.ServerMessage{
+		{Msg: &agentproto.ServerMessage_WakeUp{WakeUp: &agentproto.WakeUp{Id: "w"}}},
+		{Msg: &agentproto.ServerMessage_Ack{Ack: &agentproto.Ack{Seq: 1}}},
+		{},
+	} {
+		if err := SessionEnd(m); err != nil {
+			t.Errorf("SessionEnd(%v) = %v, want nil", m, err)
+		}
+	}
+	for _, tc := range []struct {
+		ms       uint32
+		min, max time.Duration
+	}{
+		{3000, 3 * time.Second, 3600 * time.Millisecond},
+		{0, time.Second, 1200 * time.Millisecond},                 // no time given: at least 1 s
+		{^uint32(0), time.Hour, time.Hour + retryJitterMax},       // 49 days asked: 1 h at most
+		{120000, 2 * time.Minute, 2*time.Minute + retryJitterMax}, // jitter capped
+	} {
+		err := SessionEnd(&agentproto.ServerMessage{Msg: &agentproto.ServerMessage_RetryLater{RetryLater: &agentproto.RetryLater{
+			RetryAfterMs: tc.ms, Reason: "server restarting"}}})
+		var rl *RetryLaterError
+		if !errors.As(err, &rl) || rl.After != time.Duration(tc.ms)*time.Millisecond || rl.Reason != "server restarting" {
+			t.Fatalf("SessionEnd(RetryLater %d ms) = %v", tc.ms, err)
+		}
+		for range 50 {
+			d, retry := ReconnectDelay(err, 3)
+			if !retry || d < tc.min || d > tc.max {
+				t.Fatalf("ReconnectDelay after a %d ms RetryLater = %s, %v; want %s–%s", tc.ms, d, retry, tc.min, tc.max)
+			}
+		}
 	}
 }
 

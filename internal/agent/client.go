@@ -302,9 +302,21 @@ func HelloAnswer(first *agentproto.ServerMessage, sendErr error) (*agentproto.We
 			return m.Welcome, nil
 		}
 	case *agentproto.ServerMessage_RetryLater:
-		return nil, &RetryLaterError{After: time.Duration(m.RetryLater.RetryAfterMs) * time.Millisecond, Reason: m.RetryLater.Reason}
+		return nil, SessionEnd(first)
 	}
 	return nil, errcode.New(errcode.Invalid, "server answered hello with an unexpected message")
+}
+
+// SessionEnd returns the server's RetryLater as the end of the session, a
+// *RetryLaterError, and nil for any other message. Sent during a session
+// (capability 3), it means the server is stopping on purpose and tells this
+// agent when to come back, so that its agents do not all return at once.
+func SessionEnd(m *agentproto.ServerMessage) error {
+	rl := m.GetRetryLater()
+	if rl == nil {
+		return nil
+	}
+	return &RetryLaterError{After: time.Duration(rl.RetryAfterMs) * time.Millisecond, Reason: rl.Reason}
 }
 
 // TLSState is the TLS state of the session's connection (DidResume tells
@@ -331,11 +343,15 @@ func (s *Session) Send(ci *agentproto.CheckIn) error {
 	return nil
 }
 
-// Recv receives the next server message.
+// Recv receives the next server message. A RetryLater ends the session:
+// it is returned as *RetryLaterError (SessionEnd).
 func (s *Session) Recv() (*agentproto.ServerMessage, error) {
 	m, err := s.stream.Recv()
 	if err != nil {
 		return nil, s.d.rpcError(s.server, s.conn, err)
+	}
+	if err := SessionEnd(m); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

@@ -778,6 +778,9 @@ func (x *Welcome) GetUpdateRootSha256() string {
 
 // RetryLater is explicit back-pressure: the server is busy and the agent must
 // come back after retry_after_ms plus its own jitter. The stream then ends.
+// Capability 3: also sent during a session, by a server that is stopping on
+// purpose (a restart), with return times spread over its agents; the agent
+// ends the session and comes back after the hint.
 type RetryLater struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	RetryAfterMs  uint32                 `protobuf:"varint,1,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`

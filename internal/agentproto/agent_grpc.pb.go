@@ -48,7 +48,7 @@ type AgentClient interface {
 	Enroll(ctx context.Context, in *EnrollRequest, opts ...grpc.CallOption) (*EnrollResponse, error)
 	// Session is the persistent channel. The agent sends Hello first and the
 	// server answers Welcome (or RetryLater); then CheckIn/Ack pairs, with
-	// WakeUp pushes at any time.
+	// WakeUp pushes at any time, until a RetryLater (capability 3) ends it.
 	Session(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AgentMessage, ServerMessage], error)
 	// Upload (capability 2) sends a file a task run produced (a diagnostics
 	// bundle) beside the session, on the same connection.
@@ -108,7 +108,7 @@ type AgentServer interface {
 	Enroll(context.Context, *EnrollRequest) (*EnrollResponse, error)
 	// Session is the persistent channel. The agent sends Hello first and the
 	// server answers Welcome (or RetryLater); then CheckIn/Ack pairs, with
-	// WakeUp pushes at any time.
+	// WakeUp pushes at any time, until a RetryLater (capability 3) ends it.
 	Session(grpc.BidiStreamingServer[AgentMessage, ServerMessage]) error
 	// Upload (capability 2) sends a file a task run produced (a diagnostics
 	// bundle) beside the session, on the same connection.

@@ -16,7 +16,11 @@ package agentproto
 //	2 (2026-11-22): Configuration pushes and applied/refused versions in
 //	                Hello and CheckIn; TaskRuns pushes (runs, cancellations);
 //	                the Upload call for files of task runs.
-const CapabilityVersion = 2
+//	3 (2026-11-22): RetryLater during a session: the server is stopping on
+//	                purpose and tells each agent when to come back (spread
+//	                over its agents); the agent ends the session and honours
+//	                the hint as at Hello.
+const CapabilityVersion = 3
 
 // MinCapabilityVersion is the oldest peer this build still serves.
 const MinCapabilityVersion = 1

@@ -565,15 +565,15 @@ func (st *leanStream) received(p []byte, n int) error {
 	return nil
 }
 
-// Recv returns the next server message, or why the stream ended.
+// Recv returns the next server message, or why the stream ended (a
+// RetryLater ends it too: agent.SessionEnd, as agent.Direct's).
 func (st *leanStream) Recv() (*agentproto.ServerMessage, error) {
+	var m *agentproto.ServerMessage
 	select {
-	case m := <-st.msgs:
-		return m, nil
+	case m = <-st.msgs:
 	case <-st.done:
 		select { // messages that came before the end go first
-		case m := <-st.msgs:
-			return m, nil
+		case m = <-st.msgs:
 		default:
 			return nil, st.err
 		}
@@ -581,6 +581,10 @@ func (st *leanStream) Recv() (*agentproto.ServerMessage, error) {
 		st.Close()
 		return nil, st.ctx.Err()
 	}
+	if err := agent.SessionEnd(m); err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 // Send sends a check-in.
