@@ -40,6 +40,8 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 	hsQueue := fs.Int("handshake-queue", "MAMORI_HANDSHAKE_QUEUE", 10000, "agent connections in their TLS handshake (waiting for a slot or for the agent); beyond it new ones are refused")
 	hsTimeout := fs.Duration("handshake-timeout", "MAMORI_HANDSHAKE_TIMEOUT", 30e9, "time from accepting an agent connection to the end of its TLS handshake")
 	setups := fs.Int("max-session-setups", "MAMORI_MAX_SESSION_SETUPS", 1024, "agent sessions set up at once; beyond it agents are told to retry later")
+	returnAfter := fs.Duration("return-after", "MAMORI_RETURN_AFTER", 5e9, "when the server stops on purpose, the earliest time its agents are told to come back (cover a restart)")
+	returnRate := fs.Int("return-rate", "MAMORI_RETURN_RATE", 2000, "when the server stops on purpose, agents told to come back per second after --return-after (100,000 over 50 s)")
 	memLimit := fs.String("memory-limit", "MAMORI_MEMORY_LIMIT", "", "soft memory limit of the Go runtime, e.g. 3GiB (see docs/benchmarks.md); default GOMEMLIMIT or none")
 	sync := fs.String("sqlite-synchronous", "MAMORI_SQLITE_SYNCHRONOUS", "FULL", "SQLite synchronous mode: FULL (survives power loss) or NORMAL")
 	debug := fs.String("debug-listen", "MAMORI_DEBUG_LISTEN", "", "serve pprof profiles here (no authentication; use a loopback address)")
@@ -82,6 +84,9 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 	if *updatesSync < time.Second {
 		return usageError{fmt.Errorf("--updates-sync-interval must be at least 1s")}
 	}
+	if *returnRate <= 0 || *returnAfter < 0 || *returnAfter > time.Hour {
+		return usageError{fmt.Errorf("--return-rate must be positive and --return-after between 0 and 1h")}
+	}
 	if *pushRate <= 0 || *taskRate <= 0 {
 		return usageError{fmt.Errorf("--config-push-rate and --task-delivery-rate must be positive")}
 	}
@@ -91,6 +96,7 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 		CheckInInterval: *interval, KeepaliveTime: *kaTime, KeepaliveTimeout: *kaTimeout,
 		OfflineWarning: *warn, OfflineCritical: *crit, SQLiteSynchronous: *sync, DebugListen: *debug, WakeupRate: *wakeRate, Log: log,
 		AgentTransport: *transport, HandshakeSlots: *hsSlots, HandshakeQueue: *hsQueue, HandshakeTimeout: *hsTimeout, MaxSessionSetups: *setups,
+		ReturnAfter: *returnAfter, ReturnRate: *returnRate,
 		ConfigPushRate: *pushRate, TaskDeliveryPerSecond: *taskRate,
 		UpdatesUpstream: *upstream, UpdatesRootSHA256: *rootSHA, UpdatesRootFile: *rootFile, UpdatesURL: *updatesURL,
 		UpdatesSyncInterval: *updatesSync, UpdatesRate: rates[0], UpdatesClientRate: rates[1],

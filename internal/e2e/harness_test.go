@@ -378,6 +378,7 @@ type computer struct {
 	Name                 string `json:"name"`
 	Status               string `json:"status"`
 	LastSeen             string `json:"last_seen"`
+	ConnectedSince       string `json:"connected_since"`
 	AgentVersion         string `json:"agent_version"`
 	CloneSuspected       bool   `json:"clone_suspected"`
 	CloneReason          string `json:"clone_reason"`

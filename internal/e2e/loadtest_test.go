@@ -45,6 +45,9 @@ func startRestartable(t *testing.T, tweak func(*mserver.Config)) *restartable {
 		DataDir: filepath.Join(t.TempDir(), "data"), AgentListen: "127.0.0.1:0", APIListen: "127.0.0.1:0",
 		AdminPassword: "correct horse battery staple",
 		Log:           slog.New(slog.NewTextHandler(io.Discard, nil)),
+		// The restart here takes a fraction of a second, not the
+		// default's 5 s.
+		ReturnAfter: time.Second,
 	}}
 	if tweak != nil {
 		tweak(&r.cfg)
@@ -245,6 +248,38 @@ func TestLoadtest_ReconnectStormShedWithRetryLaterNobodyGivesUp(t *testing.T) {
 	}
 	if rep.RetryLater == 0 || rep.ServerCounters["sessions_retry_later"] == 0 {
 		t.Errorf("no RetryLater during the storm (agents %d, server %v)", rep.RetryLater, rep.ServerCounters)
+	}
+}
+
+// A server stopped on purpose tells every agent when to come back, spread
+// over them: the simulated agents (both clients) honour the times, so the
+// storm lasts at least as long as the schedule and nobody is back early.
+func TestLoadtest_ReconnectStormFollowsTheStoppingServersSchedule(t *testing.T) {
+	const after, rate = 1 * time.Second, 100 // 200 agents over 2 s
+	for _, client := range []string{loadtest.ClientGRPC, loadtest.ClientLean} {
+		t.Run(client, func(t *testing.T) {
+			srv := startRestartable(t, func(c *mserver.Config) { c.ReturnAfter, c.ReturnRate = after, rate })
+			cfg := srv.config(loadtest.ReconnectStorm)
+			cfg.Client = client
+			cfg.Restart = srv.restart
+			rep := runHarness(t, cfg)
+			if rep.StormBack != harnessAgents || rep.NotBack != 0 || rep.GaveUp != 0 {
+				t.Fatalf("storm: %d of %d back, %d not back, %d gave up", rep.StormBack, harnessAgents, rep.NotBack, rep.GaveUp)
+			}
+			// One hint each from the stopping server; the new one had
+			// nothing to refuse (200 agents, 1,024 set-ups at once).
+			if rep.RetryLater != harnessAgents || rep.ServerCounters["sessions_retry_later"] != 0 {
+				t.Errorf("%d RetryLater received, want %d (one per agent); new server's RetryLater %v", rep.RetryLater, harnessAgents,
+					rep.ServerCounters["sessions_retry_later"])
+			}
+			last := after + time.Duration(harnessAgents-1)*time.Second/rate
+			if got := time.Duration(rep.StormAllBackSecs * float64(time.Second)); got < last {
+				t.Errorf("all back after %s, before the last agent's return time %s", got, last)
+			}
+			if got := time.Duration(rep.StormP50Secs * float64(time.Second)); got < after+time.Second*harnessAgents/2/rate-100*time.Millisecond {
+				t.Errorf("half back after %s: earlier than the schedule allows", got)
+			}
+		})
 	}
 }
 

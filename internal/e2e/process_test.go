@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -232,6 +233,77 @@ func testServerRestart(t *testing.T, database string) {
 }
 
 func fmtCounts(m map[string]int) string { return fmt.Sprint(m) }
+
+func TestServerRestart_BadReturnScheduleIsRefused(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--return-rate", "0"}, "--return-rate must be positive"},
+		{[]string{"--return-rate", "-5"}, "--return-rate must be positive"},
+		{[]string{"--return-rate", "many"}, "return-rate"},
+		{[]string{"--return-after", "-1s"}, "--return-after between 0 and 1h"},
+		{[]string{"--return-after", "2h"}, "--return-after between 0 and 1h"},
+		{[]string{"--return-after", "5"}, "return-after"},
+	} {
+		args := append([]string{"server", "--data", filepath.Join(t.TempDir(), "d"), "--agent-listen", freeAddr(t), "--api-listen", freeAddr(t)}, c.args...)
+		out, err := exec.Command(bin("mamori"), args...).CombinedOutput()
+		if code := exitCode(err); code != 2 || !strings.Contains(string(out), c.want) {
+			t.Errorf("%v: exit %d, want 2 and %q; output:\n%s", c.args, code, c.want, out)
+		}
+	}
+}
+
+// A server stopped on purpose tells each agent when to come back, spread
+// over them (--return-after, then --return-rate per second), and the
+// agents come back then, not as soon as the server listens again.
+func TestServerRestart_AgentsComeBackWhenTheStoppingServerSaid(t *testing.T) {
+	t.Parallel()
+	const after = 4 * time.Second
+	s := startServer(t, "--return-after", after.String(), "--return-rate", "1")
+	token := s.token()
+	agents := map[string]*proc{}
+	for _, name := range []string{"first", "second"} {
+		agents[name] = s.agent(t, filepath.Join(t.TempDir(), name), nil, append(s.enrollArgs(token), "--instance", name)...)
+	}
+	for name := range agents {
+		s.api.waitStatus(t, name, "online", 20*time.Second)
+	}
+
+	stopped := time.Now()
+	s.stop()
+	if out := s.output(); !strings.Contains(out, "agents told when to come back") || !strings.Contains(out, "agents=2") {
+		t.Fatalf("the server did not say it told both agents when to come back:\n%s", out)
+	}
+	s.launch()
+	if time.Since(stopped) < after-500*time.Millisecond {
+		// Listening again well before the hints: nobody is back yet.
+		for name := range agents {
+			if c, _ := s.api.computerByName(t, name); c.Status != "offline" {
+				t.Errorf("%s is %s %s after the stop, before its return time", name, c.Status, time.Since(stopped).Round(time.Millisecond))
+			}
+		}
+	}
+	// The hints were 4 s and 5 s (one agent per second), in either order.
+	var since []time.Duration
+	for name, p := range agents {
+		c, _ := s.api.waitStatus(t, name, "online", 30*time.Second)
+		at, err := time.Parse(time.RFC3339Nano, c.ConnectedSince)
+		if err != nil {
+			t.Fatalf("%s connected_since %q: %v", name, c.ConnectedSince, err)
+		}
+		since = append(since, at.Sub(stopped))
+		out := p.output()
+		if !strings.Contains(out, "server asked to retry later") || !strings.Contains(out, "server restarting") {
+			t.Errorf("agent %s did not log the server's return time:\n%s", name, out)
+		}
+	}
+	slices.Sort(since)
+	if since[0] < after || since[1] < after+time.Second {
+		t.Errorf("agents back %v after the stop, want no earlier than %s and %s", since, after, after+time.Second)
+	}
+}
 
 func TestWakeUp_TriggersAnImmediateCheckIn(t *testing.T) {
 	t.Parallel()

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -337,6 +338,96 @@ func (h *Hub) flush(ctx context.Context, seen bool) {
 		return
 	}
 	h.metrics.presenceWrites.Add(float64(len(ups)))
+}
+
+// returnPlan is when the agents of a server that stops on purpose come
+// back: the first after After, then Rate per second.
+type returnPlan struct {
+	After time.Duration
+	Rate  int
+}
+
+// hint is the i-th agent's time to come back.
+func (p returnPlan) hint(i int) time.Duration {
+	return p.After + time.Duration(i)*time.Second/time.Duration(p.Rate)
+}
+
+// leaveSenders bounds the hints being written at once: a send to an agent
+// that reads nothing may block until the connection is dropped.
+const leaveSenders = 64
+
+// leave tells the connected agents (capability 3) that this server is
+// stopping and when to come back, spread by plan in random order: after
+// a restart they return at the rate the plan gives instead of all at once
+// (when thousands return together, the listen queue overflows and the
+// kernel drops their connections before any back-pressure can answer).
+// It returns how many were told, once their sessions have ended (each
+// agent ends its session on the hint) or ctx ends; closeAll drops the
+// rest.
+func (h *Hub) leave(ctx context.Context, plan returnPlan) int {
+	h.mu.Lock()
+	var tell []*agentConn
+	untold := 0
+	for _, list := range h.conns {
+		all := true
+		for _, c := range list {
+			if c.capability >= 3 {
+				tell = append(tell, c)
+			} else {
+				all = false // an older agent ignores the hint
+			}
+		}
+		if !all {
+			untold++
+		}
+	}
+	h.mu.Unlock()
+	if len(tell) == 0 {
+		return 0
+	}
+	rand.Shuffle(len(tell), func(i, j int) { tell[i], tell[j] = tell[j], tell[i] })
+	var told atomic.Int64
+	next := make(chan int)
+	sent := make(chan struct{})
+	var wg sync.WaitGroup
+	for range min(leaveSenders, len(tell)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				after := plan.hint(i)
+				msg := &agentproto.ServerMessage{Msg: &agentproto.ServerMessage_RetryLater{RetryLater: &agentproto.RetryLater{
+					RetryAfterMs: uint32(after / time.Millisecond), Reason: "server restarting"}}}
+				if tell[i].sendMsg(msg) == nil {
+					told.Add(1)
+					h.metrics.retryAfter.Observe(after.Seconds())
+				}
+			}
+		}()
+	}
+	go func() { wg.Wait(); close(sent) }()
+feed:
+	for i := range tell {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-sent:
+			sent = nil // then wait for the sessions to end
+		case <-t.C:
+			done = sent == nil && h.Connected() <= untold
+		}
+	}
+	return int(told.Load())
 }
 
 // closeAll ends every connection and records everyone offline (shutdown).

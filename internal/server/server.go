@@ -101,6 +101,13 @@ type Config struct {
 	// (authentication, section hashes, Welcome); beyond it agents are
 	// answered RetryLater with a time to come back; default 1024.
 	MaxSessionSetups int
+	// ReturnAfter and ReturnRate spread the return of the agents when the
+	// server stops on purpose (a restart): each connected agent is told
+	// when to come back, the first after ReturnAfter (default 5s, the
+	// time a restart takes), then ReturnRate per second (default 2000:
+	// 100,000 agents over 50 s).
+	ReturnAfter time.Duration
+	ReturnRate  int
 	// SQLiteSynchronous: FULL (default) or NORMAL.
 	SQLiteSynchronous string
 	// ConfigPushRate is how many configuration pushes per second go to
@@ -191,6 +198,13 @@ func (c *Config) setDefaults() error {
 	}
 	if c.ConfigPushRate < 0 || c.TaskDeliveryPerSecond < 0 {
 		return errcode.New(errcode.Invalid, "configuration push rate and task delivery rate must be positive")
+	}
+	def(&c.ReturnAfter, 5*time.Second)
+	if c.ReturnRate == 0 {
+		c.ReturnRate = 2000
+	}
+	if c.ReturnRate < 0 || c.ReturnAfter < 0 || c.ReturnAfter > time.Hour {
+		return errcode.New(errcode.Invalid, "return rate must be positive and return delay between 0 and 1h")
 	}
 	if c.WakeupRate < 0 {
 		return errcode.New(errcode.Invalid, "wake-up rate must be positive")
@@ -437,8 +451,13 @@ func (s *Server) APIAddr() string { return s.apiLn.Addr().String() }
 // CAFingerprint is the pin agents need.
 func (s *Server) CAFingerprint() string { return s.ca.Fingerprint() }
 
+// leaveTimeout bounds telling the agents when to come back at shutdown and
+// waiting for them to end their sessions.
+const leaveTimeout = 3 * time.Second
+
 // Run serves until ctx ends, then shuts down gracefully: agents are told
-// (GOAWAY), presence is flushed with everyone offline.
+// when to come back (Hub.leave) and their connections closed (GOAWAY),
+// presence is flushed with everyone offline.
 func (s *Server) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -504,6 +523,11 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	<-hubDone
 	s.agent.stopAccepting()
+	leaveCtx, left := context.WithTimeout(context.Background(), leaveTimeout)
+	if n := s.hub.leave(leaveCtx, returnPlan{After: s.cfg.ReturnAfter, Rate: s.cfg.ReturnRate}); n > 0 {
+		s.log.Info("agents told when to come back", "agents", n, "first_after", s.cfg.ReturnAfter, "per_second", s.cfg.ReturnRate)
+	}
+	left()
 	shutdownCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
 	defer done()
 	s.http.Shutdown(shutdownCtx)
