@@ -36,23 +36,32 @@ DEBUG_BASE=${BENCH_DEBUG_BASE:-46060}
 PG_PORT=${BENCH_PG_PORT:-45432}
 DB="postgres://mamori@127.0.0.1:$PG_PORT/postgres?sslmode=disable"
 
-# start_server I: starts server I in the background (pid in server-I.pid)
-# and returns once the API answers. Its output goes to server-I.log, not to
-# the caller's: the storm's --restart-cmd returns when its output closes.
-start_server() {
+# launch_server I: starts server I in the background (pid in server-I.pid).
+# Its output goes to server-I.log, not to the caller's: the storm's
+# --restart-cmd returns when its output closes.
+launch_server() {
   local i=$1 hosts=() k
   for k in $(seq 2 $((GENERATORS + 1))); do hosts+=(--host "127.0.0.$k"); done
   GOGC=${SERVER_GOGC:-100} setsid bin/mamori server --data "$BENCH_DIR/data" --database "$DB" --reuse-port \
     --agent-listen ":$AGENT_PORT" --api-listen "127.0.0.1:$API_PORT" --debug-listen "127.0.0.1:$((DEBUG_BASE + i))" \
     "${hosts[@]}" --log-level warn ${SERVER_FLAGS:-} >>"$BENCH_DIR/server-$i.log" 2>&1 </dev/null &
   echo $! >"$BENCH_DIR/server-$i.pid"
+}
+
+# wait_server I: returns once server I runs (its own debug listener answers,
+# served from the moment the agent listener is) and the shared API answers.
+wait_server() {
+  local i=$1
   for _ in $(seq 1 150); do
-    curl -skf "https://127.0.0.1:$API_PORT/readyz" >/dev/null 2>&1 && return 0
+    curl -sf "http://127.0.0.1:$((DEBUG_BASE + i))/debug/pprof/" >/dev/null 2>&1 &&
+      curl -skf "https://127.0.0.1:$API_PORT/readyz" >/dev/null 2>&1 && return 0
     sleep 0.2
   done
   echo "server $i did not answer" >&2
   return 1
 }
+
+start_server() { launch_server "$1" && wait_server "$1"; }
 
 stop_servers() {
   local i p
@@ -67,7 +76,10 @@ stop_servers() {
 
 if [ "${1:-}" = restart-servers ]; then # the reconnect storm's --restart-cmd
   stop_servers
-  for i in $(seq 1 "$SERVERS"); do start_server "$i"; done
+  # All at once: with --reuse-port the kernel hands returning agents to
+  # whichever servers listen, so the first one up would take them all.
+  for i in $(seq 1 "$SERVERS"); do launch_server "$i"; done
+  for i in $(seq 1 "$SERVERS"); do wait_server "$i" || exit 1; done
   exit 0
 fi
 
