@@ -430,8 +430,9 @@ feed:
 	return int(told.Load())
 }
 
-// closeAll ends every connection and records everyone offline (shutdown).
-func (h *Hub) closeAll(ctx context.Context) {
+// closeAll ends every connection and records everyone offline for the
+// next flush (shutdown).
+func (h *Hub) closeAll() {
 	h.mu.Lock()
 	var all []*agentConn
 	for _, list := range h.conns {
@@ -443,7 +444,6 @@ func (h *Hub) closeAll(ctx context.Context) {
 		c.drop()
 		h.detach(c)
 	}
-	h.flush(ctx, true)
 }
 
 func short(fp string) string {

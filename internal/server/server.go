@@ -531,9 +531,13 @@ func (s *Server) Run(ctx context.Context) error {
 	shutdownCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
 	defer done()
 	s.http.Shutdown(shutdownCtx)
-	s.hub.closeAll(shutdownCtx) // drops agent connections so a graceful stop can finish
+	s.hub.closeAll() // drops agent connections so a graceful stop can finish
 	s.agent.stop(shutdownCtx)
-	s.hub.flush(context.Background(), true)
+	// Everyone offline, in one write: with many servers stopping at once
+	// on a shared store it can take more than the 5 s above.
+	flushCtx, flushed := context.WithTimeout(context.Background(), time.Minute)
+	s.hub.flush(flushCtx, true)
+	flushed()
 	s.cluster.stop(context.Background())
 	s.log.Info("server stopped")
 	return err
