@@ -799,32 +799,17 @@ func TestLeanRetryLaterKeepsTheConnection(t *testing.T) {
 // Recv returns *agent.RetryLaterError with the server's time, after the
 // messages that came before it.
 func TestLeanRetryLaterDuringASessionEndsIt(t *testing.T) {
-	p := newTestPKI(t)
-	addr, conns := tlsListener(t, p.server)
-	l := newLeanClient(pki.Fingerprint(p.ca.Cert.Raw), p.ca.Cert, &p.client, tcpDial)
-	t.Cleanup(l.Close)
-	ctx := testCtx(t)
-
-	opened := openAsync(ctx, l, addr)
-	s := newFakeServer(t, await(t, conns))
+	l, _, s, _ := pipeClient(t)
 	s.handshake()
-	s.expect(http2.FrameHeaders, 1)
-	var hello agentproto.AgentMessage
-	s.readMessage(1, &hello)
-	s.respond(1)
-	s.writeMsg(1, welcomeMsg())
-	r := await(t, opened)
-	if r.err != nil {
-		t.Fatalf("OpenSession: %v", r.err)
-	}
+	sess := welcomed(t, testCtx(t), l, s, 1)
 	s.writeMsg(1, &agentproto.ServerMessage{Msg: &agentproto.ServerMessage_WakeUp{WakeUp: &agentproto.WakeUp{Id: "w1"}}})
 	s.writeMsg(1, &agentproto.ServerMessage{Msg: &agentproto.ServerMessage_RetryLater{RetryLater: &agentproto.RetryLater{
 		RetryAfterMs: 7250, Reason: "server restarting"}}})
-	m, err := r.sess.Recv()
+	m, err := sess.Recv()
 	if err != nil || m.GetWakeUp().GetId() != "w1" {
 		t.Fatalf("first Recv = %v, %v; want the wake-up sent before the RetryLater", m, err)
 	}
-	m, err = r.sess.Recv()
+	m, err = sess.Recv()
 	var rl *agent.RetryLaterError
 	if !errors.As(err, &rl) || m != nil {
 		t.Fatalf("second Recv = %v, %v (%T); want no message and *agent.RetryLaterError", m, err, err)
