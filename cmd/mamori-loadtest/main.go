@@ -5,7 +5,7 @@
 //	mamori-loadtest --server HOST:PORT --api URL --data DIR --agents N \
 //	    --scenario steady|reconnect-storm|wakeup-fanout|churn|echo|management \
 //	    [--duration D] [--interval I] [--json FILE] ...
-//	mamori-loadtest echo-server --data DIR [--listen ADDR] [--debug-listen ADDR]
+//	mamori-loadtest echo-server --data DIR [--listen ADDR] [--debug-listen ADDR] [--reuse-port]
 package main
 
 import (
@@ -149,11 +149,18 @@ func runEcho(ctx context.Context, args []string) error {
 	listen := fs.String("listen", "", ":2223", "agent address")
 	debugListen := fs.String("debug-listen", "", "", "serve /metrics and pprof here (plain HTTP; use a loopback address)")
 	transport := fs.String("agent-transport", "MAMORI_AGENT_TRANSPORT", "lean", "the server's --agent-transport: lean or grpc")
+	reusePort := fs.BoolEnv("reuse-port", "", false, "let several echo endpoints listen on --listen (SO_REUSEPORT), as servers with --reuse-port")
+	kaTime := fs.Duration("keepalive-time", "", 15e9, "the server's --keepalive-time")
+	kaTimeout := fs.Duration("keepalive-timeout", "", 10e9, "the server's --keepalive-timeout")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if *kaTime <= 0 || *kaTimeout <= 0 {
+		return fmt.Errorf("--keepalive-time and --keepalive-timeout must be positive")
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	e, err := server.NewEcho(server.EchoConfig{DataDir: *data, Listen: *listen, DebugListen: *debugListen, Transport: *transport, Log: log})
+	e, err := server.NewEcho(server.EchoConfig{DataDir: *data, Listen: *listen, DebugListen: *debugListen, Transport: *transport,
+		ReusePort: *reusePort, KeepaliveTime: *kaTime, KeepaliveTimeout: *kaTimeout, Log: log})
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -108,7 +109,12 @@ func (r *restartable) config(scenario string) loadtest.Config {
 
 func startEcho(t *testing.T, dataDir string) *mserver.Echo {
 	t.Helper()
-	e, err := mserver.NewEcho(mserver.EchoConfig{DataDir: dataDir, Listen: "127.0.0.1:0", DebugListen: "127.0.0.1:0",
+	return startEchoOn(t, dataDir, "127.0.0.1:0", false)
+}
+
+func startEchoOn(t *testing.T, dataDir, listen string, reusePort bool) *mserver.Echo {
+	t.Helper()
+	e, err := mserver.NewEcho(mserver.EchoConfig{DataDir: dataDir, Listen: listen, DebugListen: "127.0.0.1:0", ReusePort: reusePort,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -292,6 +298,32 @@ func TestLoadtest_EchoScenarioAloneMeasuresTheBaseline(t *testing.T) {
 	cfg.InFlight = 32
 	rep := runHarness(t, cfg)
 	checkCheckIns(t, rep)
+}
+
+// Echo endpoints share one address with ReusePort, as servers do (one
+// process holds at most 20,000 agents here): the kernel spreads the agents
+// over them. Without it a second endpoint cannot bind the address.
+func TestLoadtest_EchoEndpointsShareAnAddress(t *testing.T) {
+	srv := startRestartable(t, nil)
+	first := startEchoOn(t, srv.cfg.DataDir, "127.0.0.1:0", true)
+	second := startEchoOn(t, srv.cfg.DataDir, first.Addr(), true)
+	if e, err := mserver.NewEcho(mserver.EchoConfig{DataDir: srv.cfg.DataDir, Listen: first.Addr()}); err == nil {
+		e.Close()
+		t.Fatal("an echo endpoint without ReusePort bound an address two others listen on")
+	}
+	cfg := srv.config(loadtest.Echo)
+	cfg.EchoServer = first.Addr()
+	cfg.Interval = 0
+	cfg.InFlight = 32
+	rep := runHarness(t, cfg)
+	checkCheckIns(t, rep)
+	for i, e := range []*mserver.Echo{first, second} {
+		m := &apiClient{base: "http://" + e.DebugAddr(), http: &http.Client{Timeout: 10 * time.Second}}
+		n := m.metric(t, `mamori_agent_tls_handshakes_total{result="full"}`) + m.metric(t, `mamori_agent_tls_handshakes_total{result="resumed"}`)
+		if n == 0 || n == harnessAgents {
+			t.Errorf("echo endpoint %d took %.0f of the %d agents' connections, want some but not all", i+1, n, harnessAgents)
+		}
+	}
 }
 
 // checkManagement asserts that every agent applied the policy and finished

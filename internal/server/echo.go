@@ -38,6 +38,10 @@ type EchoConfig struct {
 	Transport string
 	// DebugListen, if set, serves /metrics and pprof (plain HTTP).
 	DebugListen string
+	// ReusePort lets several echo endpoints bind Listen (SO_REUSEPORT), as
+	// servers sharing a store do: one process holds at most as many
+	// agents as it may open files.
+	ReusePort bool
 	// KeepaliveTime/KeepaliveTimeout as in Config; defaults 15s and 10s.
 	KeepaliveTime, KeepaliveTimeout time.Duration
 	// Log is the logger; default slog.Default().
@@ -92,7 +96,7 @@ func NewEcho(cfg EchoConfig) (*Echo, error) {
 	}
 	cert.Certificate = append(cert.Certificate, ca.Raw)
 	e := &Echo{cfg: cfg, metrics: newMetrics()}
-	if e.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+	if e.ln, err = listen(cfg.Listen, cfg.ReusePort); err != nil {
 		return nil, err
 	}
 	if cfg.DebugListen != "" {
