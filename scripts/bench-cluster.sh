@@ -22,6 +22,10 @@
 # to every generator. Each generator runs with GOMEMLIMIT=GEN_GOMEMLIMIT
 # (default: 60 % of the machine's memory divided among them; at GOGC=200,
 # unlimited, six of them would take more than the machine has).
+# ECHO=1 (steady and churn) also starts SERVERS echo endpoints sharing
+# BENCH_ECHO_PORT (mamori-loadtest echo-server --reuse-port, with
+# ECHO_FLAGS, e.g. the servers' keepalive flags); every generator then runs
+# the same loop against them after the servers (echo_ratio).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SERVERS=${SERVERS:-6}
@@ -34,6 +38,9 @@ AGENT_PORT=${BENCH_AGENT_PORT:-42222}
 API_PORT=${BENCH_API_PORT:-48443}
 DEBUG_BASE=${BENCH_DEBUG_BASE:-46060}
 PG_PORT=${BENCH_PG_PORT:-45432}
+ECHO=${ECHO:-0}
+ECHO_PORT=${BENCH_ECHO_PORT:-42223}
+ECHO_DEBUG_BASE=${BENCH_ECHO_DEBUG_BASE:-46160}
 DB="postgres://mamori@127.0.0.1:$PG_PORT/postgres?sslmode=disable"
 
 # launch_server I: starts server I in the background (pid in server-I.pid).
@@ -99,9 +106,11 @@ fi
   -o "-c listen_addresses=127.0.0.1 -c port=$PG_PORT -k $PGDATA -c max_connections=300 -c shared_buffers=512MB" >/dev/null
 
 gens=()
+echoes=()
 stop() {
   trap "" TERM INT # a second signal must not cut the clean-up short
   for g in "${gens[@]}"; do kill -TERM "$g" 2>/dev/null || true; done
+  for e in "${echoes[@]}"; do kill -TERM "$e" 2>/dev/null || true; done
   stop_servers
   "${AS[@]}" "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1 || true
 }
@@ -109,6 +118,17 @@ trap stop EXIT
 trap "exit 143" TERM INT # so that stop runs
 
 for i in $(seq 1 "$SERVERS"); do start_server "$i"; done # the first creates the CA and keys
+echo_flags=()
+if [ "$ECHO" = 1 ]; then
+  for i in $(seq 1 "$SERVERS"); do
+    setsid bin/mamori-loadtest echo-server --data "$BENCH_DIR/data" --listen ":$ECHO_PORT" --reuse-port \
+      --debug-listen "127.0.0.1:$((ECHO_DEBUG_BASE + i))" ${ECHO_FLAGS:-} >>"$BENCH_DIR/echo-$i.log" 2>&1 </dev/null &
+    echoes+=($!)
+  done
+  for i in $(seq 1 "$SERVERS"); do
+    for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$((ECHO_DEBUG_BASE + i))/metrics" >/dev/null 2>&1 && break; sleep 0.2; done
+  done
+fi
 server_pids() { for i in $(seq 1 "$SERVERS"); do cat "$BENCH_DIR/server-$i.pid"; done; }
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(lscpu | sed -n 's/^Model name: *//p')"
 echo "$SERVERS servers (pids $(server_pids | xargs)) on :$AGENT_PORT sharing PostgreSQL 15; $GENERATORS generators, $AGENTS agents, $SCENARIO"
@@ -134,6 +154,7 @@ for k in $(seq 1 "$GENERATORS"); do
   n=$(( k == GENERATORS ? AGENTS - per * (GENERATORS - 1) : per ))
   src="127.0.0.$((k + 1))"
   role=()
+  [ "$ECHO" = 1 ] && role=(--echo-server "$src:$ECHO_PORT")
   if [ ${#at_flags[@]} -gt 0 ]; then
     if [ "$k" -eq 1 ]; then
       [ "$SCENARIO" = reconnect-storm ] && role=(--restart-cmd "$PWD/scripts/bench-cluster.sh restart-servers")
@@ -172,6 +193,12 @@ out = {
     "retry_later": s("retry_later"), "pg_commits": c1 - c0, "pg_rollbacks": r1 - r0,
     "generators_rss_bytes": s("client_rss_bytes"), "generators_cpu_cores": s("client_cpu_cores"),
 }
+echoes = [r["echo"] for r in reps if r.get("echo")]
+if echoes:
+    e = sum(x.get("checkins_per_sec") or 0 for x in echoes)
+    out.update({"echo_checkins_per_sec": e, "echo_p50_ms_worst": max(x.get("p50_ms") or 0 for x in echoes),
+                "echo_p99_ms_worst": max(x.get("p99_ms") or 0 for x in echoes), "echo_errors": sum(x.get("errors") or 0 for x in echoes),
+                "echo_ratio": out["checkins_per_sec"] / e if e else 0})
 json.dump(out, open(f"{d}/cluster-summary.json", "w"), indent=1)
 for k, v in out.items():
     print(f"  {k:30} {v:.1f}" if isinstance(v, float) else f"  {k:30} {v}")
