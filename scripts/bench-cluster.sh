@@ -25,7 +25,9 @@
 # ECHO=1 (steady and churn) also starts SERVERS echo endpoints sharing
 # BENCH_ECHO_PORT (mamori-loadtest echo-server --reuse-port, with
 # ECHO_FLAGS, e.g. the servers' keepalive flags); every generator then runs
-# the same loop against them after the servers (echo_ratio).
+# the same loop against them after the servers (echo_ratio); the summary
+# then has no servers' RSS (their agents have left when it is read: see
+# the generators' reports).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SERVERS=${SERVERS:-6}
@@ -173,7 +175,7 @@ for g in "${gens[@]}"; do wait "$g" || rc=1; done
 ticks1=$(cpu_ticks); x1=$(pg_xacts); t1=$(date +%s.%N)
 rss=0
 for p in $(server_pids); do rss=$((rss + $(awk '/VmRSS/ {print $2}' "/proc/$p/status"))); done
-python3 - "$BENCH_DIR" "$GENERATORS" "$rss" "$ticks0" "$ticks1" "$t0" "$t1" "$(getconf CLK_TCK)" "$SERVERS" "$x0" "$x1" <<'EOF'
+python3 - "$BENCH_DIR" "$GENERATORS" "$rss" "$ticks0" "$ticks1" "$t0" "$t1" "$(getconf CLK_TCK)" "$SERVERS" "$x0" "$x1" "$ECHO" <<'EOF'
 import json, sys
 a = sys.argv
 d, g, rss_kib, k0, k1, t0, t1, hz, servers = a[1], int(a[2]), int(a[3]), int(a[4]), int(a[5]), float(a[6]), float(a[7]), int(a[8]), int(a[9])
@@ -194,6 +196,9 @@ out = {
     "generators_rss_bytes": s("client_rss_bytes"), "generators_cpu_cores": s("client_cpu_cores"),
 }
 echoes = [r["echo"] for r in reps if r.get("echo")]
+if a[12] == "1":
+    # Read at the end: after the echo loop the servers hold no agents.
+    del out["server_rss_bytes"], out["rss_per_agent_kib"]
 if echoes:
     e = sum(x.get("checkins_per_sec") or 0 for x in echoes)
     out.update({"echo_checkins_per_sec": e, "echo_p50_ms_worst": max(x.get("p50_ms") or 0 for x in echoes),
