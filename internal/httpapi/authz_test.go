@@ -409,3 +409,49 @@ func TestAudit_RecordsWhoWhatAndTheDiff(t *testing.T) {
 		}
 	}
 }
+
+// A policy's assignments name only the targets the caller may read: a
+// Laptops administrator reading a Laptops policy that is also assigned to
+// Servers sees those assignments, by id, without their names.
+func TestAssignments_NameOnlyTheTargetsTheCallerMayRead(t *testing.T) {
+	w := newWorld(t)
+	pol := &store.PolicyRow{ID: uuid.NewString(), Name: "Laptops agent", Product: "agent", GroupID: w.laptops,
+		Settings: `{"log_level":{"flag":"apply","value":"debug"}}`}
+	if err := w.db.CreatePolicy(t.Context(), pol); err != nil {
+		t.Fatal(err)
+	}
+	targets := map[string]string{w.laptops: "static", w.servers: "static", w.dyn: "dynamic", w.computer: "computer"}
+	for id, typ := range targets {
+		if err := w.db.AssignPolicy(t.Context(), &store.PolicyAssignment{ID: uuid.NewString(), PolicyID: pol.ID, TargetType: typ, TargetID: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := "/api/v1/policies/" + pol.ID + "/assignments"
+	names := func(rec *httptest.ResponseRecorder) map[string]string {
+		t.Helper()
+		l := decodeAs[listResponse[assignmentJSON]](t, rec, http.StatusOK)
+		if l.Total != len(targets) || len(l.Items) != len(targets) {
+			t.Fatalf("%d assignments (total %d), want %d", len(l.Items), l.Total, len(targets))
+		}
+		out := map[string]string{}
+		for _, a := range l.Items {
+			out[a.Target.ID] = a.Target.Path
+		}
+		return out
+	}
+	admin := names(w.call(t, "GET", path, ""))
+	for id := range targets {
+		if admin[id] == "" {
+			t.Errorf("the administrator sees no name for target %s (%s): %v", id, targets[id], admin)
+		}
+	}
+	lap := names(w.serve(t, request{method: "GET", path: path, cookie: w.cookies["laptops-admin"]}))
+	want := map[string]string{w.laptops: admin[w.laptops], w.servers: "", w.dyn: "", w.computer: ""}
+	for id, name := range want {
+		if got, ok := lap[id]; !ok || got != name {
+			t.Errorf("laptops-admin sees target %s (%s) as %q (listed %v), want %q", id, targets[id], got, ok, name)
+		}
+	}
+	// Nobody else reads the policy at all.
+	wantError(t, w.serve(t, request{method: "GET", path: path, cookie: w.cookies["nobody"]}), http.StatusNotFound, errcode.NotFound)
+}

@@ -283,25 +283,37 @@ type assignmentJSON struct {
 	CreatedAt  *string  `json:"created_at"`
 }
 
+// The target is named only to a caller who may read it (groups in its
+// static group, the computer in its group); others see its id, so that the
+// policy's assignments stay complete without telling what they may not see.
 func (a *API) assignmentView(r *http.Request, as *store.PolicyAssignment) assignmentJSON {
-	ref := groupRef{ID: as.TargetID}
+	view := assignmentJSON{ID: as.ID, PolicyID: as.PolicyID, TargetType: as.TargetType, Target: groupRef{ID: as.TargetID}, Rank: as.Rank,
+		CreatedAt: timeJSON(as.CreatedAt)}
+	tree, err := a.groups(r)
+	if err != nil {
+		return view
+	}
+	ref := &view.Target
+	may := func(f authz.Functionality, group string) bool {
+		return principal(r).Permissions.Allows(f, authz.Read, group, tree)
+	}
 	switch as.TargetType {
 	case policy.TargetStatic:
-		if tree, err := a.groups(r); err == nil {
-			if g, ok := tree.Get(as.TargetID); ok {
-				ref.Path = g.Path
-			}
+		if g, ok := tree.Get(as.TargetID); ok && may(authz.Groups, g.ID) {
+			ref.Path = g.Path
 		}
 	case policy.TargetDynamic:
-		if g, err := a.cfg.Store.DynamicGroupByID(r.Context(), as.TargetID); err == nil {
-			ref.Path = g.Name
+		if all, err := a.dynIndex(r); err == nil {
+			if g, ok := all[as.TargetID]; ok && may(authz.Groups, rootOf(g, all)) {
+				ref.Path = g.Name
+			}
 		}
 	case policy.TargetComputer:
-		if c, err := a.cfg.Store.ComputerByID(r.Context(), as.TargetID); err == nil {
+		if c, err := a.cfg.Store.ComputerByID(r.Context(), as.TargetID); err == nil && may(authz.Computers, c.GroupID) {
 			ref.Path = c.Name
 		}
 	}
-	return assignmentJSON{ID: as.ID, PolicyID: as.PolicyID, TargetType: as.TargetType, Target: ref, Rank: as.Rank, CreatedAt: timeJSON(as.CreatedAt)}
+	return view
 }
 
 func (a *API) listAssignments(w http.ResponseWriter, r *http.Request) error {
