@@ -455,3 +455,62 @@ func TestAssignments_NameOnlyTheTargetsTheCallerMayRead(t *testing.T) {
 	// Nobody else reads the policy at all.
 	wantError(t, w.serve(t, request{method: "GET", path: path, cookie: w.cookies["nobody"]}), http.StatusNotFound, errcode.NotFound)
 }
+
+// A task's runs list counts and pages only the runs the caller may see:
+// runs on computers outside its reach are neither listed nor counted, on
+// any page.
+func TestRuns_TotalAndPagesCountOnlyVisibleRuns(t *testing.T) {
+	w := newWorld(t)
+	w.seed(t, computerSeed{id: "c-lap", name: "lap-01", group: "Laptops"})
+	task := &store.TaskRow{ID: uuid.NewString(), Name: "Everyone scan", Type: "scan", Params: `{"paths":["/"],"action":"report"}`, GroupID: store.GroupAll}
+	if err := w.db.CreateTask(t.Context(), task); err != nil {
+		t.Fatal(err)
+	}
+	var runs []*store.TaskRun
+	for i, c := range []string{"c-srv", "c-lap", "c-srv", "c-lap", "c-srv", "c-lap", "c-srv"} {
+		at := w.now.Add(time.Duration(i) * time.Minute)
+		runs = append(runs, &store.TaskRun{ID: uuid.NewString(), TaskID: task.ID, ComputerID: c, Type: "scan", Params: task.Params,
+			State: store.RunSucceeded, CreatedAt: at, NotBefore: at, ExpiresAt: at.Add(time.Hour)})
+	}
+	if err := w.db.CreateRuns(t.Context(), runs); err != nil {
+		t.Fatal(err)
+	}
+	tasksEverywhere := &store.PermissionSet{ID: uuid.NewString(), Name: "Read tasks", GroupID: store.GroupAll, Groups: []string{store.GroupAll},
+		Grants: map[string]int{string(authz.Tasks): int(authz.Read)}}
+	laptopsOnly := &store.PermissionSet{ID: uuid.NewString(), Name: "Read laptops", GroupID: store.GroupAll, Groups: []string{w.laptops},
+		Grants: map[string]int{string(authz.Computers): int(authz.Read)}}
+	for _, ps := range []*store.PermissionSet{tasksEverywhere, laptopsOnly} {
+		if err := w.db.CreatePermissionSet(t.Context(), ps); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cookie := w.asUser(t, "laptop-watcher", store.GroupAll, tasksEverywhere.ID, laptopsOnly.ID)
+	get := func(query string) listResponse[runJSON] {
+		t.Helper()
+		return decodeAs[listResponse[runJSON]](t, w.serve(t, request{method: "GET", path: "/api/v1/tasks/" + task.ID + "/runs" + query, cookie: cookie}), http.StatusOK)
+	}
+	seen := map[string]bool{}
+	for _, q := range []string{"?limit=2", "?limit=2&offset=2"} {
+		page := get(q)
+		if page.Total != 3 {
+			t.Errorf("%s: total %d, want the 3 runs on the laptop", q, page.Total)
+		}
+		for _, r := range page.Items {
+			if r.Computer == nil || r.Computer.ID != "c-lap" {
+				t.Errorf("%s: lists a run on %+v", q, r.Computer)
+			}
+			seen[r.ID] = true
+		}
+	}
+	if len(seen) != 3 {
+		t.Errorf("the two pages hold %d distinct runs, want 3", len(seen))
+	}
+	if all := decodeAs[listResponse[runJSON]](t, w.call(t, "GET", "/api/v1/tasks/"+task.ID+"/runs", ""), http.StatusOK); all.Total != 7 || len(all.Items) != 7 {
+		t.Errorf("the administrator sees %d runs (total %d), want 7", len(all.Items), all.Total)
+	}
+	// The runs of one computer, through the computer: the same rule.
+	lap := decodeAs[listResponse[runJSON]](t, w.serve(t, request{method: "GET", path: "/api/v1/computers/c-lap/task-runs", cookie: cookie}), http.StatusOK)
+	if lap.Total != 3 || len(lap.Items) != 3 {
+		t.Errorf("runs of c-lap: %d (total %d), want 3", len(lap.Items), lap.Total)
+	}
+}

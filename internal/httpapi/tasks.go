@@ -789,42 +789,39 @@ func (a *API) listComputerRuns(w http.ResponseWriter, r *http.Request) error {
 	return a.writeRuns(w, r, store.RunFilter{ComputerID: c.ID, State: r.URL.Query().Get("state"), Limit: limit, Offset: offset})
 }
 
+// writeRuns lists the runs of f that the caller may see (their task and
+// their computer readable): the store filters them, so pages and the total
+// count only those.
 func (a *API) writeRuns(w http.ResponseWriter, r *http.Request, f store.RunFilter) error {
+	var err error
+	if f.TaskGroupIDs, err = a.scope(r, authz.Tasks, authz.Read); err != nil {
+		return err
+	}
+	if f.ComputerGroupIDs, err = a.scope(r, authz.Computers, authz.Read); err != nil {
+		return err
+	}
+	f.TaskGroupIDs = nonNil(f.TaskGroupIDs)
+	f.ComputerGroupIDs = nonNil(f.ComputerGroupIDs)
 	runs, total, err := a.cfg.Store.ListRuns(r.Context(), f)
 	if err != nil {
 		return err
 	}
-	tree, err := a.groups(r)
-	if err != nil {
-		return err
-	}
-	perms := principal(r).Permissions
-	taskGroup := map[string]string{}
 	names := map[string]string{}
 	items := []runJSON{}
 	for _, x := range runs {
-		g, ok := taskGroup[x.TaskID]
-		if !ok {
-			if t, err := a.cfg.Store.TaskByID(r.Context(), x.TaskID); err == nil {
-				g = t.GroupID
-			}
-			taskGroup[x.TaskID] = g
-		}
-		if g == "" || !perms.Allows(authz.Tasks, authz.Read, g, tree) {
-			total--
-			continue
-		}
-		if x.ComputerID != "" {
-			c, err := a.cfg.Store.ComputerByID(r.Context(), x.ComputerID)
-			if err == nil && !perms.Allows(authz.Computers, authz.Read, c.GroupID, tree) {
-				total--
-				continue
-			}
-		}
 		items = append(items, a.runView(r, x, names))
 	}
 	writeJSON(w, http.StatusOK, list(items, total))
 	return nil
+}
+
+// nonNil turns "no groups" into an empty, not a nil, scope: nil means no
+// restriction to the store.
+func nonNil(ids []string) []string {
+	if ids == nil {
+		return []string{}
+	}
+	return ids
 }
 
 // runFor loads a run the caller may act on: level l on its task, and

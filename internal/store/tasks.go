@@ -389,8 +389,13 @@ type RunFilter struct {
 	TaskID     string
 	ComputerID string
 	State      string
-	Limit      int
-	Offset     int
+	// TaskGroupIDs, when not nil, keeps the runs of tasks in these groups;
+	// ComputerGroupIDs, when not nil, leaves out the runs on computers in
+	// other groups (runs without a computer stay). Both are what a caller
+	// may read, so that the total counts only the runs it may see.
+	TaskGroupIDs, ComputerGroupIDs []string
+	Limit                          int
+	Offset                         int
 }
 
 // ListRuns returns a page of runs and the total matching.
@@ -411,6 +416,25 @@ func (db *DB) ListRuns(ctx context.Context, f RunFilter) (_ []*TaskRun, total in
 			return nil, 0, errcode.New(errcode.Invalid, "state must be planned, delivered, running, succeeded, failed, expired or cancelled")
 		}
 		where, args = append(where, "state = ?"), append(args, f.State)
+	}
+	if f.TaskGroupIDs != nil && len(f.TaskGroupIDs) == 0 {
+		return []*TaskRun{}, 0, nil
+	}
+	if f.TaskGroupIDs != nil {
+		where = append(where, "task_id IN (SELECT id FROM tasks WHERE group_id IN ("+placeholders(len(f.TaskGroupIDs))+"))")
+		for _, g := range f.TaskGroupIDs {
+			args = append(args, g)
+		}
+	}
+	if f.ComputerGroupIDs != nil {
+		cond := "NOT EXISTS (SELECT 1 FROM computers c WHERE c.id = task_runs.computer_id"
+		if len(f.ComputerGroupIDs) > 0 {
+			cond += " AND c.group_id NOT IN (" + placeholders(len(f.ComputerGroupIDs)) + ")"
+		}
+		where = append(where, cond+")")
+		for _, g := range f.ComputerGroupIDs {
+			args = append(args, g)
+		}
 	}
 	cond := ""
 	if len(where) > 0 {

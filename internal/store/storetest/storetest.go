@@ -184,6 +184,9 @@ var suite = []group{
 		{"RevokeUnknownComputerIsNotFound", testRevokeUnknown},
 		{"AgentCertificateBySerial", testAgentCertificateBySerial},
 	}},
+	{"TaskRuns", []test{
+		{"ListRunsScopedToWhatTheCallerMayRead", testListRunsScoped},
+	}},
 	{"AgentSession", []test{
 		{"ComputerWithoutSections", testAgentSessionNoSections},
 		{"SectionHashesOfItsComputer", testAgentSessionSections},
