@@ -973,7 +973,11 @@ func (inv *invocation) triggerDelete(args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := c.DeleteTrigger(inv.ctx, t.ID, pos[1]); err != nil {
+	tr, err := c.GetTrigger(inv.ctx, t.ID, pos[1])
+	if err != nil {
+		return err
+	}
+	if err := c.DeleteTrigger(inv.ctx, t.ID, tr.ID, tr.Version); err != nil {
 		return err
 	}
 	inv.done(g, "Trigger %s of task %s deleted.", pos[1], t.Name)

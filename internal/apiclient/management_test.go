@@ -147,9 +147,12 @@ func TestClient_ManagementAgainstRealServer(t *testing.T) {
 	}
 	_, err = c.GetTaskRun(ctx, "nope")
 	wantCode(t, err, errcode.NotFound, "")
-	if err := c.DeleteTrigger(ctx, task.ID, tr.ID); err != nil {
+	// The trigger was edited since tr: its version is tr2's.
+	wantCode(t, c.DeleteTrigger(ctx, task.ID, tr.ID, tr.Version), errcode.Conflict, "")
+	if err := c.DeleteTrigger(ctx, task.ID, tr.ID, tr2.Version); err != nil {
 		t.Fatal(err)
 	}
+	wantCode(t, c.DeleteTrigger(ctx, task.ID, tr.ID, tr2.Version), errcode.NotFound, "")
 	trs, err := c.ListTriggers(ctx, task.ID)
 	if err != nil || trs.Total != 1 {
 		t.Fatalf("triggers %+v, %v", trs, err)

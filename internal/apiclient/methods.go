@@ -668,8 +668,9 @@ func (c *Client) UpdateTrigger(ctx context.Context, taskID, triggerID string, u 
 }
 
 // DeleteTrigger deletes a trigger.
-func (c *Client) DeleteTrigger(ctx context.Context, taskID, triggerID string) error {
-	return c.callJSON(ctx, request{method: "DELETE", path: "/api/v1/tasks/" + esc(taskID) + "/triggers/" + esc(triggerID)}, nil)
+func (c *Client) DeleteTrigger(ctx context.Context, taskID, triggerID string, version int64) error {
+	q := url.Values{"version": {strconv.FormatInt(version, 10)}}
+	return c.callJSON(ctx, request{method: "DELETE", path: "/api/v1/tasks/" + esc(taskID) + "/triggers/" + esc(triggerID), query: q}, nil)
 }
 
 // GetTaskRun returns a task run.

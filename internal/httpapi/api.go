@@ -303,6 +303,19 @@ func writeETag(w http.ResponseWriter, version int64) {
 // versionOf returns the version a write is based on: the body's version
 // field, else the If-Match header ("v3" as sent in ETag). One of them is
 // required, so that concurrent edits are detected instead of overwriting.
+// deleteVersion is the version a DELETE names: ?version=N or If-Match.
+func deleteVersion(r *http.Request) (int64, error) {
+	var vp *int64
+	if v := r.URL.Query().Get("version"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, errcode.New(errcode.Invalid, "version must be an integer")
+		}
+		vp = &n
+	}
+	return versionOf(r, vp)
+}
+
 func versionOf(r *http.Request, body *int64) (int64, error) {
 	if body != nil {
 		return *body, nil

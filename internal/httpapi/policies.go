@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"strconv"
 	"strings"
 
 	"github.com/google/uuid"
@@ -251,15 +250,7 @@ func (a *API) deletePolicy(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	auditObject(r, p.ID, p.Name)
-	var vp *int64
-	if v := r.URL.Query().Get("version"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			return errcode.New(errcode.Invalid, "version must be an integer")
-		}
-		vp = &n
-	}
-	version, err := versionOf(r, vp)
+	version, err := deleteVersion(r)
 	if err != nil {
 		return err
 	}

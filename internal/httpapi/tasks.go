@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -28,7 +27,7 @@ type taskStore interface {
 	TriggerByID(ctx context.Context, id string) (*store.TriggerRow, error)
 	CreateTrigger(ctx context.Context, t *store.TriggerRow) error
 	UpdateTrigger(ctx context.Context, t *store.TriggerRow) error
-	DeleteTrigger(ctx context.Context, id string) error
+	DeleteTrigger(ctx context.Context, id string, version int64) error
 	CreateRuns(ctx context.Context, runs []*store.TaskRun) error
 	RunByID(ctx context.Context, id string) (*store.TaskRun, error)
 	ListRuns(ctx context.Context, f store.RunFilter) ([]*store.TaskRun, int, error)
@@ -370,15 +369,7 @@ func (a *API) deleteTask(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	auditObject(r, t.ID, t.Name)
-	var vp *int64
-	if v := r.URL.Query().Get("version"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			return errcode.New(errcode.Invalid, "version must be an integer")
-		}
-		vp = &n
-	}
-	version, err := versionOf(r, vp)
+	version, err := deleteVersion(r)
 	if err != nil {
 		return err
 	}
@@ -694,7 +685,11 @@ func (a *API) deleteTrigger(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	auditObject(r, tr.ID, t.Name)
-	if err := a.cfg.Store.DeleteTrigger(r.Context(), tr.ID); err != nil {
+	version, err := deleteVersion(r)
+	if err != nil {
+		return err
+	}
+	if err := a.cfg.Store.DeleteTrigger(r.Context(), tr.ID, version); err != nil {
 		return err
 	}
 	auditDiff(r, map[string]any{"trigger": triggerView(tr)}, nil)

@@ -124,6 +124,14 @@ func TestTasks_TriggersValidateKindsTargetsAndServerRules(t *testing.T) {
 	if len(got.Triggers) != 1 || got.Triggers[0].ID != tr.ID {
 		t.Fatalf("task triggers %+v", got.Triggers)
 	}
+	// Deleting a trigger names the version deleted, as editing it does.
+	wantError(t, f.call(t, "DELETE", path+"/"+tr.ID, ""), http.StatusBadRequest, errcode.Invalid)
+	wantError(t, f.call(t, "DELETE", path+"/"+tr.ID+"?version=x", ""), http.StatusBadRequest, errcode.Invalid)
+	wantError(t, f.call(t, "DELETE", path+"/"+tr.ID+"?version=1", ""), http.StatusConflict, errcode.Conflict)
+	if rec := f.call(t, "DELETE", path+"/"+tr.ID+"?version=2", ""); rec.Code != http.StatusNoContent {
+		t.Fatalf("delete trigger at its version: %d %s", rec.Code, rec.Body)
+	}
+	wantError(t, f.call(t, "GET", path+"/"+tr.ID, ""), http.StatusNotFound, errcode.NotFound)
 
 	srv := decodeAs[taskJSON](t, f.call(t, "POST", "/api/v1/tasks", `{"name":"r","type":"rename_computers","params":{"pattern":"{hostname}"}}`), http.StatusCreated)
 	spath := "/api/v1/tasks/" + srv.ID + "/triggers"

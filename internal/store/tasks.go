@@ -262,16 +262,18 @@ func (db *DB) UpdateTrigger(ctx context.Context, t *TriggerRow) (err error) {
 }
 
 // DeleteTrigger removes a trigger.
-func (db *DB) DeleteTrigger(ctx context.Context, id string) (err error) {
+func (db *DB) DeleteTrigger(ctx context.Context, id string, version int64) (err error) {
 	defer db.track("delete_trigger", time.Now(), &err)
-	res, err := db.rw.ExecContext(ctx, `DELETE FROM task_triggers WHERE id = ?`, id)
-	if err != nil {
-		return err
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return errcode.New(errcode.NotFound, "trigger not found")
-	}
-	return nil
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM task_triggers WHERE id = ? AND version = ?`, id, version)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return versionConflict(ctx, tx, "task_triggers", id, "trigger")
+		}
+		return nil
+	})
 }
 
 // FireTrigger records that a trigger fired (or was throttled) at at: the
