@@ -25,6 +25,7 @@ cross:
 	GOOS=windows GOARCH=amd64 $(GO) build -o /dev/null ./cmd/mamori-agent
 	GOOS=darwin  GOARCH=arm64 $(GO) build -o /dev/null ./cmd/mamori-agent
 	GOOS=linux   GOARCH=arm64 $(GO) build -o /dev/null ./cmd/mamori-agent
+	CGO_ENABLED=0 GOOS=windows GOARCH=amd64 $(GO) build ./...
 
 vet:
 	$(GO) vet ./...

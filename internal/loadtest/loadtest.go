@@ -47,7 +47,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/mamori/mamori/internal/agent"
@@ -1230,21 +1229,6 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
-// raiseFileLimit lifts the soft open-files limit to the hard one and
-// returns the limit now in force (0 if unknown).
-func raiseFileLimit() uint64 {
-	var l syscall.Rlimit
-	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) != nil {
-		return 0
-	}
-	if l.Cur < l.Max {
-		l.Cur = l.Max
-		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
-		syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l)
-	}
-	return l.Cur
-}
-
 // loadAverage is the machine's 1-minute load average (0 if unknown).
 func loadAverage() float64 {
 	b, err := os.ReadFile("/proc/loadavg")
@@ -1256,7 +1240,6 @@ func loadAverage() float64 {
 	return l
 }
 
-// clientCPU is the CPU time this process has used.
 // newReport starts the report of a run of cfg against target.
 func newReport(cfg *Config, target string) *Report {
 	return &Report{Scenario: cfg.Scenario, Client: cfg.Client, Target: target, Agents: cfg.Agents}
@@ -1276,12 +1259,4 @@ func clientRSS() float64 {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return float64(ms.Sys)
-}
-
-func clientCPU() time.Duration {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
