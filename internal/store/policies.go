@@ -120,16 +120,7 @@ func (db *DB) UpdatePolicy(ctx context.Context, p *PolicyRow) (err error) {
 // DeletePolicy deletes a policy and its assignments.
 func (db *DB) DeletePolicy(ctx context.Context, id string, version int64) (err error) {
 	defer db.track("delete_policy", time.Now(), &err)
-	return db.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM policies WHERE id = ? AND version = ?`, id, version)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return versionConflict(ctx, tx, "policies", id, "policy")
-		}
-		return nil
-	})
+	return db.deleteVersioned(ctx, "policies", "policy", id, version)
 }
 
 const assignmentColumns = `id, policy_id, target_type, target_id, rank, created_at`

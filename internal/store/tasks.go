@@ -156,16 +156,7 @@ func (db *DB) UpdateTask(ctx context.Context, t *TaskRow) (err error) {
 // DeleteTask deletes a task with its triggers and runs.
 func (db *DB) DeleteTask(ctx context.Context, id string, version int64) (err error) {
 	defer db.track("delete_task", time.Now(), &err)
-	return db.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM tasks WHERE id = ? AND version = ?`, id, version)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return versionConflict(ctx, tx, "tasks", id, "task")
-		}
-		return nil
-	})
+	return db.deleteVersioned(ctx, "tasks", "task", id, version)
 }
 
 const triggerColumns = `id, task_id, spec, targets, enabled, created_by, created_at, next_fire_at, last_fired_at, throttle_state, version`
@@ -264,16 +255,7 @@ func (db *DB) UpdateTrigger(ctx context.Context, t *TriggerRow) (err error) {
 // DeleteTrigger removes a trigger.
 func (db *DB) DeleteTrigger(ctx context.Context, id string, version int64) (err error) {
 	defer db.track("delete_trigger", time.Now(), &err)
-	return db.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM task_triggers WHERE id = ? AND version = ?`, id, version)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return versionConflict(ctx, tx, "task_triggers", id, "trigger")
-		}
-		return nil
-	})
+	return db.deleteVersioned(ctx, "task_triggers", "trigger", id, version)
 }
 
 // FireTrigger records that a trigger fired (or was throttled) at at: the

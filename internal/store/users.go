@@ -257,6 +257,21 @@ func (db *DB) UpdateUser(ctx context.Context, u *User) (err error) {
 
 // versionConflict tells a missing row (not_found) from a changed one
 // (conflict) after a versioned UPDATE matched nothing.
+// deleteVersioned deletes the row id of table if it is still at version:
+// not_found when there is no such row, conflict when it has changed.
+func (db *DB) deleteVersioned(ctx context.Context, table, what, id string, version int64) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE id = ? AND version = ?`, id, version)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return versionConflict(ctx, tx, table, id, what)
+		}
+		return nil
+	})
+}
+
 func versionConflict(ctx context.Context, tx *sql.Tx, table, id, what string) error {
 	var n int
 	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM `+table+` WHERE id = ?`, id).Scan(&n); err != nil {
