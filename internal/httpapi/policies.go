@@ -274,37 +274,48 @@ type assignmentJSON struct {
 	CreatedAt  *string  `json:"created_at"`
 }
 
-// The target is named only to a caller who may read it (groups in its
-// static group, the computer in its group); others see its id, so that the
-// policy's assignments stay complete without telling what they may not see.
-func (a *API) assignmentView(r *http.Request, as *store.PolicyAssignment) assignmentJSON {
-	view := assignmentJSON{ID: as.ID, PolicyID: as.PolicyID, TargetType: as.TargetType, Target: groupRef{ID: as.TargetID}, Rank: as.Rank,
-		CreatedAt: timeJSON(as.CreatedAt)}
+// assignmentViews shows assignments. A target is named only to a caller
+// who may read it (groups in its static group, the computer in its
+// group); others see its id, so that the policy's assignments stay
+// complete without telling what they may not see. The dynamic groups are
+// read once, and only when a target is one.
+func (a *API) assignmentViews(r *http.Request, as []*store.PolicyAssignment) []assignmentJSON {
+	views := make([]assignmentJSON, 0, len(as))
 	tree, err := a.groups(r)
-	if err != nil {
-		return view
-	}
-	ref := &view.Target
 	may := func(f authz.Functionality, group string) bool {
-		return principal(r).Permissions.Allows(f, authz.Read, group, tree)
+		return err == nil && principal(r).Permissions.Allows(f, authz.Read, group, tree)
 	}
-	switch as.TargetType {
-	case policy.TargetStatic:
-		if g, ok := tree.Get(as.TargetID); ok && may(authz.Groups, g.ID) {
-			ref.Path = g.Path
-		}
-	case policy.TargetDynamic:
-		if all, err := a.dynIndex(r); err == nil {
-			if g, ok := all[as.TargetID]; ok && may(authz.Groups, rootOf(g, all)) {
-				ref.Path = g.Name
+	var dyn map[string]*store.DynamicGroup
+	for _, x := range as {
+		v := assignmentJSON{ID: x.ID, PolicyID: x.PolicyID, TargetType: x.TargetType, Target: groupRef{ID: x.TargetID}, Rank: x.Rank,
+			CreatedAt: timeJSON(x.CreatedAt)}
+		switch {
+		case err != nil:
+		case x.TargetType == policy.TargetStatic:
+			if g, ok := tree.Get(x.TargetID); ok && may(authz.Groups, g.ID) {
+				v.Target.Path = g.Path
+			}
+		case x.TargetType == policy.TargetDynamic:
+			if dyn == nil {
+				if dyn, _ = a.dynIndex(r); dyn == nil {
+					dyn = map[string]*store.DynamicGroup{}
+				}
+			}
+			if g, ok := dyn[x.TargetID]; ok && may(authz.Groups, rootOf(g, dyn)) {
+				v.Target.Path = g.Name
+			}
+		case x.TargetType == policy.TargetComputer:
+			if c, cerr := a.cfg.Store.ComputerByID(r.Context(), x.TargetID); cerr == nil && may(authz.Computers, c.GroupID) {
+				v.Target.Path = c.Name
 			}
 		}
-	case policy.TargetComputer:
-		if c, err := a.cfg.Store.ComputerByID(r.Context(), as.TargetID); err == nil && may(authz.Computers, c.GroupID) {
-			ref.Path = c.Name
-		}
+		views = append(views, v)
 	}
-	return view
+	return views
+}
+
+func (a *API) assignmentView(r *http.Request, as *store.PolicyAssignment) assignmentJSON {
+	return a.assignmentViews(r, []*store.PolicyAssignment{as})[0]
 }
 
 func (a *API) listAssignments(w http.ResponseWriter, r *http.Request) error {
@@ -316,11 +327,7 @@ func (a *API) listAssignments(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	items := []assignmentJSON{}
-	for _, x := range as {
-		items = append(items, a.assignmentView(r, x))
-	}
-	writeJSON(w, http.StatusOK, list2(items))
+	writeJSON(w, http.StatusOK, list2(a.assignmentViews(r, as)))
 	return nil
 }
 
