@@ -292,17 +292,13 @@ func (d *Direct) OpenSession(ctx context.Context, server string, hello *agentpro
 	return s, welcome, nil
 }
 
-// HelloAnswer reads the server's first message of a session: its Welcome,
-// or its RetryLater as *RetryLaterError. sendErr is how sending the hello
-// went: a Welcome to a hello that was not sent is no session.
+// HelloAnswer reads the server's first message of a session, as Recv
+// returned it (a RetryLater is already Recv's *RetryLaterError): its
+// Welcome. sendErr is how sending the hello went: a Welcome to a hello that
+// was not sent is no session.
 func HelloAnswer(first *agentproto.ServerMessage, sendErr error) (*agentproto.Welcome, error) {
-	switch m := first.Msg.(type) {
-	case *agentproto.ServerMessage_Welcome:
-		if sendErr == nil {
-			return m.Welcome, nil
-		}
-	case *agentproto.ServerMessage_RetryLater:
-		return nil, SessionEnd(first)
+	if w := first.GetWelcome(); w != nil && sendErr == nil {
+		return w, nil
 	}
 	return nil, errcode.New(errcode.Invalid, "server answered hello with an unexpected message")
 }
