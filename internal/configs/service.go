@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/mamori/mamori/internal/errcode"
 	"github.com/mamori/mamori/internal/policy"
 	"github.com/mamori/mamori/internal/store"
 )
@@ -16,6 +15,7 @@ import (
 type Store interface {
 	Groups(ctx context.Context) (*store.GroupTree, error)
 	ComputerByID(ctx context.Context, id string) (*store.Computer, error)
+	ComputersByID(ctx context.Context, ids []string) (map[string]*store.Computer, error)
 	ComputerIDs(ctx context.Context, groupIDs []string) ([]string, error)
 	DynamicGroups(ctx context.Context) ([]*store.DynamicGroup, error)
 	DynamicMembershipsOf(ctx context.Context, computerIDs []string) (map[string][]string, error)
@@ -219,15 +219,14 @@ func (s *Service) each(ctx context.Context, w *world, ids []string, f func(*stor
 			return err
 		}
 		memberOf := invert(m)
+		cs, err := s.Store.ComputersByID(ctx, chunk)
+		if err != nil {
+			return err
+		}
 		for _, id := range chunk {
-			c, err := s.Store.ComputerByID(ctx, id)
-			if errcode.Is(err, errcode.NotFound) {
-				continue // unknown, or gone meanwhile
+			if c, ok := cs[id]; ok { // not: unknown, or gone meanwhile
+				f(c, policy.NewDocument(w.effective(c, memberOf[id])))
 			}
-			if err != nil {
-				return err
-			}
-			f(c, policy.NewDocument(w.effective(c, memberOf[id])))
 		}
 	}
 	return nil

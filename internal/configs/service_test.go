@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,9 +29,10 @@ type countingStore struct {
 	fulls  atomic.Int64 // ComputerIDs calls: passes over every computer
 	// gate, when set, holds every load until it is closed.
 	gate atomic.Pointer[chan struct{}]
-	// failComputer, when set, makes ComputerByID fail for that id with a
+	// failComputer, when set, makes reading that computer fail with a
 	// store error (not a not_found).
-	failComputer atomic.Pointer[string]
+	failComputer  atomic.Pointer[string]
+	computerReads atomic.Int64 // ComputersByID calls
 }
 
 func (c *countingStore) Policies(ctx context.Context) ([]*store.PolicyRow, error) {
@@ -60,6 +62,14 @@ func (c *countingStore) ComputerByID(ctx context.Context, id string) (*store.Com
 		return nil, errors.New("database is locked")
 	}
 	return c.DB.ComputerByID(ctx, id)
+}
+
+func (c *countingStore) ComputersByID(ctx context.Context, ids []string) (map[string]*store.Computer, error) {
+	c.computerReads.Add(1)
+	if f := c.failComputer.Load(); f != nil && slices.Contains(ids, *f) {
+		return nil, errors.New("database is locked")
+	}
+	return c.DB.ComputersByID(ctx, ids)
 }
 
 // rig is a configuration service over a real SQLite store.
@@ -833,5 +843,28 @@ func TestRecompute_StoreErrorIsReported(t *testing.T) {
 	r.recompute(nil)
 	if got := r.changedAfter(0); !slices.Equal(got, sorted(a, b)) {
 		t.Fatalf("Changed reported %v", got)
+	}
+}
+
+// A pass over every computer reads them 500 at a time, not one by one (a
+// restart's first pass covers the whole fleet: 100,000 reads were 100,000
+// round trips to a PostgreSQL store).
+func TestRecompute_ReadsComputersInChunks(t *testing.T) {
+	r := newRig(t)
+	var ids []string
+	for i := range 501 {
+		ids = append(ids, r.computer("c"+strconv.Itoa(i), store.GroupAll))
+	}
+	r.recompute(nil)
+	if n := r.cs.computerReads.Load(); n != 2 {
+		t.Errorf("%d reads of computers for 501, want 2", n)
+	}
+	if got := r.changedAfter(0); !slices.Equal(got, sorted(ids...)) {
+		t.Fatalf("Changed reported %d computers, want all 501", len(got))
+	}
+	for _, id := range []string{ids[0], ids[499], ids[500]} {
+		if r.version(id) == "" {
+			t.Errorf("computer %s has no desired version", id)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"slices"
 	"strings"
 	"time"
 
@@ -101,6 +102,36 @@ func (db *DB) ComputerByID(ctx context.Context, id string) (_ *Computer, err err
 	defer db.track("computer_by_id", time.Now(), &err)
 	c, err := scanComputer(db.queryRowRO(ctx, `SELECT `+computerColumns+` FROM computers WHERE id = ?`, id))
 	return c, notFound(err, "computer not found")
+}
+
+// ComputersByID returns the computers with the given ids that exist, by
+// id: one query per 500 ids.
+func (db *DB) ComputersByID(ctx context.Context, ids []string) (_ map[string]*Computer, err error) {
+	defer db.track("computers_by_id", time.Now(), &err)
+	out := make(map[string]*Computer, len(ids))
+	for chunk := range slices.Chunk(ids, 500) {
+		rows, err := db.ro.QueryContext(ctx, `SELECT `+computerColumns+` FROM computers WHERE id IN (`+placeholders(len(chunk))+`)`, toAny(chunk)...)
+		if err != nil {
+			return nil, err
+		}
+		err = scanInto(rows, out)
+		rows.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func scanInto(rows *sql.Rows, out map[string]*Computer) error {
+	for rows.Next() {
+		c, err := scanComputer(rows)
+		if err != nil {
+			return err
+		}
+		out[c.ID] = c
+	}
+	return rows.Err()
 }
 
 // ComputerFilter selects and orders computers. Zero values select all.

@@ -27,6 +27,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -107,6 +108,7 @@ var suite = []group{
 		{"LimitOffsetTotal", testListPaging},
 		{"RevokedExcludedUnlessAsked", testListRevoked},
 		{"EngineReportAndOutdatedFilter", testListEngine},
+		{"ComputersByIDReadsManyAtOnce", testComputersByID},
 	}},
 	{"Presence", []test{
 		{"OnlineThenOffline", testPresenceOnlineOffline},
@@ -949,6 +951,27 @@ func testCloneIgnoresRevoked(t *testing.T, db *store.DB) {
 }
 
 // ---- check-ins -------------------------------------------------------------
+
+// ComputersByID reads what exists of many ids, 500 per query: the ones on
+// both sides of a chunk's edge, none for unknown ids.
+func testComputersByID(t *testing.T, db *store.DB) {
+	tok := NewToken(t, db, store.GroupLostFound, 0)
+	first := Enroll(t, db, tok, T0, store.Computer{Name: "first"})
+	last := Enroll(t, db, tok, T0, store.Computer{Name: "last"})
+	ids := []string{first.ID}
+	for i := range 599 {
+		ids = append(ids, "unknown-"+strconv.Itoa(i))
+	}
+	ids = append(ids, last.ID)
+	got, err := db.ComputersByID(t.Context(), ids)
+	must(t, err)
+	if len(got) != 2 || got[first.ID] == nil || got[first.ID].Name != "first" || got[last.ID] == nil || got[last.ID].Name != "last" {
+		t.Fatalf("ComputersByID = %v, want first and last only", got)
+	}
+	if got, err := db.ComputersByID(t.Context(), nil); err != nil || len(got) != 0 {
+		t.Fatalf("ComputersByID(none) = %v, %v", got, err)
+	}
+}
 
 func oneComputer(t *testing.T, db *store.DB) *store.Computer {
 	t.Helper()
