@@ -36,7 +36,7 @@ type Store interface {
 	RunByID(ctx context.Context, id string) (*store.TaskRun, error)
 	ExpireRuns(ctx context.Context, now time.Time) (int64, error)
 	DeliverableRuns(ctx context.Context, now time.Time, serverID string, computerIDs []string, limit int) ([]*store.TaskRun, error)
-	PendingRuns(ctx context.Context, computerID string, now time.Time, limit int) ([]*store.TaskRun, error)
+	PendingRuns(ctx context.Context, computerIDs []string, now time.Time, perComputer int) (map[string][]*store.TaskRun, error)
 	MarkDelivered(ctx context.Context, ids []string, at time.Time) error
 	DueServerRuns(ctx context.Context, now time.Time) ([]*store.TaskRun, error)
 	FinishServerRun(ctx context.Context, id string, ok bool, output, errText string, started, now time.Time) error
@@ -80,6 +80,9 @@ type Scheduler struct {
 	// PerStep. Default 2000.
 	PerStep  int
 	MaxBatch int // events read per step; default 1000
+	// KickGap is the least time from one step to a step asked for by a
+	// kick (Tick steps are not delayed). Default 100ms.
+	KickGap time.Duration
 	// ServerID is the server this scheduler delivers for: the runs of
 	// computers online on it. Servers sharing a PostgreSQL store each
 	// deliver to their own agents.
@@ -122,6 +125,9 @@ func (s *Scheduler) init() {
 		}
 		if s.MaxBatch <= 0 {
 			s.MaxBatch = 1000
+		}
+		if s.KickGap <= 0 {
+			s.KickGap = 100 * time.Millisecond
 		}
 	})
 }
@@ -172,6 +178,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	t := time.NewTicker(s.Tick)
 	defer t.Stop()
 	for {
+		began := time.Now()
 		if err := s.Step(ctx); err != nil && ctx.Err() == nil {
 			s.Log.Error("task scheduler step", "err", err)
 		}
@@ -180,6 +187,22 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		case <-s.kick:
+			// Kicks come with every agent that connects: thousands a
+			// second after a restart. A step's fixed queries run at most
+			// every KickGap; the agents that connected meanwhile are
+			// served together.
+			if wait := s.KickGap - time.Since(began); wait > 0 {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(wait):
+				}
+			}
+			// Kicks that came while waiting are served by this step.
+			select {
+			case <-s.kick:
+			default:
+			}
 		}
 	}
 }
@@ -455,24 +478,29 @@ func (s *Scheduler) dispatch(ctx context.Context, now time.Time) error {
 	spent := 0
 	defer func() { s.tokens -= float64(spent) }()
 	var delivered []string
-	seen := map[string]bool{}
-	for i, id := range conn {
-		if seen[id] {
-			continue
+	ids := uniq(conn)
+	// One query for every computer that connected (thousands after a
+	// restart), then deliveries in the order they connected.
+	pending := map[string][]*store.TaskRun{}
+	if len(ids) > 0 && budget > 0 {
+		var err error
+		if pending, err = s.Store.PendingRuns(ctx, ids, now, 100); err != nil {
+			s.mu.Lock()
+			s.connected = append(ids, s.connected...)
+			s.mu.Unlock()
+			return err
 		}
-		seen[id] = true
+	}
+	for i, id := range ids {
 		if budget <= 0 {
 			// Over budget: keep the rest for the next step (not kicked:
 			// the budget refills with time).
 			s.mu.Lock()
-			s.connected = append(s.connected, conn[i:]...)
+			s.connected = append(ids[i:], s.connected...)
 			s.mu.Unlock()
 			break
 		}
-		runs, err := s.Store.PendingRuns(ctx, id, now, 100)
-		if err != nil {
-			return err
-		}
+		runs := pending[id]
 		if len(runs) == 0 {
 			continue
 		}
@@ -507,6 +535,19 @@ func (s *Scheduler) dispatch(ctx context.Context, now time.Time) error {
 		}
 	}
 	return s.Store.MarkDelivered(ctx, delivered, now)
+}
+
+// uniq returns ids without repeats, in first-seen order.
+func uniq(ids []string) []string {
+	seen := make(map[string]bool, len(ids))
+	out := ids[:0:0]
+	for _, id := range ids {
+		if !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 func (s *Scheduler) runServer(ctx context.Context, now time.Time) error {

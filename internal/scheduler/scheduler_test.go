@@ -656,3 +656,141 @@ func TestScheduler_ServerStartedTriggerFiresOncePerStart(t *testing.T) {
 		t.Fatalf("name %q", got.Name)
 	}
 }
+
+// Computers that connect are served in the order they connected, each
+// once, within the delivery budget; the ones over it wait for the next
+// steps.
+func TestScheduler_ConnectedComputersOverTheBudgetWaitTheirTurn(t *testing.T) {
+	b := newBench(t)
+	b.s.PerStep = 2
+	var ids []string
+	for i := range 5 {
+		ids = append(ids, b.computer("c"+string(rune('a'+i)), store.GroupAll))
+	}
+	task := b.task(tasks.EngineUpdate, `{}`)
+	b.trigger(task.ID, `{"kind":"asap"}`, tasks.Target{Type: tasks.TargetStaticGroup, ID: store.GroupAll})
+	b.step() // planned; no computer is online
+	if len(b.agent.got) != 0 {
+		t.Fatalf("delivered to offline computers: %v", b.agent.got)
+	}
+	// They connect last to first (the store does not list them online:
+	// only the connections deliver), one of them twice.
+	for i := len(ids) - 1; i >= 0; i-- {
+		b.agent.online[ids[i]] = true
+		b.s.Connected(ids[i])
+	}
+	b.s.Connected(ids[4])
+	served := func() []string {
+		var out []string
+		for i := len(ids) - 1; i >= 0; i-- {
+			switch n := len(b.agent.got[ids[i]]); n {
+			case 0:
+			case 1:
+				out = append(out, ids[i])
+			default:
+				t.Fatalf("computer %d got %d runs, want 1", i, n)
+			}
+		}
+		return out
+	}
+	for step, want := range [][]string{ids[3:], ids[3:], ids[1:], ids} {
+		if step == 2 || step == 3 {
+			b.now = b.now.Add(time.Second) // the budget refills
+		}
+		b.step()
+		got := served()
+		slices.Sort(got)
+		if want = slices.Sorted(slices.Values(want)); !slices.Equal(got, want) {
+			t.Fatalf("step %d: served %v, want %v (the last connected first)", step, got, want)
+		}
+	}
+}
+
+// countingStore counts the scheduler's steps (each ends reading the due
+// server runs) and its pending-run queries.
+type countingStore struct {
+	*store.DB
+	mu             sync.Mutex
+	steps, pending int
+	pendingIDs     []string
+}
+
+func (c *countingStore) DueServerRuns(ctx context.Context, now time.Time) ([]*store.TaskRun, error) {
+	defer func() {
+		c.mu.Lock()
+		c.steps++
+		c.mu.Unlock()
+	}()
+	return c.DB.DueServerRuns(ctx, now)
+}
+
+func (c *countingStore) PendingRuns(ctx context.Context, ids []string, now time.Time, per int) (map[string][]*store.TaskRun, error) {
+	c.mu.Lock()
+	c.pending++
+	c.pendingIDs = append(c.pendingIDs, ids...)
+	c.mu.Unlock()
+	return c.DB.PendingRuns(ctx, ids, now, per)
+}
+
+func (c *countingStore) counts() (steps, pending int, ids []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.steps, c.pending, slices.Clone(c.pendingIDs)
+}
+
+// Agents connecting in a burst (a restart brings thousands a second) kick
+// one step per KickGap, not one each: the step's fixed queries run once
+// and one query reads every connected computer's pending runs.
+func TestScheduler_KicksWithinTheGapAreServedByOneStep(t *testing.T) {
+	b := newBench(t)
+	cs := &countingStore{DB: b.db}
+	b.s.Store = cs
+	b.s.Tick = time.Hour
+	b.s.KickGap = time.Second
+	var ids []string
+	for i := range 3 {
+		ids = append(ids, b.computer("k"+string(rune('a'+i)), store.GroupAll))
+	}
+	task := b.task(tasks.EngineUpdate, `{}`)
+	b.trigger(task.ID, `{"kind":"asap"}`, tasks.Target{Type: tasks.TargetStaticGroup, ID: store.GroupAll})
+	b.step() // plans one run each; nobody online yet
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.s.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	waitFor(t, func() bool { s, _, _ := cs.counts(); return s >= 2 }) // Run's first step
+	b.agent.mu.Lock()
+	for _, id := range ids {
+		b.agent.online[id] = true
+	}
+	b.agent.mu.Unlock()
+	for _, id := range ids {
+		b.s.Connected(id)
+	}
+	waitFor(t, func() bool {
+		b.agent.mu.Lock()
+		defer b.agent.mu.Unlock()
+		s, _, _ := cs.counts()
+		return len(b.agent.got) == len(ids) && s >= 3
+	})
+	time.Sleep(1500 * time.Millisecond) // a kick left over would step again after the gap
+	steps, pending, got := cs.counts()
+	if steps != 3 || pending != 1 || !slices.Equal(got, ids) {
+		t.Fatalf("%d steps, %d pending-run queries for %v; want 3 steps (one by hand, Run's first, one for the burst) and one query for %v",
+			steps, pending, got, ids)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in 10s")
+		}
+	}
+}

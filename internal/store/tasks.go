@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -334,21 +335,17 @@ func scanRun(row interface{ Scan(...any) error }) (*TaskRun, error) {
 	return r, nil
 }
 
-// runs selects task runs by condition q; prepared queries (fixed text,
-// run on every session) keep their statement (queryRO).
+// runs selects task runs by condition q.
 func (db *DB) runs(ctx context.Context, q string, args ...any) ([]*TaskRun, error) {
-	return db.runsWith(ctx, false, q, args...)
-}
-
-func (db *DB) runsWith(ctx context.Context, prepared bool, q string, args ...any) ([]*TaskRun, error) {
-	query := db.ro.QueryContext
-	if prepared {
-		query = db.queryRO
-	}
-	rows, err := query(ctx, `SELECT `+runColumns+` FROM task_runs `+q, args...)
+	rows, err := db.ro.QueryContext(ctx, `SELECT `+runColumns+` FROM task_runs `+q, args...)
 	if err != nil {
 		return nil, err
 	}
+	return scanRuns(rows)
+}
+
+// scanRuns reads rows of runColumns and closes them.
+func scanRuns(rows *sql.Rows) ([]*TaskRun, error) {
 	defer rows.Close()
 	var out []*TaskRun
 	for rows.Next() {
@@ -482,13 +479,32 @@ func deliverableQuery(now time.Time, serverID string, computerIDs []string) (str
 	return q, args
 }
 
-// PendingRuns returns a computer's runs due at now that it has not started
-// (planned, or delivered but never reported started: a reconnecting agent
-// gets them again and ignores the ones it already has).
-func (db *DB) PendingRuns(ctx context.Context, computerID string, now time.Time, limit int) (_ []*TaskRun, err error) {
+// PendingRuns returns, by computer, the runs due at now that the given
+// computers have not started (planned, or delivered but never reported
+// started: a reconnecting agent gets them again and ignores the ones it
+// already has), at most perComputer each, earliest first. One query per
+// 500 computers: agents connect by the thousand after a restart.
+func (db *DB) PendingRuns(ctx context.Context, computerIDs []string, now time.Time, perComputer int) (_ map[string][]*TaskRun, err error) {
 	defer db.track("pending_runs", time.Now(), &err)
-	return db.runsWith(ctx, true, `WHERE computer_id = ? AND state IN ('planned', 'delivered') AND not_before <= ? AND expires_at > ? ORDER BY not_before, id LIMIT ?`,
-		computerID, ms(now), ms(now), limit)
+	out := map[string][]*TaskRun{}
+	for chunk := range slices.Chunk(computerIDs, 500) {
+		args := append(toAny(chunk), ms(now), ms(now), perComputer)
+		rows, err := db.ro.QueryContext(ctx, `SELECT `+runColumns+` FROM (
+			SELECT *, ROW_NUMBER() OVER (PARTITION BY computer_id ORDER BY not_before, id) AS nth FROM task_runs
+			WHERE state IN ('planned', 'delivered') AND computer_id IN (`+placeholders(len(chunk))+`) AND not_before <= ? AND expires_at > ?
+		) p WHERE nth <= ? ORDER BY computer_id, not_before, id`, args...)
+		if err != nil {
+			return nil, err
+		}
+		runs, err := scanRuns(rows)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range runs {
+			out[r.ComputerID] = append(out[r.ComputerID], r)
+		}
+	}
+	return out, nil
 }
 
 // NextRunDue returns the earliest not_before of planned computer runs after

@@ -188,6 +188,7 @@ var suite = []group{
 	}},
 	{"TaskRuns", []test{
 		{"ListRunsScopedToWhatTheCallerMayRead", testListRunsScoped},
+		{"PendingRunsOfManyComputersInOneCall", testPendingRunsBatched},
 	}},
 	{"AgentSession", []test{
 		{"ComputerWithoutSections", testAgentSessionNoSections},
