@@ -332,50 +332,66 @@ func (db *DB) ApplyPresence(ctx context.Context, ups []PresenceUpdate) (err erro
 	if db.postgres {
 		return db.tx(ctx, func(tx *sql.Tx) error { return applyPresenceSets(ctx, tx, ups) })
 	}
-	return db.tx(ctx, func(tx *sql.Tx) error {
-		seen, err := tx.PrepareContext(ctx, `UPDATE computers SET last_seen = ? WHERE id = ? AND (last_seen IS NULL OR last_seen < ?)`)
+	return db.tx(ctx, func(tx *sql.Tx) error { return applyPresenceRows(ctx, tx, ups) })
+}
+
+// applyPresenceRows is ApplyPresence for SQLite: statements prepared once
+// for the batch and run per computer (SQLite runs in-process: no round
+// trips to save, but parsing a statement per computer cost more than
+// running it). Changed computers take consecutive sequence numbers past
+// every earlier one, as bumpChange gives them (SQLite has one writer).
+func applyPresenceRows(ctx context.Context, tx *sql.Tx, ups []PresenceUpdate) error {
+	var stmts [5]*sql.Stmt
+	for i, q := range []string{
+		`UPDATE computers SET last_seen = ? WHERE id = ? AND (last_seen IS NULL OR last_seen < ?)`,
+		`UPDATE computers SET status = 'online', connected_since = ?, server_id = ? WHERE id = ? AND revoked_at IS NULL`,
+		`UPDATE computers SET status = 'offline', connected_since = NULL WHERE id = ? AND server_id = ?`,
+		`UPDATE computers SET change_seq = ? WHERE id = ?`,
+		`INSERT INTO server_events (at, type, computer_id, subject_id, data) VALUES (?, 'agent.connected', ?, '', '{}')`,
+	} {
+		st, err := tx.PrepareContext(ctx, q)
 		if err != nil {
 			return err
 		}
-		defer seen.Close()
-		online, err := tx.PrepareContext(ctx, `UPDATE computers SET status = 'online', connected_since = ?, server_id = ? WHERE id = ? AND revoked_at IS NULL`)
-		if err != nil {
+		defer st.Close()
+		stmts[i] = st
+	}
+	seen, online, offline, bump, connected := stmts[0], stmts[1], stmts[2], stmts[3], stmts[4]
+	var seq int64
+	if slices.ContainsFunc(ups, func(u PresenceUpdate) bool { return u.Status != "" }) {
+		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(change_seq), 0) FROM computers`).Scan(&seq); err != nil {
 			return err
 		}
-		defer online.Close()
-		offline, err := tx.PrepareContext(ctx, `UPDATE computers SET status = 'offline', connected_since = NULL WHERE id = ? AND server_id = ?`)
-		if err != nil {
-			return err
-		}
-		defer offline.Close()
-		for _, u := range ups {
-			if !u.LastSeen.IsZero() {
-				if _, err := seen.ExecContext(ctx, ms(u.LastSeen), u.ComputerID, ms(u.LastSeen)); err != nil {
-					return err
-				}
-			}
-			switch u.Status {
-			case StatusOnline:
-				_, err = online.ExecContext(ctx, nullMS(u.ConnectedSince), u.ServerID, u.ComputerID)
-			case StatusOffline:
-				_, err = offline.ExecContext(ctx, u.ComputerID, u.ServerID)
-			}
-			if err != nil {
+	}
+	for _, u := range ups {
+		var err error
+		if !u.LastSeen.IsZero() {
+			if _, err := seen.ExecContext(ctx, ms(u.LastSeen), u.ComputerID, ms(u.LastSeen)); err != nil {
 				return err
 			}
-			if u.Status != "" {
-				if err := bumpChange(ctx, tx, u.ComputerID); err != nil {
-					return err
-				}
-			}
-			if u.Status == StatusOnline {
-				if err := addEventData(ctx, tx, u.ConnectedSince, "agent.connected", u.ComputerID, "", "{}"); err != nil {
-					return err
-				}
+		}
+		switch u.Status {
+		case StatusOnline:
+			_, err = online.ExecContext(ctx, nullMS(u.ConnectedSince), u.ServerID, u.ComputerID)
+		case StatusOffline:
+			_, err = offline.ExecContext(ctx, u.ComputerID, u.ServerID)
+		}
+		if err != nil {
+			return err
+		}
+		if u.Status != "" {
+			seq++
+			if _, err := bump.ExecContext(ctx, seq, u.ComputerID); err != nil {
+				return err
 			}
 		}
-		return nil
-	})
+		if u.Status == StatusOnline {
+			if _, err := connected.ExecContext(ctx, ms(u.ConnectedSince), u.ComputerID); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // applyPresenceSets is ApplyPresence for PostgreSQL: one statement per
