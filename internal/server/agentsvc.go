@@ -223,6 +223,7 @@ func (a *agentService) Session(stream agentproto.Agent_SessionServer) error {
 	defer setupDone()
 	var sess *store.AgentSession
 	var err error
+	seen := a.configs.changesSeen() // before the computer's configuration version is read
 	if werr := a.work.do(ctx, func() { sess, err = a.authenticate(ctx) }); werr != nil {
 		return nil
 	}
@@ -304,7 +305,7 @@ func (a *agentService) Session(stream agentproto.Agent_SessionServer) error {
 		return nil
 	}
 	setupDone()
-	a.sessionStarted(ctx, conn, hello) // configuration and pending task runs
+	a.sessionStarted(ctx, conn, hello, comp.ConfigVersion, seen) // configuration and pending task runs
 	for {
 		msg, err := stream.Recv()
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/mamori/mamori/internal/agentproto"
@@ -89,6 +90,9 @@ type configPusher struct {
 	log      *slog.Logger
 	rate     int
 	queue    chan []string
+	// changes counts Changed calls: a session whose set-up saw it move
+	// reads its computer's recorded version again (onConnect).
+	changes atomic.Uint64
 }
 
 func newConfigPusher(docs Documents, versions RecordedVersions, hub *Hub, log *slog.Logger, rate int) *configPusher {
@@ -101,11 +105,20 @@ func newConfigPusher(docs Documents, versions RecordedVersions, hub *Hub, log *s
 // Changed queues computers whose configuration changed. It does not block
 // for long: the service calls it after a recomputation.
 func (p *configPusher) Changed(ids []string) {
+	p.changes.Add(1)
 	select {
 	case p.queue <- ids:
 	case <-time.After(5 * time.Second):
 		p.log.Warn("configuration push queue full; connected agents get the change at their next connection", "computers", len(ids))
 	}
+}
+
+// changesSeen is the count of Changed calls so far (0 for no pusher).
+func (p *configPusher) changesSeen() uint64 {
+	if p == nil {
+		return 0
+	}
+	return p.changes.Load()
 }
 
 func configMessage(d *policy.Document) (*agentproto.ServerMessage, error) {
@@ -179,19 +192,28 @@ func (p *configPusher) run(ctx context.Context) {
 // When the agent announces the version recorded for its computer, nothing
 // is computed: every change of policies or groups is recomputed, recorded,
 // and then pushed to the agents connected at that moment (configs.Service
-// calls Changed after recording). onConnect runs once the agent is in the
-// hub, and reads the recorded version then: a change recorded before that
-// read is seen here, one recorded after it is pushed by Changed. In a
-// reconnect storm this skips computing thousands of documents that would
-// all match.
-func (p *configPusher) onConnect(ctx context.Context, c *agentConn, agentVersion string) {
+// calls Changed after recording). The session read the recorded version
+// with its computer (recorded), and the Changed count (seen) before that
+// read; onConnect runs once the agent is in the hub. A change recorded
+// after the read was either announced by Changed before now (the count
+// moved: the version is read again) or will be pushed by Changed (the
+// agent is in the hub). In a reconnect storm this skips computing
+// thousands of documents that would all match, and reading thousands of
+// versions again.
+func (p *configPusher) onConnect(ctx context.Context, c *agentConn, agentVersion, recorded string, seen uint64) {
 	if p == nil || c.capability < capPushes {
 		return
 	}
-	if p.versions != nil && agentVersion != "" {
-		if v, err := p.versions.ConfigVersion(ctx, c.computerID); err == nil && v == agentVersion {
-			return
+	if agentVersion != "" && p.changes.Load() != seen {
+		recorded = ""
+		if p.versions != nil {
+			if v, err := p.versions.ConfigVersion(ctx, c.computerID); err == nil {
+				recorded = v
+			}
 		}
+	}
+	if agentVersion != "" && agentVersion == recorded {
+		return
 	}
 	docs, err := p.docs.Documents(ctx, []string{c.computerID})
 	if err != nil {
@@ -210,13 +232,15 @@ func (p *configPusher) onConnect(ctx context.Context, c *agentConn, agentVersion
 }
 
 // sessionStarted runs after a capable agent's Welcome: its configuration
-// if it differs from the server's, and the task runs waiting for it.
-func (a *agentService) sessionStarted(ctx context.Context, c *agentConn, hello *agentproto.Hello) {
+// if it differs from the server's (recorded: the version read with the
+// computer at set-up, after seen Changed calls), and the task runs waiting
+// for it.
+func (a *agentService) sessionStarted(ctx context.Context, c *agentConn, hello *agentproto.Hello, recorded string, seen uint64) {
 	if c.capability < capPushes {
 		return
 	}
 	if a.configs != nil {
-		a.work.do(ctx, func() { a.configs.onConnect(ctx, c, hello.GetConfigVersion()) })
+		a.work.do(ctx, func() { a.configs.onConnect(ctx, c, hello.GetConfigVersion(), recorded, seen) })
 	}
 	if a.connected != nil {
 		a.connected(c.computerID)

@@ -29,27 +29,37 @@ type recorded map[string]string
 func (r recorded) ConfigVersion(_ context.Context, id string) (string, error) { return r[id], nil }
 
 // A connecting agent that announces the version recorded for its computer
-// costs no document; any other announcement is checked against a computed
-// one.
+// (read with the computer at set-up) costs no document; any other
+// announcement is checked against a computed one. A change announced while
+// the session was being set up makes the recorded version be read again.
 func TestConfigPusher_OnConnectComputesOnlyWhenTheRecordedVersionDiffers(t *testing.T) {
 	for _, tc := range []struct {
 		name              string
-		versions          RecordedVersions
+		atSetUp           string           // the version read with the computer
+		changedMeanwhile  bool             // Changed was called after that read
+		versions          RecordedVersions // the store, read again after a change
 		announced         string
 		wantDocumentCalls int32
 	}{
-		{"announces the recorded version", recorded{"c1": "v1"}, "v1", 0},
-		{"announces an older version", recorded{"c1": "v2"}, "v1", 1},
-		{"nothing recorded yet", recorded{}, "", 1},
-		{"announces nothing", recorded{"c1": "v1"}, "", 1},
-		{"no recorded versions available", nil, "v1", 1},
+		{"announces the recorded version", "v1", false, recorded{"c1": "v1"}, "v1", 0},
+		{"announces an older version", "v2", false, recorded{"c1": "v2"}, "v1", 1},
+		{"nothing recorded yet", "", false, recorded{}, "", 1},
+		{"announces nothing", "v1", false, recorded{"c1": "v1"}, "", 1},
+		{"recorded version unchanged, no store needed", "v1", false, nil, "v1", 0},
+		{"changed meanwhile: the store has a newer one", "v1", true, recorded{"c1": "v2"}, "v1", 1},
+		{"changed meanwhile: another computer's change", "v1", true, recorded{"c1": "v1"}, "v1", 0},
+		{"changed meanwhile, no store to read again", "v1", true, nil, "v1", 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// The computed document has the announced version: no push
 			// follows, so no hub is needed.
 			docs := &countingDocs{version: tc.announced}
 			p := newConfigPusher(docs, tc.versions, nil, slog.New(slog.DiscardHandler), 0)
-			p.onConnect(t.Context(), &agentConn{computerID: "c1", capability: capPushes}, tc.announced)
+			seen := p.changesSeen()
+			if tc.changedMeanwhile {
+				p.Changed([]string{"c9"})
+			}
+			p.onConnect(t.Context(), &agentConn{computerID: "c1", capability: capPushes}, tc.announced, tc.atSetUp, seen)
 			if got := docs.calls.Load(); got != tc.wantDocumentCalls {
 				t.Errorf("documents computed %d times, want %d", got, tc.wantDocumentCalls)
 			}
