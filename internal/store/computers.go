@@ -394,58 +394,93 @@ func applyPresenceRows(ctx context.Context, tx *sql.Tx, ups []PresenceUpdate) er
 	return nil
 }
 
-// applyPresenceSets is ApplyPresence for PostgreSQL: one statement per
-// kind of change for the whole batch (arrays), not one per computer; a
-// server's batch holds thousands of computers, and statements sent one by
-// one over the connection, while other servers' writers wait their turn,
-// made presence the bottleneck of servers sharing the store.
+// applyPresenceSets is ApplyPresence for PostgreSQL: one UPDATE for the
+// whole batch (arrays), not one per computer; a server's batch holds
+// thousands of computers, and statements sent one by one over the
+// connection, while other servers' writers wait their turn, made presence
+// the bottleneck of servers sharing the store. Each computer's row is
+// written once (its last-seen time, status and change number together: a
+// row updated three times in a transaction is three new row versions and
+// three sets of index entries). A computer with a second status in the
+// batch starts another round, so the batch means what the updates would
+// one after the other.
 func applyPresenceSets(ctx context.Context, tx *sql.Tx, ups []PresenceUpdate) error {
-	var seenIDs, onIDs, onSrv, offIDs, offSrv, changed, connIDs []string
-	var seenAt, onSince, connAt []int64
-	for _, u := range ups {
-		if !u.LastSeen.IsZero() {
-			seenIDs, seenAt = append(seenIDs, u.ComputerID), append(seenAt, ms(u.LastSeen))
-		}
-		switch u.Status {
-		case StatusOnline:
-			onIDs, onSince, onSrv = append(onIDs, u.ComputerID), append(onSince, ms(u.ConnectedSince)), append(onSrv, u.ServerID)
-			connIDs, connAt = append(connIDs, u.ComputerID), append(connAt, ms(u.ConnectedSince))
-		case StatusOffline:
-			offIDs, offSrv = append(offIDs, u.ComputerID), append(offSrv, u.ServerID)
-		}
-		if u.Status != "" {
-			changed = append(changed, u.ComputerID)
-		}
-	}
-	steps := []struct {
-		n    int
-		q    string
-		args []any
-	}{
-		{len(seenIDs), `UPDATE computers c SET last_seen = v.ls
-			FROM (SELECT id, MAX(ls) AS ls FROM unnest(?::text[], ?::bigint[]) AS u(id, ls) GROUP BY id) v
-			WHERE c.id = v.id AND (c.last_seen IS NULL OR c.last_seen < v.ls)`, []any{seenIDs, seenAt}},
-		{len(onIDs), `UPDATE computers c SET status = 'online', connected_since = NULLIF(v.cs, 0), server_id = v.srv
-			FROM unnest(?::text[], ?::bigint[], ?::text[]) AS v(id, cs, srv) WHERE c.id = v.id AND c.revoked_at IS NULL`, []any{onIDs, onSince, onSrv}},
-		{len(offIDs), `UPDATE computers c SET status = 'offline', connected_since = NULL
-			FROM unnest(?::text[], ?::text[]) AS v(id, srv) WHERE c.id = v.id AND c.server_id = v.srv`, []any{offIDs, offSrv}},
-		// As bumpChange, one sequence number per change, past every earlier
-		// one (writers take turns, see txOnce).
-		{len(changed), `UPDATE computers c SET change_seq = m.base + v.ord
-			FROM (SELECT COALESCE(MAX(change_seq), 0) AS base FROM computers) m, unnest(?::text[]) WITH ORDINALITY AS v(id, ord)
-			WHERE c.id = v.id`, []any{changed}},
-		{len(connIDs), `INSERT INTO server_events (at, type, computer_id, subject_id, data)
-			SELECT v.at, 'agent.connected', v.id, '', '{}' FROM unnest(?::text[], ?::bigint[]) WITH ORDINALITY AS v(id, at, ord) ORDER BY v.ord`, []any{connIDs, connAt}},
-	}
-	for _, st := range steps {
-		if st.n == 0 {
-			continue
-		}
-		if _, err := tx.ExecContext(ctx, st.q, st.args...); err != nil {
+	for len(ups) > 0 {
+		n, err := applyPresenceRound(ctx, tx, ups)
+		if err != nil {
 			return err
 		}
+		ups = ups[n:]
 	}
 	return nil
+}
+
+// applyPresenceRound writes the longest prefix of ups in which no computer
+// has two statuses, and returns its length.
+func applyPresenceRound(ctx context.Context, tx *sql.Tx, ups []PresenceUpdate) (int, error) {
+	type row struct {
+		ls, cs, ord int64
+		st, srv     string
+	}
+	rows := map[string]*row{}
+	var order, connIDs []string
+	var connAt []int64
+	var changes int64
+	n := 0
+	for _, u := range ups {
+		r := rows[u.ComputerID]
+		if r != nil && r.st != "" && u.Status != "" {
+			break // a second status: the next round's
+		}
+		n++
+		if r == nil {
+			r = &row{}
+			rows[u.ComputerID] = r
+			order = append(order, u.ComputerID)
+		}
+		if !u.LastSeen.IsZero() {
+			r.ls = max(r.ls, ms(u.LastSeen))
+		}
+		if u.Status != "" {
+			changes++
+			r.st, r.cs, r.srv, r.ord = u.Status, ms(u.ConnectedSince), u.ServerID, changes
+			if u.Status == StatusOnline {
+				connIDs, connAt = append(connIDs, u.ComputerID), append(connAt, ms(u.ConnectedSince))
+			}
+		}
+	}
+	ids, st, srv := make([]string, len(order)), make([]string, len(order)), make([]string, len(order))
+	ls, cs, ord := make([]int64, len(order)), make([]int64, len(order)), make([]int64, len(order))
+	for i, id := range order {
+		r := rows[id]
+		ids[i], ls[i], st[i], cs[i], srv[i], ord[i] = id, r.ls, r.st, r.cs, r.srv, r.ord
+	}
+	// Online applies unless the computer was revoked; offline only while
+	// the computer is still this server's (the agent may have moved on).
+	// One change number per status change, past every earlier one
+	// (writers take turns, see txOnce), as bumpChange gives.
+	if _, err := tx.ExecContext(ctx, `UPDATE computers c SET
+			last_seen = CASE WHEN v.ls > 0 AND (c.last_seen IS NULL OR c.last_seen < v.ls) THEN v.ls ELSE c.last_seen END,
+			status = CASE WHEN v.st = 'online' AND c.revoked_at IS NULL THEN 'online'
+				WHEN v.st = 'offline' AND c.server_id = v.srv THEN 'offline' ELSE c.status END,
+			connected_since = CASE WHEN v.st = 'online' AND c.revoked_at IS NULL THEN NULLIF(v.cs, 0)
+				WHEN v.st = 'offline' AND c.server_id = v.srv THEN NULL ELSE c.connected_since END,
+			server_id = CASE WHEN v.st = 'online' AND c.revoked_at IS NULL THEN v.srv ELSE c.server_id END,
+			change_seq = CASE WHEN v.ord > 0 THEN m.base + v.ord ELSE c.change_seq END
+		FROM (SELECT COALESCE(MAX(change_seq), 0) AS base FROM computers) m,
+			unnest(?::text[], ?::bigint[], ?::text[], ?::bigint[], ?::text[], ?::bigint[]) AS v(id, ls, st, cs, srv, ord)
+		WHERE c.id = v.id AND (v.st <> '' OR c.last_seen IS NULL OR c.last_seen < v.ls)`,
+		ids, ls, st, cs, srv, ord); err != nil {
+		return 0, err
+	}
+	if len(connIDs) > 0 {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO server_events (at, type, computer_id, subject_id, data)
+			SELECT v.at, 'agent.connected', v.id, '', '{}' FROM unnest(?::text[], ?::bigint[]) WITH ORDINALITY AS v(id, at, ord) ORDER BY v.ord`,
+			connIDs, connAt); err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
 }
 
 // MarkCloneSuspected flags a computer as a suspected clone with a reason.

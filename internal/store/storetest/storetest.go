@@ -117,6 +117,7 @@ var suite = []group{
 		{"ReapingAllServersTakesEveryoneOffline", testReapAll},
 		{"OfflineOnlyFromTheComputersServer", testPresenceOwnedByServer},
 		{"ABatchMarksEachStatusChangeAndConnection", testPresenceBatchChanges},
+		{"StatusesOfOneComputerInABatchApplyInOrder", testPresenceBatchInOrder},
 	}},
 	{"Servers", []test{
 		{"ReapTakesOfflineOnlyTheDeadServersComputers", testReapServers},
@@ -1616,6 +1617,40 @@ func testPresenceBatchChanges(t *testing.T, db *store.DB) {
 		if c := computer(t, db, id); c.Status != want || (want == store.StatusOnline && (c.ServerID != "s" || c.ConnectedSince.IsZero())) {
 			t.Errorf("%s: %+v, want %s", id, c, want)
 		}
+	}
+}
+
+// A batch means what its updates would one after the other, also when a
+// computer comes twice: online on A, offline from A, online on B ends
+// online on B; an offline from A after that does not take it offline.
+func testPresenceBatchInOrder(t *testing.T, db *store.DB) {
+	ctx := t.Context()
+	c := oneComputer(t, db)
+	_, seq0, err := db.ChangedComputers(ctx, 0, 1000)
+	must(t, err)
+	ev0, err := db.ServerEventsAfter(ctx, 0, []string{"agent.connected"}, 1000)
+	must(t, err)
+	t1, t2 := T0.Add(time.Minute), T0.Add(2*time.Minute)
+	must(t, db.ApplyPresence(ctx, []store.PresenceUpdate{
+		{ComputerID: c.ID, Status: store.StatusOnline, LastSeen: t1, ConnectedSince: t1, ServerID: "A"},
+		{ComputerID: c.ID, LastSeen: t1.Add(time.Second)},
+		{ComputerID: c.ID, Status: store.StatusOffline, ServerID: "A"},
+		{ComputerID: c.ID, Status: store.StatusOnline, LastSeen: t2, ConnectedSince: t2, ServerID: "B"},
+		{ComputerID: c.ID, Status: store.StatusOffline, ServerID: "A"},
+		{ComputerID: c.ID, LastSeen: t1},
+	}))
+	got := computer(t, db, c.ID)
+	if got.Status != store.StatusOnline || got.ServerID != "B" || !got.ConnectedSince.Equal(t2) || !got.LastSeen.Equal(t2) {
+		t.Fatalf("after the batch: status %q on %q since %v, last seen %v; want online on B since %v, seen %v",
+			got.Status, got.ServerID, got.ConnectedSince, got.LastSeen, t2, t2)
+	}
+	if _, seq1, err := db.ChangedComputers(ctx, seq0, 1000); err != nil || seq1 < seq0+4 {
+		t.Fatalf("change numbers %d → %d (%v), want one per status change (4)", seq0, seq1, err)
+	}
+	evs, err := db.ServerEventsAfter(ctx, 0, []string{"agent.connected"}, 1000)
+	must(t, err)
+	if evs = evs[len(ev0):]; len(evs) != 2 || !evs[0].At.Equal(t1) || !evs[1].At.Equal(t2) {
+		t.Fatalf("agent.connected events %+v, want two: at %v and %v", evs, t1, t2)
 	}
 }
 
