@@ -145,3 +145,62 @@ func TestHubLeave_NobodyToTell(t *testing.T) {
 		t.Fatal("leave waited although it told nobody")
 	}
 }
+
+// ctxPresence fails writes whose context has ended, as a store does, and
+// keeps the others.
+type ctxPresence struct {
+	mu      sync.Mutex
+	written []store.PresenceUpdate
+}
+
+func (p *ctxPresence) ApplyPresence(ctx context.Context, ups []store.PresenceUpdate) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.written = append(p.written, ups...)
+	return nil
+}
+
+// levels counts records by level.
+type levels struct {
+	slog.Handler
+	mu sync.Mutex
+	n  map[slog.Level]int
+}
+
+func (l *levels) Enabled(context.Context, slog.Level) bool { return true }
+func (l *levels) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.n[r.Level]++
+	return nil
+}
+
+// A periodic presence write cut short by the shutdown is not an error: the
+// status changes go back to pending and the shutdown's own flush (with a
+// context of its own) writes them.
+func TestHubFlush_CutShortByShutdownIsWrittenByTheLastFlush(t *testing.T) {
+	st := &ctxPresence{}
+	lv := &levels{n: map[slog.Level]int{}}
+	h := newHub(st, slog.New(lv), newMetrics(), time.Second, 10*time.Second, 1000)
+	a := attachLeaving(h, "c1", 3, false)
+	stopped, stop := context.WithCancel(context.Background())
+	stop()
+	h.flush(stopped, false)
+	if len(st.written) != 0 || lv.n[slog.LevelError] != 0 {
+		t.Fatalf("cut-short write: %d written, %d errors logged; want none", len(st.written), lv.n[slog.LevelError])
+	}
+	h.flush(context.Background(), true)
+	var statuses []string
+	for _, u := range st.written {
+		if u.ComputerID == "c1" && u.Status != "" {
+			statuses = append(statuses, u.Status)
+		}
+	}
+	if !slices.Equal(statuses, []string{store.StatusOnline}) {
+		t.Fatalf("the last flush wrote statuses %v for c1, want the cut-short one (online)", statuses)
+	}
+	h.detach(a.conn)
+}

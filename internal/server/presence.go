@@ -326,7 +326,12 @@ func (h *Hub) flush(ctx context.Context, seen bool) {
 		return
 	}
 	if err := h.store.ApplyPresence(ctx, ups); err != nil {
-		h.log.Error("writing presence", "updates", len(ups), "err", err)
+		if ctx.Err() != nil {
+			// Stopping: the shutdown's own flush writes them.
+			h.log.Debug("presence write cut short by shutdown", "updates", len(ups))
+		} else {
+			h.log.Error("writing presence", "updates", len(ups), "err", err)
+		}
 		// Put status transitions back unless a newer one arrived meanwhile.
 		h.mu.Lock()
 		for _, u := range ups {
