@@ -16,6 +16,9 @@
 # source and destination) and writes BENCH_DIR/gen-K.json; the summary
 # adds them up (connected, check-ins/s, worst p99, worst wake-up or
 # return time) and reads every server's RSS and CPU from /proc.
+# Every port is below 32768, out of the kernel's ephemeral range: a port
+# bound after connections were made (a server's debug listener, a
+# restarted server's agent listener) must not be one of theirs.
 # Identities are cached in BENCH_DIR, so a second run starts without
 # enrolling; the PostgreSQL cluster is kept in BENCH_DIR/pg between runs
 # (durable commits: fsync and synchronous_commit on). Extra arguments go
@@ -36,13 +39,13 @@ AGENTS=${AGENTS:-100000}
 SCENARIO=${SCENARIO:-steady}
 AT_DELAY=${AT_DELAY:-300}
 export BENCH_DIR=${BENCH_DIR:-/tmp/mamori-bench-cluster}
-AGENT_PORT=${BENCH_AGENT_PORT:-42222}
-API_PORT=${BENCH_API_PORT:-48443}
-DEBUG_BASE=${BENCH_DEBUG_BASE:-46060}
-PG_PORT=${BENCH_PG_PORT:-45432}
+AGENT_PORT=${BENCH_AGENT_PORT:-22222}
+API_PORT=${BENCH_API_PORT:-28443}
+DEBUG_BASE=${BENCH_DEBUG_BASE:-26060}
+PG_PORT=${BENCH_PG_PORT:-25432}
 ECHO=${ECHO:-0}
-ECHO_PORT=${BENCH_ECHO_PORT:-42223}
-ECHO_DEBUG_BASE=${BENCH_ECHO_DEBUG_BASE:-46160}
+ECHO_PORT=${BENCH_ECHO_PORT:-22223}
+ECHO_DEBUG_BASE=${BENCH_ECHO_DEBUG_BASE:-26160}
 DB="postgres://mamori@127.0.0.1:$PG_PORT/postgres?sslmode=disable"
 
 # launch_server I: starts server I in the background (pid in server-I.pid).

@@ -6,9 +6,9 @@
 #   scripts/bench-server.sh start|stop|restart|start-echo|stop-echo
 #
 # Environment (defaults in brackets): BENCH_DIR [/tmp/mamori-bench-agent],
-# BENCH_AGENT_ADDR [127.0.0.1:32222], BENCH_API_ADDR [127.0.0.1:38443],
-# BENCH_DEBUG_ADDR [127.0.0.1:36060], BENCH_ECHO_ADDR [127.0.0.1:32223],
-# BENCH_ECHO_DEBUG_ADDR [127.0.0.1:36061], BENCH_TRANSPORT [lean] (the
+# BENCH_AGENT_ADDR [127.0.0.1:32222], BENCH_API_ADDR [127.0.0.1:31443],
+# BENCH_DEBUG_ADDR [127.0.0.1:31060], BENCH_ECHO_ADDR [127.0.0.1:32223],
+# BENCH_ECHO_DEBUG_ADDR [127.0.0.1:31061], BENCH_TRANSPORT [lean] (the
 # --agent-transport of both the server and the echo endpoint), SERVER_FLAGS (extra flags for
 # `mamori server`), SERVER_GOGC and SERVER_GOMEMLIMIT (the server's GOGC and
 # GOMEMLIMIT; GOGC and GOMEMLIMIT themselves are used when those are unset).
@@ -16,10 +16,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${BENCH_DIR:-/tmp/mamori-bench-agent}
 AGENT_ADDR=${BENCH_AGENT_ADDR:-127.0.0.1:32222}
-API_ADDR=${BENCH_API_ADDR:-127.0.0.1:38443}
-DEBUG_ADDR=${BENCH_DEBUG_ADDR:-127.0.0.1:36060}
+API_ADDR=${BENCH_API_ADDR:-127.0.0.1:31443}
+DEBUG_ADDR=${BENCH_DEBUG_ADDR:-127.0.0.1:31060}
 ECHO_ADDR=${BENCH_ECHO_ADDR:-127.0.0.1:32223}
-ECHO_DEBUG_ADDR=${BENCH_ECHO_DEBUG_ADDR:-127.0.0.1:36061}
+ECHO_DEBUG_ADDR=${BENCH_ECHO_DEBUG_ADDR:-127.0.0.1:31061}
 mkdir -p "$WORK"
 
 stop_pid() { # pidfile
