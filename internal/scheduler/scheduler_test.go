@@ -98,6 +98,16 @@ func (b *bench) computer(name, group string) string {
 	return c.ID
 }
 
+// computers enrolls n computers in All, named prefix+a, prefix+b...
+func (b *bench) computers(prefix string, n int) []string {
+	b.t.Helper()
+	var ids []string
+	for i := range n {
+		ids = append(ids, b.computer(prefix+string(rune('a'+i)), store.GroupAll))
+	}
+	return ids
+}
+
 func (b *bench) online(ids ...string) {
 	b.t.Helper()
 	var ups []store.PresenceUpdate
@@ -485,10 +495,7 @@ func TestScheduler_JoinedDynamicGroupAndTaskFailedWithoutLoops(t *testing.T) {
 func TestScheduler_DeliveryIsBoundedPerTick(t *testing.T) {
 	b := newBench(t)
 	b.s.PerStep = 3
-	var ids []string
-	for i := range 7 {
-		ids = append(ids, b.computer("c"+string(rune('a'+i)), store.GroupAll))
-	}
+	ids := b.computers("c", 7)
 	b.online(ids...)
 	task := b.task(tasks.EngineUpdate, `{}`)
 	b.trigger(task.ID, `{"kind":"asap"}`, tasks.Target{Type: tasks.TargetStaticGroup, ID: store.GroupAll})
@@ -663,10 +670,7 @@ func TestScheduler_ServerStartedTriggerFiresOncePerStart(t *testing.T) {
 func TestScheduler_ConnectedComputersOverTheBudgetWaitTheirTurn(t *testing.T) {
 	b := newBench(t)
 	b.s.PerStep = 2
-	var ids []string
-	for i := range 5 {
-		ids = append(ids, b.computer("c"+string(rune('a'+i)), store.GroupAll))
-	}
+	ids := b.computers("c", 5)
 	task := b.task(tasks.EngineUpdate, `{}`)
 	b.trigger(task.ID, `{"kind":"asap"}`, tasks.Target{Type: tasks.TargetStaticGroup, ID: store.GroupAll})
 	b.step() // planned; no computer is online
@@ -747,10 +751,7 @@ func TestScheduler_KicksWithinTheGapAreServedByOneStep(t *testing.T) {
 	b.s.Store = cs
 	b.s.Tick = time.Hour
 	b.s.KickGap = time.Second
-	var ids []string
-	for i := range 3 {
-		ids = append(ids, b.computer("k"+string(rune('a'+i)), store.GroupAll))
-	}
+	ids := b.computers("k", 3)
 	task := b.task(tasks.EngineUpdate, `{}`)
 	b.trigger(task.ID, `{"kind":"asap"}`, tasks.Target{Type: tasks.TargetStaticGroup, ID: store.GroupAll})
 	b.step() // plans one run each; nobody online yet

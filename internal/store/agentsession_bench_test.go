@@ -16,52 +16,47 @@ import (
 //
 //	./scripts/with-postgres.sh go test -run '^$' -bench AgentSessionSetUp ./internal/store/
 func BenchmarkAgentSessionSetUp(b *testing.B) {
-	backends := []struct {
-		name string
-		open func(b *testing.B) *store.DB
-	}{
-		{"sqlite", func(b *testing.B) *store.DB { return openSQLite(b, b.TempDir(), store.Options{}) }},
-		{"postgres", func(b *testing.B) *store.DB {
-			return openPostgres(b, storetest.PostgresSchema(b, storetest.PostgresURL(b)))
-		}},
-	}
-	for _, be := range backends {
-		b.Run(be.name, func(b *testing.B) {
-			db := be.open(b)
-			serials := seedSessions(b, db, 200)
-			b.Run("three_queries", func(b *testing.B) {
-				b.ReportAllocs()
-				i := 0
-				for b.Loop() {
-					ctx := b.Context()
-					cert, err := db.AgentCertificateBySerial(ctx, serials[i%len(serials)])
-					if err != nil {
-						b.Fatal(err)
-					}
-					c, err := db.ComputerByID(ctx, cert.ComputerID)
-					if err != nil {
-						b.Fatal(err)
-					}
-					h, err := db.SectionHashes(ctx, c.ID)
-					if err != nil || len(h) != 6 {
-						b.Fatalf("SectionHashes = %d, %v", len(h), err)
-					}
-					i++
+	onBothStores(b, func(b *testing.B, db *store.DB) {
+		serials := seedSessions(b, db, 200)
+		b.Run("three_queries", func(b *testing.B) {
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				ctx := b.Context()
+				cert, err := db.AgentCertificateBySerial(ctx, serials[i%len(serials)])
+				if err != nil {
+					b.Fatal(err)
 				}
-			})
-			b.Run("one_query", func(b *testing.B) {
-				b.ReportAllocs()
-				i := 0
-				for b.Loop() {
-					s, err := db.AgentSession(b.Context(), serials[i%len(serials)])
-					if err != nil || len(s.SectionHashes) != 6 {
-						b.Fatalf("AgentSession: %v", err)
-					}
-					i++
+				c, err := db.ComputerByID(ctx, cert.ComputerID)
+				if err != nil {
+					b.Fatal(err)
 				}
-			})
+				h, err := db.SectionHashes(ctx, c.ID)
+				if err != nil || len(h) != 6 {
+					b.Fatalf("SectionHashes = %d, %v", len(h), err)
+				}
+				i++
+			}
 		})
-	}
+		b.Run("one_query", func(b *testing.B) {
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				s, err := db.AgentSession(b.Context(), serials[i%len(serials)])
+				if err != nil || len(s.SectionHashes) != 6 {
+					b.Fatalf("AgentSession: %v", err)
+				}
+				i++
+			}
+		})
+	})
+}
+
+// onBothStores runs f as a sub-benchmark on a fresh SQLite store and on a
+// fresh PostgreSQL schema (skipped without MAMORI_TEST_POSTGRES).
+func onBothStores(b *testing.B, f func(b *testing.B, db *store.DB)) {
+	b.Run("sqlite", func(b *testing.B) { f(b, openSQLite(b, b.TempDir(), store.Options{})) })
+	b.Run("postgres", func(b *testing.B) { f(b, openPostgres(b, storetest.PostgresSchema(b, storetest.PostgresURL(b)))) })
 }
 
 // seedSessions enrolls n computers, each with the six inventory sections an

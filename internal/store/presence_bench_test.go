@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/mamori/mamori/internal/store"
-	"github.com/mamori/mamori/internal/store/storetest"
 )
 
 // BenchmarkApplyPresence writes what a server flushes after a restart: a
@@ -16,43 +15,31 @@ import (
 //
 //	./scripts/with-postgres.sh go test -run '^$' -bench ApplyPresence ./internal/store/
 func BenchmarkApplyPresence(b *testing.B) {
-	backends := []struct {
-		name string
-		open func(b *testing.B) *store.DB
-	}{
-		{"sqlite", func(b *testing.B) *store.DB { return openSQLite(b, b.TempDir(), store.Options{}) }},
-		{"postgres", func(b *testing.B) *store.DB {
-			return openPostgres(b, storetest.PostgresSchema(b, storetest.PostgresURL(b)))
-		}},
-	}
 	const n = 1000
-	for _, be := range backends {
-		b.Run(be.name, func(b *testing.B) {
-			db := be.open(b)
-			seedSessions(b, db, n)
-			at := time.Now()
-			batch := func(status string) []store.PresenceUpdate {
-				at = at.Add(time.Second)
-				ups := make([]store.PresenceUpdate, n)
-				for i := range ups {
-					ups[i] = store.PresenceUpdate{ComputerID: fmt.Sprintf("c%04d", i), Status: status, LastSeen: at, ConnectedSince: at, ServerID: "s1"}
-				}
-				return ups
+	onBothStores(b, func(b *testing.B, db *store.DB) {
+		seedSessions(b, db, n)
+		at := time.Now()
+		batch := func(status string) []store.PresenceUpdate {
+			at = at.Add(time.Second)
+			ups := make([]store.PresenceUpdate, n)
+			for i := range ups {
+				ups[i] = store.PresenceUpdate{ComputerID: fmt.Sprintf("c%04d", i), Status: status, LastSeen: at, ConnectedSince: at, ServerID: "s1"}
 			}
-			b.Run("online", func(b *testing.B) {
-				for b.Loop() {
-					if err := db.ApplyPresence(b.Context(), batch(store.StatusOnline)); err != nil {
-						b.Fatal(err)
-					}
+			return ups
+		}
+		b.Run("online", func(b *testing.B) {
+			for b.Loop() {
+				if err := db.ApplyPresence(b.Context(), batch(store.StatusOnline)); err != nil {
+					b.Fatal(err)
 				}
-			})
-			b.Run("last_seen", func(b *testing.B) {
-				for b.Loop() {
-					if err := db.ApplyPresence(b.Context(), batch("")); err != nil {
-						b.Fatal(err)
-					}
-				}
-			})
+			}
 		})
-	}
+		b.Run("last_seen", func(b *testing.B) {
+			for b.Loop() {
+				if err := db.ApplyPresence(b.Context(), batch("")); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
 }
