@@ -224,7 +224,7 @@ func (s *Service) each(ctx context.Context, w *world, ids []string, f func(*stor
 			return err
 		}
 		for _, id := range chunk {
-			if c, ok := cs[id]; ok { // not: unknown, or gone meanwhile
+			if c, ok := cs[id]; ok { // absent: unknown, or gone meanwhile
 				f(c, policy.NewDocument(w.effective(c, memberOf[id])))
 			}
 		}
