@@ -395,6 +395,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.engine.setServer(serverMirrorURL(w.UpdateUrl, server), w.UpdateRootSha256)
 	}
 	a.config.OnChange(a.applySettings)
+	a.config.OnChange(func(s *agentcfg.Settings) { ob.SetMaxEvents(outboxLimit(s, a.cfg.MaxOutboxEvents)) })
 	if _, err := ob.Append("agent.started", map[string]any{"version": a.cfg.Version, "instance": id.Instance, "pid": os.Getpid()}); err != nil {
 		return err
 	}
@@ -511,6 +512,15 @@ func (a *Agent) applySettings(s *agentcfg.Settings) {
 	if a.id != nil && s.Proxy != "" && s.Proxy != a.id.Proxy {
 		a.log.Info("proxy changed by configuration; it takes effect when the agent restarts", "proxy", s.Proxy)
 	}
+}
+
+// outboxLimit is the outbox's bound: the configuration's when it sets one,
+// else the command line's (0: the outbox's default).
+func outboxLimit(s *agentcfg.Settings, commandLine int) int {
+	if s.Sources["agent.outbox_max_events"] == agentcfg.SourceDefault {
+		return commandLine
+	}
+	return s.OutboxMaxEvents
 }
 
 // watchLocalConfig applies edits of the local configuration file.

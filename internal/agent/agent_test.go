@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mamori/mamori/internal/agent/agentcfg"
 	"github.com/mamori/mamori/internal/agentproto"
 	"github.com/mamori/mamori/internal/errcode"
 )
@@ -297,5 +298,26 @@ func TestReconnectDelay_HonoursRetryLaterWithJitterAndStopsWhenRefused(t *testin
 	}
 	if d, _ := ReconnectDelay(refused, 2); d < 2*time.Second || d > 4*time.Second {
 		t.Errorf("refused at attempt 2: %s, want the usual [2s,4s]", d)
+	}
+}
+
+// The outbox's bound is the configuration's when a policy or the local
+// file sets it, else the command line's (0: the outbox's default).
+func TestOutboxLimit_ConfigurationOverCommandLine(t *testing.T) {
+	for _, tc := range []struct {
+		source      string
+		commandLine int
+		want        int
+	}{
+		{agentcfg.SourceDefault, 0, 0},
+		{agentcfg.SourceDefault, 2000, 2000},
+		{agentcfg.SourcePolicy, 2000, 5000},
+		{agentcfg.SourceLocal, 0, 5000},
+		{agentcfg.SourceForced, 2000, 5000},
+	} {
+		s := &agentcfg.Settings{OutboxMaxEvents: 5000, Sources: map[string]string{"agent.outbox_max_events": tc.source}}
+		if got := outboxLimit(s, tc.commandLine); got != tc.want {
+			t.Errorf("source %s, command line %d: %d, want %d", tc.source, tc.commandLine, got, tc.want)
+		}
 	}
 }

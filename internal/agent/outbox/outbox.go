@@ -75,6 +75,18 @@ func Open(path string, maxEvents int) (*Outbox, error) {
 	return o, nil
 }
 
+// SetMaxEvents changes the bound (0 or less: DefaultMaxEvents), as a
+// configuration change asks. A lower bound drops the oldest events above
+// it when the next event is queued; events are never dropped otherwise.
+func (o *Outbox) SetMaxEvents(n int) {
+	if n <= 0 {
+		n = DefaultMaxEvents
+	}
+	o.mu.Lock()
+	o.maxEvents = n
+	o.mu.Unlock()
+}
+
 // Close closes the file.
 func (o *Outbox) Close() error { return o.db.Close() }
 

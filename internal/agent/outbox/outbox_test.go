@@ -86,3 +86,45 @@ func TestOutbox_NotifyOnAppend(t *testing.T) {
 		t.Fatal("no notification after Append")
 	}
 }
+
+// The bound follows the configuration: lowered, the next event leaves the
+// newest n (the oldest dropped and counted); raised, nothing more is
+// dropped; 0 is the default.
+func TestOutbox_SetMaxEventsAppliesFromTheNextEvent(t *testing.T) {
+	o := open(t, filepath.Join(t.TempDir(), "outbox.db"), 10)
+	defer o.Close()
+	for range 8 {
+		if _, err := o.Append("e", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o.SetMaxEvents(3)
+	if o.Len() != 8 || o.Dropped() != 0 {
+		t.Fatalf("lowering the bound dropped at once: Len %d, dropped %d", o.Len(), o.Dropped())
+	}
+	last, err := o.Append("last", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := o.Pending(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Len() != 3 || o.Dropped() != 6 || len(evs) != 3 || evs[2].ID != last {
+		t.Fatalf("after an event under a bound of 3: Len %d, dropped %d, pending %d (last %v)", o.Len(), o.Dropped(), len(evs), evs[len(evs)-1].ID == last)
+	}
+	o.SetMaxEvents(5)
+	for range 2 {
+		o.Append("e", nil)
+	}
+	if o.Len() != 5 || o.Dropped() != 6 {
+		t.Fatalf("after raising the bound to 5: Len %d, dropped %d; want 5, 6", o.Len(), o.Dropped())
+	}
+	o.SetMaxEvents(0)
+	o.mu.Lock()
+	max := o.maxEvents
+	o.mu.Unlock()
+	if max != DefaultMaxEvents {
+		t.Fatalf("SetMaxEvents(0) = %d, want the default", max)
+	}
+}
