@@ -292,6 +292,11 @@ func source(s string) error {
 
 var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
 
+// ParseCron parses a cron expression as settings write them (five fields
+// or a descriptor such as @daily): what runs them (the agent's scheduled
+// scans) reads them as they were validated.
+func ParseCron(expr string) (cron.Schedule, error) { return cronParser.Parse(expr) }
+
 // scheduledScan checks "CRON PATH[,PATH]" (five cron fields).
 func scheduledScan(s string) error {
 	fs := strings.Fields(s)

@@ -19,6 +19,9 @@ type ScanRequest struct {
 	Paths      []string
 	Exclusions []string // the task's, added to the policy's
 	Action     string   // quarantine or report
+	// Source names what asked for the scan in its detections; default
+	// "scan task RUNID".
+	Source string
 }
 
 // ScanResult is its outcome.
@@ -85,13 +88,17 @@ func (r *Runner) builtinScan(ctx context.Context, req ScanRequest) (ScanResult, 
 	} else if err != nil {
 		r.Log.Warn("the agent's engine is unusable; scanning with the built-in engine", "err", err)
 	}
+	source := req.Source
+	if source == "" {
+		source = "scan task " + req.RunID
+	}
 	found := 0
 	var outboxErr error
 	hooks.OnDetection = func(d scanner.Detection, qid string) {
 		found++
 		ev := scancmd.DetectionEvent{Path: d.Path, File: d.File, Member: d.Member, Signature: d.Signature, Kind: d.Kind,
 			MatchKind: d.MatchKind, Size: d.Size, MD5: d.MD5, SHA1: d.SHA1, SHA256: d.SHA256,
-			EngineVersion: d.EngineVersion, Action: "reported", QuarantineID: qid, Source: "scan task " + req.RunID}
+			EngineVersion: d.EngineVersion, Action: "reported", QuarantineID: qid, Source: source}
 		if qid != "" {
 			ev.Action = "quarantined"
 		}

@@ -153,6 +153,13 @@ func (r *Runner) Start(ctx context.Context) error {
 			return err
 		}
 	}
+	if r.Config != nil {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.runSchedules(ctx)
+		}()
+	}
 	return nil
 }
 
