@@ -223,4 +223,6 @@ Shows every setting in effect with its source (forced by a policy, set
 locally, applied by a policy, or the default), or sets a local value.
 Precedence: forced > local > policy > default; forced settings cannot be set
 locally. Lists are comma-separated: set protection.scan_exclusions '/mnt/*,/media/*'
+or a JSON array when items hold commas:
+set protection.scheduled_scans '["0 3 * * 1 /home,/srv"]'
 `

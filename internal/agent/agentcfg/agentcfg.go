@@ -316,7 +316,9 @@ func SetLocal(dir, key string, value *string) error {
 	} else {
 		var v any = *value
 		if s.Kind == policy.KindList {
-			v = splitList(*value)
+			if v, err = listValue(*value); err != nil {
+				return errcode.New(errcode.Invalid, "%s: %v", key, err)
+			}
 		} else if s.Kind == policy.KindInt || s.Kind == policy.KindBool {
 			var x any
 			if json.Unmarshal([]byte(*value), &x) == nil {
@@ -331,6 +333,24 @@ func SetLocal(dir, key string, value *string) error {
 	}
 	b, _ := json.MarshalIndent(local, "", "  ")
 	return atomicfile.Write(filepath.Join(dir, LocalFile), append(b, '\n'), 0o600)
+}
+
+// listValue reads a list given on the command line: a JSON array (for
+// items that hold commas: a scheduled scan of several paths) or
+// comma-separated items.
+func listValue(s string) (any, error) {
+	if strings.HasPrefix(strings.TrimSpace(s), "[") {
+		var items []string
+		if err := json.Unmarshal([]byte(s), &items); err != nil {
+			return nil, fmt.Errorf("a list starting with [ must be a JSON array of strings: %v", err)
+		}
+		out := make([]any, len(items))
+		for i, x := range items {
+			out[i] = x
+		}
+		return out, nil
+	}
+	return splitList(s), nil
 }
 
 func splitList(s string) []any {

@@ -231,3 +231,29 @@ func TestOpen_DamagedFiles(t *testing.T) {
 		t.Fatal("overrides lost")
 	}
 }
+
+// A list whose items hold commas (a scheduled scan of several paths) is
+// set as a JSON array; a malformed array is refused, and the
+// comma-separated form still splits.
+func TestSetLocal_ListsAsJSONArrays(t *testing.T) {
+	dir := t.TempDir()
+	val := func(s string) *string { return &s }
+	if err := SetLocal(dir, "protection.scheduled_scans", val(`["0 3 * * 1 /home,/srv", "30 12 * * * /opt"]`)); err != nil {
+		t.Fatal(err)
+	}
+	got := open(t, dir).Settings().ScheduledScans
+	if len(got) != 2 || got[0].Cron != "0 3 * * 1" || strings.Join(got[0].Paths, "|") != "/home|/srv" {
+		t.Fatalf("scheduled scans %+v, want two, the first on /home and /srv", got)
+	}
+	for _, bad := range []string{`["0 3 * * 1 /home"`, `[1, 2]`, `["0 3 * * 1 relative"]`} {
+		if err := SetLocal(dir, "protection.scheduled_scans", val(bad)); errcode.Of(err) != errcode.Invalid {
+			t.Errorf("SetLocal(%q): %v, want invalid", bad, err)
+		}
+	}
+	if err := SetLocal(dir, "protection.scan_exclusions", val("/mnt/*,/media/*")); err != nil {
+		t.Fatal(err)
+	}
+	if ex := open(t, dir).Settings().ScanExclusions; strings.Join(ex, "|") != "/mnt/*|/media/*" {
+		t.Fatalf("comma-separated exclusions %v", ex)
+	}
+}
