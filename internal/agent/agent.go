@@ -432,7 +432,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		if err := a.cfg.Tasks.StartTasks(autoCtx, env); err != nil {
 			return err
 		}
-		defer a.cfg.Tasks.Wait()
+		// Whichever way Run ends, the tasks' context ends first, then
+		// their work is waited for (scheduled scans wait on it).
+		defer func() {
+			stopAuto()
+			a.cfg.Tasks.Wait()
+		}()
 	}
 
 	select {
