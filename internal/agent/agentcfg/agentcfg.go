@@ -332,6 +332,11 @@ func SetLocal(dir, key string, value *string) error {
 		local[key] = n
 	}
 	b, _ := json.MarshalIndent(local, "", "  ")
+	// Set before the agent's first start, the state directory is made as
+	// the agent makes it.
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
 	return atomicfile.Write(filepath.Join(dir, LocalFile), append(b, '\n'), 0o600)
 }
 

@@ -257,3 +257,20 @@ func TestSetLocal_ListsAsJSONArrays(t *testing.T) {
 		t.Fatalf("comma-separated exclusions %v", ex)
 	}
 }
+
+// A value set before the agent's first start makes the state directory,
+// private as the agent makes it.
+func TestSetLocal_BeforeTheFirstStartMakesTheStateDirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	proxy := "http://127.0.0.1:3128"
+	if err := SetLocal(dir, "agent.proxy", &proxy); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("state directory: %v, %v; want one of mode 0700", fi, err)
+	}
+	if got := open(t, dir).Settings().Proxy; got != proxy {
+		t.Fatalf("proxy %q, want %q", got, proxy)
+	}
+}
