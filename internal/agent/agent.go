@@ -514,8 +514,21 @@ func (a *Agent) applySettings(s *agentcfg.Settings) {
 			a.log.Info("server list changed by configuration; used from the next connection", "servers", s.Servers)
 		}
 	}
-	if a.id != nil && s.Proxy != "" && s.Proxy != a.id.Proxy {
-		a.log.Info("proxy changed by configuration; it takes effect when the agent restarts", "proxy", s.Proxy)
+	if a.auto != nil {
+		configured := ""
+		if s.Sources["agent.proxy"] != agentcfg.SourceDefault {
+			configured = s.Proxy
+		}
+		changed := a.auto.d.SetConfiguredProxy(configured, func(err error) {
+			a.log.Warn("the configuration's proxy failed; connecting the agent's own way for a while",
+				"proxy", redactedProxy(configured), "retry_in", configuredProxyPause, "err", err)
+		})
+		switch {
+		case changed && configured == "":
+			a.log.Info("the configuration no longer sets a proxy; the agent's own way from the next connection")
+		case changed:
+			a.log.Info("proxy set by configuration; used from the next connection", "proxy", redactedProxy(configured))
+		}
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -133,7 +134,7 @@ func TestLoadIdentity_MissingAndCorrupt(t *testing.T) {
 	}
 }
 
-// fakeProxy answers one CONNECT request with status and records it.
+// fakeProxy answers every CONNECT request with status and records them.
 func fakeProxy(t *testing.T, status int) (addr string, reqs chan *http.Request) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -141,22 +142,26 @@ func fakeProxy(t *testing.T, status int) (addr string, reqs chan *http.Request) 
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
-	reqs = make(chan *http.Request, 1)
+	reqs = make(chan *http.Request, 16)
 	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		req, err := http.ReadRequest(bufio.NewReader(c))
-		if err != nil {
-			return
-		}
-		reqs <- req
-		c.Write([]byte(fmt.Sprintf("HTTP/1.1 %d %s\r\n\r\n", status, http.StatusText(status))))
-		if status == 200 {
-			c.Write([]byte("tunnel-ok"))
-			time.Sleep(100 * time.Millisecond)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				reqs <- req
+				c.Write([]byte(fmt.Sprintf("HTTP/1.1 %d %s\r\n\r\n", status, http.StatusText(status))))
+				if status == 200 {
+					c.Write([]byte("tunnel-ok"))
+					time.Sleep(100 * time.Millisecond)
+				}
+			}()
 		}
 	}()
 	return l.Addr().String(), reqs
@@ -318,6 +323,83 @@ func TestOutboxLimit_ConfigurationOverCommandLine(t *testing.T) {
 		s := &agentcfg.Settings{OutboxMaxEvents: 5000, Sources: map[string]string{"agent.outbox_max_events": tc.source}}
 		if got := outboxLimit(s, tc.commandLine); got != tc.want {
 			t.Errorf("source %s, command line %d: %d, want %d", tc.source, tc.commandLine, got, tc.want)
+		}
+	}
+}
+
+// echoServer accepts connections and counts them.
+func echoServer(t *testing.T) (string, *atomic.Int32) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	var n atomic.Int32
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			n.Add(1)
+			c.Close()
+		}
+	}()
+	return l.Addr().String(), &n
+}
+
+// The configuration's proxy is tried first; when it fails the agent goes
+// its own way at once, and keeps to it for a while without trying the
+// failed proxy again; a new proxy is tried at once. Failures are reported
+// with the password hidden.
+func TestConfiguredProxy_TriedFirstAndFallsBackWhenItFails(t *testing.T) {
+	t.Setenv("HTTPS_PROXY", "")
+	server, direct := echoServer(t)
+	d := NewDirect(DirectOptions{Pin: "sha256:00"})
+	defer d.Close()
+	var failures []string
+	onFail := func(err error) { failures = append(failures, err.Error()) }
+
+	good, goodReqs := fakeProxy(t, 200)
+	if !d.SetConfiguredProxy("http://"+good, onFail) {
+		t.Fatal("setting a proxy reported no change")
+	}
+	c, err := d.dial(t.Context(), server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if req := <-goodReqs; req.Host != server || direct.Load() != 0 {
+		t.Fatalf("went to %s through the proxy, %d direct connections; want the proxy only", req.Host, direct.Load())
+	}
+
+	bad, badReqs := fakeProxy(t, http.StatusForbidden)
+	d.SetConfiguredProxy("http://user:s3cret@"+bad, onFail)
+	for i := range 2 {
+		c, err := d.dial(t.Context(), server)
+		if err != nil {
+			t.Fatalf("dial %d with a refusing proxy: %v", i, err)
+		}
+		c.Close()
+	}
+	waitFor(t, func() bool { return direct.Load() == 2 })
+	if len(badReqs) != 1 || len(failures) != 1 || strings.Contains(failures[0], "s3cret") {
+		t.Fatalf("refusing proxy asked %d times, failures %q; want once, reported without the password", len(badReqs), failures)
+	}
+	if d.SetConfiguredProxy("http://user:s3cret@"+bad, onFail) {
+		t.Fatal("the same proxy again reported a change")
+	}
+	if !d.SetConfiguredProxy("", onFail) {
+		t.Fatal("clearing the proxy reported no change")
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in 10s")
 		}
 	}
 }

@@ -38,6 +38,7 @@ type Direct struct {
 	// session of the previous one.
 	tickets      *ticketCache
 	noReadBuffer bool
+	configured   configuredProxy // the configuration's proxy, tried first
 
 	mu      sync.Mutex
 	conns   map[string]*grpc.ClientConn
@@ -74,12 +75,12 @@ type DirectOptions struct {
 
 // NewDirect returns a client; it dials lazily.
 func NewDirect(o DirectOptions) *Direct {
-	dial := o.Dial
-	if dial == nil {
-		dial = dialer(o.Proxy)
-	}
 	d := &Direct{pin: o.Pin, ca: o.CA, cert: o.Cert, proxy: o.Proxy, tickets: newTicketCache(16), noReadBuffer: o.NoReadBuffer,
 		conns: map[string]*grpc.ClientConn{}, pinFail: map[string]string{}, refused: map[string]bool{}}
+	dial := o.Dial
+	if dial == nil {
+		dial = d.configured.wrap(dialer(o.Proxy))
+	}
 	d.dial = func(ctx context.Context, addr string) (net.Conn, error) {
 		c, err := dial(ctx, addr)
 		d.mu.Lock()
@@ -92,6 +93,14 @@ func NewDirect(o DirectOptions) *Direct {
 		return c, err
 	}
 	return d
+}
+
+// SetConfiguredProxy sets the proxy the configuration gives ("" none),
+// tried first from the next connection; onFail hears when it fails and the
+// agent goes its own way for a while (see configuredProxy). It reports
+// whether the proxy changed.
+func (d *Direct) SetConfiguredProxy(u string, onFail func(error)) bool {
+	return d.configured.set(u, onFail)
 }
 
 func (d *Direct) conn(server string) (*grpc.ClientConn, error) {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/net/http/httpproxy"
@@ -98,3 +99,74 @@ type bufferedConn struct {
 }
 
 func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// configuredProxyPause is how long the agent goes its own way after the
+// configuration's proxy failed, before trying it again.
+const configuredProxyPause = 5 * time.Minute
+
+// configuredProxy is the proxy the configuration sets (agent.proxy). It is
+// tried before the agent's own way (command line, enrollment, HTTPS_PROXY);
+// when it fails, the agent's own way is used at once and for
+// configuredProxyPause, so a wrong proxy in a policy cannot cut agents off
+// from the server that would correct it.
+type configuredProxy struct {
+	mu     sync.Mutex
+	url    string // "" none
+	failed time.Time
+	onFail func(error)
+}
+
+// set replaces the proxy ("" none) and what hears of its failures, and
+// reports whether the proxy changed.
+func (c *configuredProxy) set(u string, onFail func(error)) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	changed := u != c.url
+	if changed {
+		c.url, c.failed = u, time.Time{}
+	}
+	c.onFail = onFail
+	return changed
+}
+
+// redactedProxy is a proxy URL fit for logs: its password hidden.
+func redactedProxy(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(not a URL)"
+	}
+	return u.Redacted()
+}
+
+// wrap returns a dial function trying the configured proxy, then own.
+func (c *configuredProxy) wrap(own func(ctx context.Context, addr string) (net.Conn, error)) func(ctx context.Context, addr string) (net.Conn, error) {
+	return func(ctx context.Context, addr string) (net.Conn, error) {
+		c.mu.Lock()
+		u := c.url
+		paused := !c.failed.IsZero() && time.Since(c.failed) < configuredProxyPause
+		c.mu.Unlock()
+		if u == "" || paused {
+			return own(ctx, addr)
+		}
+		// At most half the time left: the agent's own way gets the rest.
+		pctx, cancel := ctx, context.CancelFunc(func() {})
+		if dl, ok := ctx.Deadline(); ok {
+			pctx, cancel = context.WithDeadline(ctx, time.Now().Add(time.Until(dl)/2))
+		}
+		conn, err := dialer(u)(pctx, addr)
+		cancel()
+		if err == nil {
+			return conn, nil
+		}
+		c.mu.Lock()
+		var onFail func(error)
+		if c.url == u {
+			c.failed, onFail = time.Now(), c.onFail
+		}
+		c.mu.Unlock()
+		if onFail != nil {
+			onFail(err)
+		}
+		return own(ctx, addr)
+	}
+}

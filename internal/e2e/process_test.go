@@ -401,6 +401,46 @@ func TestFailover_SecondServerInTheListIsUsed(t *testing.T) {
 
 func TestProxy_AgentConnectsThroughTinyproxy(t *testing.T) {
 	t.Parallel()
+	s := startServer(t)
+	proxyAddr, proxyLog := startTinyproxy(t, s.agentAddr)
+	s.agent(t, filepath.Join(t.TempDir(), "agent"), nil, append(s.enrollArgs(s.token()), "--instance", "proxied",
+		"--proxy", "http://"+proxyAddr)...)
+	s.api.waitStatus(t, "proxied", "online", 30*time.Second)
+	proxyLog.carried(t)
+}
+
+// A proxy set by the configuration (here a local value; a policy's works
+// the same) carries the agent's sessions, though the agent was started
+// without one.
+func TestProxy_TheConfigurationsProxyCarriesTheSession(t *testing.T) {
+	t.Parallel()
+	s := startServer(t)
+	proxyAddr, proxyLog := startTinyproxy(t, s.agentAddr)
+	state := filepath.Join(t.TempDir(), "agent")
+	if b, err := exec.Command(bin("mamori-agent"), "config", "set", "--state", state, "agent.proxy", "http://"+proxyAddr).CombinedOutput(); err != nil {
+		t.Fatalf("config set: %v\n%s", err, b)
+	}
+	s.agent(t, state, nil, append(s.enrollArgs(s.token()), "--instance", "configured")...)
+	s.api.waitStatus(t, "configured", "online", 30*time.Second)
+	proxyLog.carried(t)
+}
+
+// tinyproxyLog is the log of a tinyproxy started for a test.
+type tinyproxyLog struct{ file, agentPort string }
+
+// carried fails the test unless the proxy tunnelled to the agent port.
+func (l tinyproxyLog) carried(t *testing.T) {
+	t.Helper()
+	log, _ := os.ReadFile(l.file)
+	if !strings.Contains(string(log), "CONNECT") || !strings.Contains(string(log), l.agentPort) {
+		t.Fatalf("tinyproxy did not carry the connection; its log:\n%s", log)
+	}
+}
+
+// startTinyproxy runs Debian's tinyproxy on a free port, allowing CONNECT
+// to the agent address's port, until the test ends.
+func startTinyproxy(t *testing.T, agentAddr string) (string, tinyproxyLog) {
+	t.Helper()
 	tp, err := exec.LookPath("tinyproxy")
 	if err != nil {
 		if os.Getenv("MAMORI_REQUIRE_TOOLS") != "" {
@@ -408,11 +448,10 @@ func TestProxy_AgentConnectsThroughTinyproxy(t *testing.T) {
 		}
 		t.Skip("tinyproxy not installed; `apt-get install tinyproxy` or run .ci/run")
 	}
-	s := startServer(t)
 	dir := t.TempDir()
 	proxyAddr := freeAddr(t)
 	_, proxyPort, _ := strings.Cut(proxyAddr, ":")
-	_, agentPort, _ := strings.Cut(s.agentAddr, ":")
+	_, agentPort, _ := strings.Cut(agentAddr, ":")
 	logFile := filepath.Join(dir, "tinyproxy.log")
 	conf := "Port " + proxyPort + "\nListen 127.0.0.1\nTimeout 600\nAllow 127.0.0.1\nConnectPort " + agentPort +
 		"\nLogFile \"" + logFile + "\"\nLogLevel Connect\nMaxClients 20\n"
@@ -433,11 +472,5 @@ func TestProxy_AgentConnectsThroughTinyproxy(t *testing.T) {
 		c.Close()
 		return true, ""
 	})
-	s.agent(t, filepath.Join(t.TempDir(), "agent"), nil, append(s.enrollArgs(s.token()), "--instance", "proxied",
-		"--proxy", "http://"+proxyAddr)...)
-	s.api.waitStatus(t, "proxied", "online", 30*time.Second)
-	log, _ := os.ReadFile(logFile)
-	if !strings.Contains(string(log), "CONNECT") || !strings.Contains(string(log), agentPort) {
-		t.Fatalf("tinyproxy did not carry the connection; its log:\n%s", log)
-	}
+	return proxyAddr, tinyproxyLog{file: logFile, agentPort: agentPort}
 }
