@@ -328,14 +328,20 @@ func TestOutboxLimit_ConfigurationOverCommandLine(t *testing.T) {
 }
 
 // echoServer accepts connections and counts them.
-func echoServer(t *testing.T) (string, *atomic.Int32) {
+func echoServer(t *testing.T) (string, *atomic.Int64) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
-	var n atomic.Int32
+	return l.Addr().String(), countAccepts(l)
+}
+
+// countAccepts accepts and closes connections on l until it is closed,
+// counting them.
+func countAccepts(l net.Listener) *atomic.Int64 {
+	var n atomic.Int64
 	go func() {
 		for {
 			c, err := l.Accept()
@@ -346,7 +352,7 @@ func echoServer(t *testing.T) (string, *atomic.Int32) {
 			c.Close()
 		}
 	}()
-	return l.Addr().String(), &n
+	return &n
 }
 
 // The configuration's proxy is tried first; when it fails the agent goes

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -171,17 +170,7 @@ func TestDirect_EveryAttemptDialsAfterAFailedConnection(t *testing.T) {
 		t.Skipf("port %s taken again meanwhile: %v", addr, err)
 	}
 	defer ln.Close()
-	var accepted atomic.Int64
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			c.Close()
-		}
-	}()
+	accepted := countAccepts(ln)
 	const attempts = 5
 	for i := 1; i <= attempts; i++ {
 		err := attempt()
