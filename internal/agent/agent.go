@@ -177,8 +177,12 @@ func New(cfg Config) (*Agent, error) {
 		}
 	}
 	if cfg.Proxy != "" {
-		if _, err := proxyFor(cfg.Proxy, "x:1"); err != nil {
+		u, err := proxyFor(cfg.Proxy, "x:1")
+		if err != nil {
 			return nil, errcode.New(errcode.Invalid, "%v", err)
+		}
+		if u.Scheme != "http" { // refused here, not at every connection
+			return nil, errcode.New(errcode.Invalid, "proxy %s: only http:// proxies are supported", u.Redacted())
 		}
 	}
 	a := &Agent{cfg: cfg, log: cfg.Log, unmanaged: make(chan struct{})}

@@ -100,12 +100,14 @@ func TestValidServer(t *testing.T) {
 func TestNew_ConfigurationErrors(t *testing.T) {
 	dir := t.TempDir()
 	cases := map[string]Config{
-		"no state":         {},
-		"not enrolled":     {StateDir: dir},
-		"bad fingerprint":  {StateDir: dir, Servers: []string{"h:1"}, Token: "t", CAFingerprint: "md5:abc"},
-		"bad instance":     {StateDir: dir, Instance: "no spaces allowed"},
-		"bad server":       {StateDir: dir, Servers: []string{"nope"}},
-		"bad proxy":        {StateDir: dir, Proxy: "socks5://p:1"},
+		"no state":        {},
+		"not enrolled":    {StateDir: dir},
+		"bad fingerprint": {StateDir: dir, Servers: []string{"h:1"}, Token: "t", CAFingerprint: "md5:abc"},
+		"bad instance":    {StateDir: dir, Instance: "no spaces allowed"},
+		"bad server":      {StateDir: dir, Servers: []string{"nope"}},
+		"bad proxy":       {StateDir: dir, Proxy: "socks5://p:1"},
+		"https proxy": {StateDir: dir, Servers: []string{"h:1"}, Token: "t", CAFingerprint: "sha256:" + strings.Repeat("ab", 32),
+			Proxy: "https://p:3128"},
 		"interval too low": {StateDir: dir, Interval: time.Millisecond},
 		"jitter too high":  {StateDir: dir, Jitter: 0.9},
 	}
