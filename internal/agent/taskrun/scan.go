@@ -34,19 +34,25 @@ type ScanResult struct {
 func (r *Runner) scan(ctx context.Context, runID string, p tasks.Params) result {
 	res, err := r.Scan(ctx, ScanRequest{RunID: runID, Paths: list(p, "paths"), Exclusions: list(p, "exclusions"), Action: str(p, "action")})
 	code := res.ExitCode
-	out := result{exitCode: &code, output: res.Output}
-	switch {
-	case err != nil:
-		out.state, out.err = "failed", err.Error()
-	case ctx.Err() != nil:
-		out.state, out.err = "failed", "scan stopped"
-	case code == enginecli.ExitError:
-		out.state, out.err = "failed", "the scan had errors (see the output)"
-	default:
-		// Finding threats is what a scan is for: it succeeded.
-		out.state = "succeeded"
+	out := result{exitCode: &code, output: res.Output, state: "succeeded"}
+	if out.err = scanFailure(ctx, res, err); out.err != "" {
+		out.state = "failed"
 	}
 	return out
+}
+
+// scanFailure says why a scan failed, "" when it did not: finding threats
+// is what a scan is for, so detections are a success.
+func scanFailure(ctx context.Context, res ScanResult, err error) string {
+	switch {
+	case err != nil:
+		return err.Error()
+	case ctx.Err() != nil:
+		return "scan stopped"
+	case res.ExitCode == enginecli.ExitError:
+		return "the scan had errors"
+	}
+	return ""
 }
 
 // builtinScan scans with the agent's engine and the protection settings in

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/mamori/mamori/internal/agent/agentcfg"
-	"github.com/mamori/mamori/internal/engine/enginecli"
 	"github.com/mamori/mamori/internal/policy"
 )
 
@@ -40,20 +39,24 @@ func (r *Runner) runSchedules(ctx context.Context) {
 	for {
 		now := r.Now()
 		at, scan, ok := nextScheduled(r.Config.Settings().ScheduledScans, now, r.Log.Warn)
-		var fire <-chan time.Time
-		t := time.NewTimer(at.Sub(now))
+		var fire <-chan time.Time // nil: nothing scheduled, only a change wakes
+		var t *time.Timer
 		if ok {
+			t = time.NewTimer(at.Sub(now))
 			fire = t.C
 		}
 		select {
 		case <-ctx.Done():
-			t.Stop()
-			return
 		case <-changed:
 		case <-fire:
 			r.scheduledScan(ctx, scan)
 		}
-		t.Stop()
+		if t != nil {
+			t.Stop()
+		}
+		if ctx.Err() != nil {
+			return
+		}
 	}
 }
 
@@ -84,15 +87,7 @@ func (r *Runner) scheduledScan(ctx context.Context, sc agentcfg.ScheduledScan) {
 	res, err := r.Scan(ctx, ScanRequest{RunID: "scheduled", Paths: sc.Paths,
 		Source: "scheduled scan " + sc.Cron + " " + strings.Join(sc.Paths, ",")})
 	ev := ScheduledScanEvent{Cron: sc.Cron, Paths: sc.Paths, Detections: res.Detections, ExitCode: res.ExitCode,
-		Started: started.Format(time.RFC3339), Finished: r.Now().UTC().Format(time.RFC3339)}
-	switch {
-	case err != nil:
-		ev.Error = err.Error()
-	case ctx.Err() != nil:
-		ev.Error = "scan stopped"
-	case res.ExitCode == enginecli.ExitError:
-		ev.Error = "the scan had errors"
-	}
+		Started: started.Format(time.RFC3339), Finished: r.Now().UTC().Format(time.RFC3339), Error: scanFailure(ctx, res, err)}
 	r.Log.Info("scheduled scan finished", "cron", sc.Cron, "detections", ev.Detections, "exit_code", ev.ExitCode, "error", ev.Error)
 	if _, err := r.Outbox.Append(EventScheduledScan, ev); err != nil {
 		r.Log.Error("scheduled scan result could not be queued for the server", "err", err)
