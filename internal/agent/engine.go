@@ -31,6 +31,11 @@ func EngineStateDir(state string) string { return filepath.Join(state, "engine")
 // effect: the sources of updates.sources, else the server's built-in mirror
 // (announced in the Welcome), with the update interval, splay, proxy and
 // rollback depth of the configuration. A change restarts the updater.
+//
+// Downloads use updates.proxy when the configuration sets it; else
+// agent.proxy when it sets that, falling back to the agent's own way as the
+// connection does (configuredProxy); else the agent's own way (--proxy,
+// enrollment, HTTPS_PROXY).
 type engineUpdates struct {
 	dir        string
 	log        *slog.Logger
@@ -118,9 +123,12 @@ func (e *engineUpdates) configLocked() (updater.Config, string, bool) {
 	if len(sources) == 0 {
 		return updater.Config{}, "", false
 	}
-	proxy := s.UpdateProxy
+	proxy, configured := s.UpdateProxy, ""
 	if proxy == "" {
 		proxy = e.agentProxy
+		if s.Sources["agent.proxy"] != agentcfg.SourceDefault {
+			configured = s.Proxy
+		}
 	}
 	interval := s.UpdateInterval
 	if interval <= 0 {
@@ -134,16 +142,37 @@ func (e *engineUpdates) configLocked() (updater.Config, string, bool) {
 	cfg.StateDir, cfg.Sources, cfg.RootSHA256, cfg.KeepVersions = e.dir, sources, e.rootPin, keep
 	cfg.Logger = e.log.With("part", "engine-updates")
 	cfg.UserAgent = "mamori-agent"
-	cfg.HTTPClient = e.httpClient(proxy)
-	key := fmt.Sprint(sources, "|", e.rootPin, "|", interval, "|", s.UpdateSplay, "|", proxy, "|", keep)
+	cfg.HTTPClient = e.httpClient(proxy, configured)
+	key := fmt.Sprint(sources, "|", e.rootPin, "|", interval, "|", s.UpdateSplay, "|", proxy, "|", configured, "|", keep)
 	return cfg, key, true
 }
 
 // httpClient trusts the public roots (hostname checked) and, for the
 // management server's mirror, the server's CA (as the agent connection
 // does: the chain must lead to the pinned CA). Everything downloaded is
-// verified through TUF besides.
-func (e *engineUpdates) httpClient(proxy string) *http.Client {
+// verified through TUF besides. With a configured proxy, requests go
+// through it first and the agent's own way (proxy) when it fails.
+func (e *engineUpdates) httpClient(proxy, configured string) *http.Client {
+	own := e.transport(proxy)
+	if configured == "" {
+		return &http.Client{Transport: own}
+	}
+	u, err := url.Parse(configured)
+	if err != nil {
+		return &http.Client{Transport: own}
+	}
+	via := own.Clone()
+	via.Proxy = http.ProxyURL(u)
+	fallback := &proxyFallback{via: via, own: own, proxy: &configuredProxy{url: configured, onFail: func(err error) {
+		e.log.Warn("the configuration's proxy failed for engine updates; downloading the agent's own way for a while",
+			"proxy", redactedProxy(configured), "retry_in", configuredProxyPause, "err", err)
+	}}}
+	return &http.Client{Transport: fallback}
+}
+
+// transport is the HTTP transport of update downloads through proxy ("":
+// HTTPS_PROXY and the like; "none": direct).
+func (e *engineUpdates) transport(proxy string) *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.Proxy = http.ProxyFromEnvironment
 	if proxy != "" && proxy != "none" {
@@ -179,7 +208,7 @@ func (e *engineUpdates) httpClient(proxy string) *http.Client {
 			return pinned(raw, nil)
 		},
 	}
-	return &http.Client{Transport: t}
+	return t
 }
 
 func (e *engineUpdates) reconfigure() {

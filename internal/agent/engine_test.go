@@ -4,7 +4,11 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -107,4 +111,122 @@ func TestEngineUpdates_UpdateWithoutASourceFailsAtOnce(t *testing.T) {
 	if _, err := e.Rollback(ctx); err == nil || !strings.Contains(err.Error(), "built-in engine is current") {
 		t.Fatalf("rollback with nothing installed: %v", err)
 	}
+}
+
+// forwardProxy is an HTTP forward proxy (absolute-form requests) that
+// counts what it carries.
+func forwardProxy(t *testing.T) (string, *atomic.Int64) {
+	t.Helper()
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.Add(1)
+		out := r.Clone(r.Context())
+		out.RequestURI = ""
+		resp, err := http.DefaultTransport.RoundTrip(out)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.Listener.Addr().String(), &n
+}
+
+// Engine downloads take updates.proxy when the configuration sets it, else
+// the configuration's agent.proxy, else the agent's own way; a failing
+// agent.proxy sends the download the agent's own way at once and for a
+// while, as the connection does, and is logged without its password.
+func TestEngineUpdates_DownloadsTakeTheConfigurationsProxy(t *testing.T) {
+	mirror := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "metadata")
+	}))
+	defer mirror.Close()
+	get := func(t *testing.T, e *engineUpdates, s *agentcfg.Settings) {
+		t.Helper()
+		e.settings = s
+		e.mu.Lock()
+		cfg, _, ok := e.configLocked()
+		e.mu.Unlock()
+		if !ok {
+			t.Fatal("no updater configuration")
+		}
+		resp, err := cfg.HTTPClient.Get(mirror.URL + "/metadata/timestamp.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "metadata" {
+			t.Fatalf("download: %s %q", resp.Status, b)
+		}
+	}
+	fromPolicy := func(agentProxy, updatesProxy string) *agentcfg.Settings {
+		src := map[string]string{"agent.proxy": agentcfg.SourceDefault, "updates.proxy": agentcfg.SourceDefault}
+		if agentProxy != "" {
+			src["agent.proxy"] = agentcfg.SourcePolicy
+		}
+		if updatesProxy != "" {
+			src["updates.proxy"] = agentcfg.SourcePolicy
+		}
+		return &agentcfg.Settings{UpdateSources: []string{mirror.URL}, Proxy: agentProxy, UpdateProxy: updatesProxy, Sources: src}
+	}
+
+	t.Run("agent.proxy", func(t *testing.T) {
+		e := newTestEngineUpdates(t)
+		p, carried := forwardProxy(t)
+		get(t, e, fromPolicy("http://"+p, ""))
+		if carried.Load() != 1 {
+			t.Fatalf("the configuration's proxy carried %d requests, want 1", carried.Load())
+		}
+	})
+	t.Run("updates.proxy wins", func(t *testing.T) {
+		e := newTestEngineUpdates(t)
+		p1, viaAgent := forwardProxy(t)
+		p2, viaUpdates := forwardProxy(t)
+		get(t, e, fromPolicy("http://"+p1, "http://"+p2))
+		if viaAgent.Load() != 0 || viaUpdates.Load() != 1 {
+			t.Fatalf("agent.proxy carried %d, updates.proxy %d; want 0 and 1", viaAgent.Load(), viaUpdates.Load())
+		}
+	})
+	t.Run("the agent's own proxy without a configured one", func(t *testing.T) {
+		e := newTestEngineUpdates(t)
+		own, viaOwn := forwardProxy(t)
+		e.agentProxy = "http://" + own
+		get(t, e, fromPolicy("", ""))
+		if viaOwn.Load() != 1 {
+			t.Fatalf("the agent's own proxy carried %d requests, want 1", viaOwn.Load())
+		}
+	})
+	t.Run("a failing agent.proxy", func(t *testing.T) {
+		var log strings.Builder
+		e := &engineUpdates{dir: t.TempDir(), log: slog.New(slog.NewTextHandler(&log, nil))}
+		own, viaOwn := forwardProxy(t)
+		e.agentProxy = "http://" + own
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		accepts := countAccepts(l) // accepts and hangs up: a broken proxy
+		e.settings = fromPolicy("http://user:s3cret@"+l.Addr().String(), "")
+		e.mu.Lock()
+		cfg, _, _ := e.configLocked()
+		e.mu.Unlock()
+		for i := range 3 {
+			resp, err := cfg.HTTPClient.Get(mirror.URL + "/metadata/timestamp.json")
+			if err != nil {
+				t.Fatalf("download %d with a broken configured proxy: %v", i, err)
+			}
+			resp.Body.Close()
+		}
+		if accepts.Load() != 1 || viaOwn.Load() != 3 {
+			t.Fatalf("broken proxy tried %d times, own way carried %d; want 1 and 3", accepts.Load(), viaOwn.Load())
+		}
+		if out := log.String(); strings.Count(out, "proxy failed for engine updates") != 1 || strings.Contains(out, "s3cret") || !strings.Contains(out, "user:xxxxx@") {
+			t.Fatalf("log of the failure:\n%s", out)
+		}
+	})
 }

@@ -138,14 +138,36 @@ func redactedProxy(s string) string {
 	return u.Redacted()
 }
 
+// current returns the proxy to try first: "" when there is none, or while
+// the agent goes its own way after it failed.
+func (c *configuredProxy) current() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.failed.IsZero() && time.Since(c.failed) < configuredProxyPause {
+		return ""
+	}
+	return c.url
+}
+
+// fail records that the proxy u failed, unless it has been replaced since,
+// and tells who listens.
+func (c *configuredProxy) fail(u string, err error) {
+	c.mu.Lock()
+	var onFail func(error)
+	if c.url == u {
+		c.failed, onFail = time.Now(), c.onFail
+	}
+	c.mu.Unlock()
+	if onFail != nil {
+		onFail(err)
+	}
+}
+
 // wrap returns a dial function trying the configured proxy, then own.
 func (c *configuredProxy) wrap(own func(ctx context.Context, addr string) (net.Conn, error)) func(ctx context.Context, addr string) (net.Conn, error) {
 	return func(ctx context.Context, addr string) (net.Conn, error) {
-		c.mu.Lock()
-		u := c.url
-		paused := !c.failed.IsZero() && time.Since(c.failed) < configuredProxyPause
-		c.mu.Unlock()
-		if u == "" || paused {
+		u := c.current()
+		if u == "" {
 			return own(ctx, addr)
 		}
 		// At most half the time left: the agent's own way gets the rest.
@@ -158,15 +180,40 @@ func (c *configuredProxy) wrap(own func(ctx context.Context, addr string) (net.C
 		if err == nil {
 			return conn, nil
 		}
-		c.mu.Lock()
-		var onFail func(error)
-		if c.url == u {
-			c.failed, onFail = time.Now(), c.onFail
-		}
-		c.mu.Unlock()
-		if onFail != nil {
-			onFail(err)
-		}
+		c.fail(u, err)
 		return own(ctx, addr)
 	}
+}
+
+// proxyFallback is the HTTP side of configuredProxy (engine update
+// downloads): requests go through the configuration's proxy (via) while it
+// works; a request it fails is sent again the agent's own way (own), which
+// is used alone for configuredProxyPause.
+type proxyFallback struct {
+	proxy    *configuredProxy
+	via, own http.RoundTripper
+}
+
+func (f *proxyFallback) RoundTrip(req *http.Request) (*http.Response, error) {
+	u := f.proxy.current()
+	if u == "" {
+		return f.own.RoundTrip(req)
+	}
+	resp, err := f.via.RoundTrip(req)
+	if err == nil || req.Context().Err() != nil {
+		return resp, err
+	}
+	f.proxy.fail(u, err)
+	if req.Body != nil && req.Body != http.NoBody {
+		if req.GetBody == nil {
+			return nil, err // the body is spent: the caller retries
+		}
+		body, gerr := req.GetBody()
+		if gerr != nil {
+			return nil, err
+		}
+		req = req.Clone(req.Context())
+		req.Body = body
+	}
+	return f.own.RoundTrip(req)
 }

@@ -431,15 +431,22 @@ type tinyproxyLog struct{ file, agentPort string }
 // carried fails the test unless the proxy tunnelled to the agent port.
 func (l tinyproxyLog) carried(t *testing.T) {
 	t.Helper()
+	l.carriedTo(t, l.agentPort)
+}
+
+// carriedTo fails the test unless the proxy tunnelled to port.
+func (l tinyproxyLog) carriedTo(t *testing.T, port string) {
+	t.Helper()
 	log, _ := os.ReadFile(l.file)
-	if !strings.Contains(string(log), "CONNECT") || !strings.Contains(string(log), l.agentPort) {
-		t.Fatalf("tinyproxy did not carry the connection; its log:\n%s", log)
+	if !strings.Contains(string(log), "CONNECT") || !strings.Contains(string(log), ":"+port) {
+		t.Fatalf("tinyproxy did not carry a connection to port %s; its log:\n%s", port, log)
 	}
 }
 
 // startTinyproxy runs Debian's tinyproxy on a free port, allowing CONNECT
-// to the agent address's port, until the test ends.
-func startTinyproxy(t *testing.T, agentAddr string) (string, tinyproxyLog) {
+// to the agent address's port (and the ports of more addresses), until the
+// test ends.
+func startTinyproxy(t *testing.T, agentAddr string, more ...string) (string, tinyproxyLog) {
 	t.Helper()
 	tp, err := exec.LookPath("tinyproxy")
 	if err != nil {
@@ -455,6 +462,10 @@ func startTinyproxy(t *testing.T, agentAddr string) (string, tinyproxyLog) {
 	logFile := filepath.Join(dir, "tinyproxy.log")
 	conf := "Port " + proxyPort + "\nListen 127.0.0.1\nTimeout 600\nAllow 127.0.0.1\nConnectPort " + agentPort +
 		"\nLogFile \"" + logFile + "\"\nLogLevel Connect\nMaxClients 20\n"
+	for _, a := range more {
+		_, port, _ := strings.Cut(a, ":")
+		conf += "ConnectPort " + port + "\n"
+	}
 	if os.Geteuid() == 0 {
 		conf += "User root\nGroup root\n"
 	}

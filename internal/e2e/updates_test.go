@@ -86,6 +86,24 @@ func (c *apiClient) engineOf(t *testing.T, id string) agentEngine {
 	return e
 }
 
+// newRepo makes a publisher's repository (`mamori repo init`) and publishes
+// a first release of the hash signatures hdb from its signature folder.
+func newRepo(t *testing.T, hdb string) (repoDir, pin, sigs string, version float64) {
+	t.Helper()
+	dir := t.TempDir()
+	repoDir, sigs = filepath.Join(dir, "repo"), filepath.Join(dir, "sigs")
+	pin, _ = runJSON(t, "repo", "init", "--repo", repoDir, "--json")["root_sha256"].(string)
+	if len(pin) != 64 {
+		t.Fatalf("repo init gave no root pin")
+	}
+	os.MkdirAll(sigs, 0o755)
+	if err := os.WriteFile(filepath.Join(sigs, "test.hdb"), []byte(hdb), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	version = runJSON(t, "repo", "publish", "--repo", repoDir, "--from", sigs, "--json")["version"].(float64)
+	return repoDir, pin, sigs, version
+}
+
 // A publisher's repository feeds the server's built-in mirror; an agent
 // with no update source configured takes the mirror from its server, pins
 // the root the server announced, updates on its schedule, takes a delta by
@@ -93,19 +111,8 @@ func (c *apiClient) engineOf(t *testing.T, id string) agentEngine {
 // an engine_rollback task — all reported in its inventory.
 func TestUpdates_AgentUpdatesFromTheServersMirrorByScheduleAndTaskAndRollsBack(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	repoDir := filepath.Join(dir, "repo")
-	pin, _ := runJSON(t, "repo", "init", "--repo", repoDir, "--json")["root_sha256"].(string)
-	if len(pin) != 64 {
-		t.Fatalf("repo init gave no root pin")
-	}
-	sigs := filepath.Join(dir, "sigs")
-	os.MkdirAll(sigs, 0o755)
 	first, second := "mamori e2e update marker one\n", "mamori e2e update marker two\n"
-	if err := os.WriteFile(filepath.Join(sigs, "test.hdb"), []byte(hdbFor(first, "Mamori.Test.One")), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	v1 := runJSON(t, "repo", "publish", "--repo", repoDir, "--from", sigs, "--json")["version"].(float64)
+	repoDir, pin, sigs, v1 := newRepo(t, hdbFor(first, "Mamori.Test.One"))
 
 	s := startServer(t, "--updates-upstream", repoDir, "--updates-root-sha256", pin, "--updates-sync-interval", "1s")
 	// No random delay before the first automatic attempt.
@@ -260,4 +267,28 @@ func TestUpdates_ServerRefusesAMirrorWithoutARootOfTrustAndBadLimits(t *testing.
 			t.Errorf("%v: exit %d, output:\n%s", c.args, code, out)
 		}
 	}
+}
+
+// The proxy the configuration sets (agent.proxy) carries the engine
+// downloads from the server's mirror as well as the agent's session.
+func TestUpdates_TheConfigurationsProxyCarriesEngineDownloads(t *testing.T) {
+	t.Parallel()
+	repoDir, pin, _, v1 := newRepo(t, hdbFor("mamori e2e proxied update\n", "Mamori.Test.Proxied"))
+	s := startServer(t, "--updates-upstream", repoDir, "--updates-root-sha256", pin, "--updates-sync-interval", "1s")
+	proxyAddr, proxyLog := startTinyproxy(t, s.agentAddr, s.apiAddr)
+	state := filepath.Join(t.TempDir(), "agent")
+	for _, kv := range [][2]string{{"agent.proxy", "http://" + proxyAddr}, {"updates.random_splay", "0s"}} {
+		if b, err := exec.Command(bin("mamori-agent"), "config", "set", "--state", state, kv[0], kv[1]).CombinedOutput(); err != nil {
+			t.Fatalf("config set %s: %v\n%s", kv[0], err, b)
+		}
+	}
+	s.agent(t, state, nil, append(s.enrollArgs(s.token()), "--instance", "proxied-updates")...)
+	c, _ := s.api.waitStatus(t, "proxied-updates", "online", 30*time.Second)
+	waitFor(t, 30*time.Second, "engine from the built-in mirror in the inventory", func() (bool, string) {
+		e := s.api.engineOf(t, c.ID)
+		return e.Version == fmt.Sprint(v1) && e.State == "idle", fmt.Sprintf("%+v", e)
+	})
+	proxyLog.carried(t)
+	_, apiPort, _ := strings.Cut(s.apiAddr, ":")
+	proxyLog.carriedTo(t, apiPort)
 }

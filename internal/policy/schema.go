@@ -70,7 +70,7 @@ var Schema = []Setting{
 		Doc: "time between check-ins (±10 % jitter)"},
 	{Key: "servers", Product: ProductAgent, Kind: KindList, Default: []string{}, item: hostPort,
 		Doc: "HOST:PORT of servers tried in order; empty keeps the enrolled list"},
-	{Key: "proxy", Product: ProductAgent, Kind: KindString, Default: "", item: proxyURL, Doc: "http:// CONNECT proxy; empty: none or HTTPS_PROXY"},
+	{Key: "proxy", Product: ProductAgent, Kind: KindString, Default: "", item: proxyURL, Doc: "http:// CONNECT proxy, tried first (also for engine downloads without updates.proxy); when it fails the agent goes its own way for 5 min; empty: the agent's --proxy or HTTPS_PROXY"},
 	{Key: "log_level", Product: ProductAgent, Kind: KindEnum, Default: "info", Enum: []string{"debug", "info", "warn", "error"}, Doc: "agent log level"},
 	{Key: "outbox_max_events", Product: ProductAgent, Kind: KindInt, Default: 100000, Min: f(1000), Max: f(10_000_000),
 		Doc: "events kept while the server is unreachable (oldest dropped first)"},
