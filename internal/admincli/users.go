@@ -234,7 +234,7 @@ func (inv *invocation) usersResetPassword(args []string) error {
 	if err := c.ResetPassword(inv.ctx, u.ID, pw, mustChange); err != nil {
 		return err
 	}
-	inv.done(g, "Password of %s reset; their sessions have ended.", u.Username)
+	inv.done(g, "Password of %s reset; their sessions have ended and their API tokens are revoked.", u.Username)
 	return nil
 }
 

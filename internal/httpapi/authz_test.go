@@ -514,3 +514,60 @@ func TestRuns_TotalAndPagesCountOnlyVisibleRuns(t *testing.T) {
 		t.Errorf("runs of c-lap: %d (total %d), want 3", len(lap.Items), lap.Total)
 	}
 }
+
+// users:write is not a way into a more powerful account: resetting the
+// password, removing the second factor, disabling or deleting a user needs
+// every right the user's permission sets grant. A user the caller covers
+// stays theirs to manage.
+func TestAuthorization_UsersWriteDoesNotTakeOverAStrongerAccount(t *testing.T) {
+	w := newWorld(t)
+	ps := &store.PermissionSet{ID: uuid.NewString(), Name: "Helpdesk", GroupID: store.GroupAll, Groups: []string{store.GroupAll},
+		Grants: map[string]int{string(authz.Users): int(authz.Write)}}
+	if err := w.db.CreatePermissionSet(t.Context(), ps); err != nil {
+		t.Fatal(err)
+	}
+	helpdesk := w.asUser(t, "helpdesk", store.GroupAll, ps.ID)
+	admin := decodeAs[userJSON](t, w.call(t, "GET", "/api/v1/users/"+testUserID, ""), http.StatusOK)
+	for _, rq := range []request{
+		{method: "POST", path: "/api/v1/users/" + testUserID + "/password", body: `{"password":"helpdesk owns this one","must_change":false}`},
+		{method: "DELETE", path: "/api/v1/users/" + testUserID + "/totp"},
+		{method: "PATCH", path: "/api/v1/users/" + testUserID, body: fmt.Sprintf(`{"disabled":true,"version":%d}`, admin.Version)},
+		{method: "DELETE", path: fmt.Sprintf("/api/v1/users/%s?version=%d", testUserID, admin.Version)},
+	} {
+		rq.cookie = helpdesk
+		if msg := wantError(t, w.serve(t, rq), http.StatusForbidden, errcode.Forbidden); !strings.Contains(msg, "grants more than you hold") {
+			t.Errorf("%s %s refused with %q", rq.method, rq.path, msg)
+		}
+	}
+	if rec := w.serve(t, request{method: "POST", path: "/api/v1/session", body: loginBody(testUser, testPassword)}); rec.Code != http.StatusOK {
+		t.Fatalf("the administrator's own password no longer works: %d %s", rec.Code, rec.Body)
+	}
+	if u := decodeAs[userJSON](t, w.call(t, "GET", "/api/v1/users/"+testUserID, ""), http.StatusOK); u.Disabled || u.Version != admin.Version {
+		t.Fatalf("the administrator changed: %+v", u)
+	}
+	// The victim holds no set: the helpdesk may reset their password.
+	rec := w.serve(t, request{method: "POST", path: "/api/v1/users/" + w.victim + "/password", body: `{"password":"a fresh password 42"}`, cookie: helpdesk})
+	if rec.Code != http.StatusNoContent {
+		t.Fatalf("resetting a covered user's password: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// An administrator's password reset ends the user's sessions and revokes
+// their API tokens: a token minted with a stolen session dies with it.
+func TestUsers_PasswordResetRevokesTheUsersAPITokens(t *testing.T) {
+	w := newWorld(t)
+	rv := w.cookies["reviewer"]
+	tok := decodeAs[apiTokenJSON](t, w.serve(t, request{method: "POST", path: "/api/v1/tokens", body: `{"name":"stolen","ttl":"720h"}`, cookie: rv}), http.StatusCreated)
+	if rec := w.serveBearer(t, request{method: "GET", path: "/api/v1/computers"}, tok.Token); rec.Code != http.StatusOK {
+		t.Fatalf("token before the reset: %d %s", rec.Code, rec.Body)
+	}
+	var reviewer string
+	for _, u := range decodeAs[struct{ Items []userJSON }](t, w.call(t, "GET", "/api/v1/users?name=reviewer-user", ""), http.StatusOK).Items {
+		reviewer = u.ID
+	}
+	if rec := w.call(t, "POST", "/api/v1/users/"+reviewer+"/password", `{"password":"a fresh password 42"}`); rec.Code != http.StatusNoContent {
+		t.Fatalf("reset: %d %s", rec.Code, rec.Body)
+	}
+	wantError(t, w.serveBearer(t, request{method: "GET", path: "/api/v1/computers"}, tok.Token), http.StatusUnauthorized, errcode.Unauthorized)
+	wantError(t, w.serve(t, request{method: "GET", path: "/api/v1/computers", cookie: rv}), http.StatusUnauthorized, errcode.Unauthorized)
+}

@@ -82,6 +82,18 @@ func (a *API) userFor(r *http.Request, id string, l authz.Level) (*store.User, e
 // set: use on users where the set lives, and the set grants nothing the
 // caller does not hold.
 func (a *API) checkAssignable(r *http.Request, ids []string) error {
+	return a.checkSets(r, ids, "you cannot assign it")
+}
+
+// checkOutranked refuses to act on u's account (reset its password, remove
+// its second factor, disable or delete it) unless the caller holds every
+// right u's permission sets grant: users:write alone must not be a way
+// into a more powerful account. act says what was refused.
+func (a *API) checkOutranked(r *http.Request, u *store.User, act string) error {
+	return a.checkSets(r, u.PermissionSetIDs, "you cannot "+act+" a user who holds it")
+}
+
+func (a *API) checkSets(r *http.Request, ids []string, refusal string) error {
 	tree, err := a.groups(r)
 	if err != nil {
 		return err
@@ -95,7 +107,7 @@ func (a *API) checkAssignable(r *http.Request, ids []string) error {
 			return err
 		}
 		if !principal(r).Permissions.Covers(ps, tree) {
-			return errcode.New(errcode.Forbidden, "permission set %q grants more than you hold; you cannot assign it", ps.Name)
+			return errcode.New(errcode.Forbidden, "permission set %q grants more than you hold; %s", ps.Name, refusal)
 		}
 	}
 	return nil
@@ -255,6 +267,13 @@ func (a *API) updateUser(w http.ResponseWriter, r *http.Request) error {
 		if me {
 			return errcode.New(errcode.Forbidden, "you cannot disable yourself")
 		}
+		act := "enable"
+		if *req.Disabled {
+			act = "disable"
+		}
+		if err := a.checkOutranked(r, u, act); err != nil {
+			return err
+		}
 		u.Disabled = *req.Disabled
 	}
 	if req.TOTPRequired != nil {
@@ -301,7 +320,7 @@ func (a *API) deleteUser(w http.ResponseWriter, r *http.Request) error {
 	if u.ID == principal(r).UserID {
 		return errcode.New(errcode.Forbidden, "you cannot delete yourself")
 	}
-	if err := a.checkAssignable(r, u.PermissionSetIDs); err != nil {
+	if err := a.checkOutranked(r, u, "delete"); err != nil {
 		return err
 	}
 	tree, _ := a.groups(r)
@@ -321,7 +340,8 @@ type resetPasswordRequest struct {
 
 // resetPassword: POST /api/v1/users/{id}/password — an administrator sets a
 // password (the user must change it at next login by default); the user's
-// sessions end.
+// sessions end and their API tokens are revoked (a reset is what follows a
+// stolen account; a token minted with it must not outlive it).
 func (a *API) resetPassword(w http.ResponseWriter, r *http.Request) error {
 	var req resetPasswordRequest
 	if err := decode(w, r, &req); err != nil {
@@ -335,11 +355,17 @@ func (a *API) resetPassword(w http.ResponseWriter, r *http.Request) error {
 	if u.ID == principal(r).UserID {
 		return errcode.New(errcode.Forbidden, "change your own password with POST /api/v1/session/password (it asks for the current one)")
 	}
+	if err := a.checkOutranked(r, u, "reset the password of"); err != nil {
+		return err
+	}
 	must := req.MustChange == nil || *req.MustChange
 	if err := a.cfg.Auth.SetPassword(r.Context(), u, req.Password, must); err != nil {
 		return err
 	}
-	auditDiff(r, map[string]any{"password": "(old)"}, map[string]any{"password": "(reset)", "must_change_password": must})
+	if err := a.cfg.Store.RevokeUserAPITokens(r.Context(), u.ID, a.cfg.Now()); err != nil {
+		return err
+	}
+	auditDiff(r, map[string]any{"password": "(old)"}, map[string]any{"password": "(reset)", "must_change_password": must, "api_tokens": "revoked"})
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -354,6 +380,9 @@ func (a *API) removeTOTP(w http.ResponseWriter, r *http.Request) error {
 	auditObject(r, u.ID, u.Username)
 	if u.ID == principal(r).UserID {
 		return errcode.New(errcode.Forbidden, "another administrator must remove your second factor")
+	}
+	if err := a.checkOutranked(r, u, "remove the second factor of"); err != nil {
+		return err
 	}
 	if !u.TOTPEnabled && u.TOTPPending == "" {
 		return errcode.New(errcode.Conflict, "the user has no second factor")
