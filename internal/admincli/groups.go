@@ -48,8 +48,8 @@ func (inv *invocation) printGroup(g *globals, gr *apiclient.Group) error {
 	return inv.emit(g, gr.JSON(), func(w io.Writer) {
 		fmt.Fprintf(w, "path:\t%s\nid:\t%s\ncreated:\t%s\n", gr.Path, gr.ID, ts(gr.CreatedAt))
 		if m := gr.Members; m != nil {
-			fmt.Fprintf(w, "subgroups:\t%d\ncomputers:\t%d\nenrollment tokens:\t%d\npermission sets:\t%d\nusers:\t%d\n",
-				m.Subgroups, m.Computers, m.EnrollmentTokens, m.PermissionSets, m.Users)
+			fmt.Fprintf(w, "subgroups:\t%d\ndynamic groups:\t%d\ncomputers:\t%d\nenrollment tokens:\t%d\npermission sets:\t%d\nusers:\t%d\npolicies:\t%d\ntasks:\t%d\n",
+				m.Subgroups, m.DynamicGroups, m.Computers, m.EnrollmentTokens, m.PermissionSets, m.Users, m.Policies, m.Tasks)
 		}
 	})
 }

@@ -161,6 +161,9 @@ type GroupMembers struct {
 	EnrollmentTokens int `json:"enrollment_tokens"`
 	PermissionSets   int `json:"permission_sets"`
 	Users            int `json:"users"`
+	DynamicGroups    int `json:"dynamic_groups"`
+	Policies         int `json:"policies"`
+	Tasks            int `json:"tasks"`
 }
 
 // PermissionSet grants functionalities over groups.

@@ -571,3 +571,81 @@ func TestUsers_PasswordResetRevokesTheUsersAPITokens(t *testing.T) {
 	wantError(t, w.serveBearer(t, request{method: "GET", path: "/api/v1/computers"}, tok.Token), http.StatusUnauthorized, errcode.Unauthorized)
 	wantError(t, w.serve(t, request{method: "GET", path: "/api/v1/computers", cookie: rv}), http.StatusUnauthorized, errcode.Unauthorized)
 }
+
+// Moving a group carries its computers, users, tokens, policies and tasks:
+// it needs write on each at both ends, and must not give the caller at the
+// destination a right they lack where the group is.
+func TestAuthorization_MovingAGroupDoesNotWidenWhatTheCallerReaches(t *testing.T) {
+	w := newWorld(t)
+	grants := func(name string, groups []string, g map[authz.Functionality]authz.Level) string {
+		ps := &store.PermissionSet{ID: uuid.NewString(), Name: name, GroupID: store.GroupAll, Groups: groups, Grants: map[string]int{}}
+		for f, l := range g {
+			ps.Grants[string(f)] = int(l)
+		}
+		if err := w.db.CreatePermissionSet(t.Context(), ps); err != nil {
+			t.Fatal(err)
+		}
+		return ps.ID
+	}
+	servers := decodeAs[groupJSON](t, w.call(t, "GET", "/api/v1/groups/"+w.servers, ""), http.StatusOK)
+	move := func(cookie string) *httptest.ResponseRecorder {
+		return w.serve(t, request{method: "POST", path: "/api/v1/groups/" + w.servers + "/move",
+			body: fmt.Sprintf(`{"parent":"All/Laptops","version":%d}`, servers.Version), cookie: cookie})
+	}
+	// Groups everywhere, computers only in Laptops: Servers' computers would become theirs.
+	grouper := w.asUser(t, "grouper", store.GroupAll,
+		grants("groups", []string{store.GroupAll}, map[authz.Functionality]authz.Level{authz.Groups: authz.Write}),
+		grants("laptops", []string{w.laptops}, map[authz.Functionality]authz.Level{authz.Computers: authz.Write}))
+	wantError(t, move(grouper), http.StatusForbidden, errcode.Forbidden)
+	wantError(t, w.serve(t, request{method: "GET", path: "/api/v1/computers/c-srv", cookie: grouper}), http.StatusNotFound, errcode.NotFound)
+
+	// Write on every carried area everywhere, detections only in Laptops.
+	carriers := map[authz.Functionality]authz.Level{}
+	for _, f := range carried {
+		carriers[f] = authz.Write
+	}
+	mover := w.asUser(t, "mover", store.GroupAll, grants("carriers", []string{store.GroupAll}, carriers),
+		grants("lap detections", []string{w.laptops}, map[authz.Functionality]authz.Level{authz.Detections: authz.Read}))
+	if msg := wantError(t, move(mover), http.StatusForbidden, errcode.Forbidden); !strings.Contains(msg, "detections") {
+		t.Fatalf("refusal %q does not name what would widen", msg)
+	}
+	if g := decodeAs[groupJSON](t, w.call(t, "GET", "/api/v1/groups/"+w.servers, ""), http.StatusOK); g.Path != "All/Servers" {
+		t.Fatalf("Servers moved to %s", g.Path)
+	}
+	// The administrator, who holds everything everywhere, moves it.
+	if rec := w.call(t, "POST", "/api/v1/groups/"+w.servers+"/move", fmt.Sprintf(`{"parent":"All/Laptops","version":%d}`, servers.Version)); rec.Code != http.StatusOK {
+		t.Fatalf("administrator's move: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// A group holding a policy, a task or a dynamic group is not empty: its
+// deletion is a conflict that says why, not an internal error.
+func TestGroups_DeletingAGroupThatHoldsPoliciesTasksOrDynamicGroups(t *testing.T) {
+	w := newWorld(t)
+	for _, fill := range []func(g string){
+		func(g string) {
+			if err := w.db.CreateTask(t.Context(), &store.TaskRow{ID: uuid.NewString(), Name: "t " + g, Type: "engine_update", Params: `{}`, GroupID: g}); err != nil {
+				t.Fatal(err)
+			}
+		},
+		func(g string) {
+			if err := w.db.CreatePolicy(t.Context(), &store.PolicyRow{ID: uuid.NewString(), Name: "p " + g, Product: "agent", GroupID: g, Settings: `{}`}); err != nil {
+				t.Fatal(err)
+			}
+		},
+		func(g string) {
+			if err := w.db.CreateDynamicGroup(t.Context(), &store.DynamicGroup{ID: uuid.NewString(), Name: "d " + g, StaticParentID: g,
+				Template: `{"op":"and","rules":[{"field":"tag","operator":"=","value":"x"}]}`}); err != nil {
+				t.Fatal(err)
+			}
+		},
+	} {
+		g := w.createGroup(t, "", "Tmp-"+uuid.NewString()[:8])
+		fill(g.ID)
+		d := decodeAs[groupDetail](t, w.call(t, "GET", "/api/v1/groups/"+g.ID, ""), http.StatusOK)
+		if d.Members == (membersJSON{}) {
+			t.Fatalf("group %s shows no members", g.Path)
+		}
+		wantError(t, w.call(t, "DELETE", fmt.Sprintf("/api/v1/groups/%s?version=%d", g.ID, g.Version), ""), http.StatusConflict, errcode.Conflict)
+	}
+}

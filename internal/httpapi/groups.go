@@ -39,6 +39,9 @@ type membersJSON struct {
 	EnrollmentTokens int `json:"enrollment_tokens"`
 	PermissionSets   int `json:"permission_sets"`
 	Users            int `json:"users"`
+	DynamicGroups    int `json:"dynamic_groups"`
+	Policies         int `json:"policies"`
+	Tasks            int `json:"tasks"`
 }
 
 func groupView(g *store.Group) groupJSON {
@@ -98,7 +101,7 @@ func (a *API) getGroup(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	writeETag(w, g.Version)
-	writeJSON(w, http.StatusOK, groupDetail{groupView(g), membersJSON{m.Subgroups, m.Computers, m.EnrollmentTokens, m.PermissionSets, m.Users}})
+	writeJSON(w, http.StatusOK, groupDetail{groupView(g), membersJSON{m.Subgroups, m.Computers, m.EnrollmentTokens, m.PermissionSets, m.Users, m.DynamicGroups, m.Policies, m.Tasks}})
 	return nil
 }
 
@@ -182,8 +185,44 @@ type moveGroupRequest struct {
 	Version *int64 `json:"version"`
 }
 
+// carried are the areas whose objects a group carries when it moves, or
+// when it is deleted into another group.
+var carried = []authz.Functionality{authz.Groups, authz.Computers, authz.Users, authz.EnrollmentTokens, authz.Policies, authz.Tasks}
+
+// allowCarry is the check for taking what lives in group from (its
+// subtree) to under group to: write on every carried area at both ends,
+// and no right at to that the caller lacks at from, in any area (the
+// detections of the computers that move, for one). Otherwise moving a
+// group would be a way to reach objects the caller may not touch.
+func (a *API) allowCarry(r *http.Request, from, to string) error {
+	for _, f := range carried {
+		for _, at := range []string{from, to} {
+			if err := a.allow(r, f, authz.Write, at); err != nil {
+				return err
+			}
+		}
+	}
+	tree, err := a.groups(r)
+	if err != nil {
+		return err
+	}
+	p := principal(r).Permissions
+	for _, f := range authz.All {
+		if authz.IsGlobal(f) {
+			continue
+		}
+		for _, l := range []authz.Level{authz.Read, authz.Use, authz.Write} {
+			if p.Allows(f, l, to, tree) && !p.Allows(f, l, from, tree) {
+				return errcode.New(errcode.Forbidden, "you hold %s on %s where the group would go but not where it is; moving it would widen what you may do", l, f)
+			}
+		}
+	}
+	return nil
+}
+
 // moveGroup: POST /api/v1/groups/{id}/move — write on groups at the group
-// and at the new parent; never into itself or its subtree.
+// and at the new parent, and what allowCarry asks; never into itself or
+// its subtree.
 func (a *API) moveGroup(w http.ResponseWriter, r *http.Request) error {
 	var req moveGroupRequest
 	if err := decode(w, r, &req); err != nil {
@@ -205,7 +244,7 @@ func (a *API) moveGroup(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := a.allow(r, authz.Groups, authz.Write, dest.ID); err != nil {
+	if err := a.allowCarry(r, g.ID, dest.ID); err != nil {
 		return err
 	}
 	if err := a.cfg.Store.MoveGroup(r.Context(), g.ID, dest.ID, version); err != nil {
@@ -246,13 +285,13 @@ func (a *API) deleteGroup(w http.ResponseWriter, r *http.Request) error {
 		}
 		moveTo = dest.ID
 	}
-	// Whatever moves needs write where it is and where it goes.
-	for _, f := range []authz.Functionality{authz.Groups, authz.Computers, authz.Users, authz.EnrollmentTokens, authz.Policies} {
-		for _, at := range []string{g.ID, moveTo} {
-			if at == "" {
-				continue
-			}
-			if err := a.allow(r, f, authz.Write, at); err != nil {
+	if moveTo != "" {
+		if err := a.allowCarry(r, g.ID, moveTo); err != nil {
+			return err
+		}
+	} else {
+		for _, f := range carried {
+			if err := a.allow(r, f, authz.Write, g.ID); err != nil {
 				return err
 			}
 		}

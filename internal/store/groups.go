@@ -262,6 +262,7 @@ func (db *DB) MoveGroup(ctx context.Context, id, newParent string, version int64
 // GroupMembers counts what lives in a group (not its subgroups' members).
 type GroupMembers struct {
 	Subgroups, Computers, EnrollmentTokens, PermissionSets, Users int
+	DynamicGroups, Policies, Tasks                                int
 }
 
 // Empty reports whether nothing lives in the group.
@@ -276,8 +277,11 @@ func groupMembers(ctx context.Context, q interface {
 		(SELECT COUNT(*) FROM computers WHERE group_id = ? AND revoked_at IS NULL),
 		(SELECT COUNT(*) FROM enrollment_tokens WHERE group_id = ? OR access_group_id = ?),
 		(SELECT COUNT(*) FROM permission_sets WHERE group_id = ?),
-		(SELECT COUNT(*) FROM users WHERE home_group_id = ?)`, id, id, id, id, id, id).
-		Scan(&m.Subgroups, &m.Computers, &m.EnrollmentTokens, &m.PermissionSets, &m.Users)
+		(SELECT COUNT(*) FROM users WHERE home_group_id = ?),
+		(SELECT COUNT(*) FROM dynamic_groups WHERE static_parent_id = ?),
+		(SELECT COUNT(*) FROM policies WHERE group_id = ?),
+		(SELECT COUNT(*) FROM tasks WHERE group_id = ?)`, id, id, id, id, id, id, id, id, id).
+		Scan(&m.Subgroups, &m.Computers, &m.EnrollmentTokens, &m.PermissionSets, &m.Users, &m.DynamicGroups, &m.Policies, &m.Tasks)
 	return m, err
 }
 
@@ -287,9 +291,11 @@ func (db *DB) GroupMembersOf(ctx context.Context, id string) (_ GroupMembers, er
 	return groupMembers(ctx, db.ro, id)
 }
 
-// DeleteGroup deletes a group. It must have no subgroups. Its computers and
-// objects (tokens, permission sets, users' home group) move to moveTo when
-// given; without moveTo the group must be empty (conflict otherwise).
+// DeleteGroup deletes a group. It must have no subgroups and no dynamic
+// groups (moving those would change what they select). Its computers and
+// objects (tokens, permission sets, users' home group, policies, tasks)
+// move to moveTo when given; without moveTo the group must be empty
+// (conflict otherwise).
 // Permission sets whose scope names the group lose it (never re-scoped to
 // the destination, which could widen what they grant). All and Lost &
 // Found cannot be deleted.
@@ -313,10 +319,13 @@ func (db *DB) DeleteGroup(ctx context.Context, id, moveTo string, version int64)
 		if m.Subgroups > 0 {
 			return errcode.New(errcode.Conflict, "the group has %d subgroups; delete or move them first", m.Subgroups)
 		}
+		if m.DynamicGroups > 0 {
+			return errcode.New(errcode.Conflict, "the group holds %d dynamic groups; delete them or move them to another group first", m.DynamicGroups)
+		}
 		if moveTo == "" {
 			if !m.Empty() {
-				return errcode.New(errcode.Conflict, "the group is not empty (%d computers, %d enrollment tokens, %d permission sets, %d users); give a group to move them to",
-					m.Computers, m.EnrollmentTokens, m.PermissionSets, m.Users)
+				return errcode.New(errcode.Conflict, "the group is not empty (%d computers, %d enrollment tokens, %d permission sets, %d users, %d policies, %d tasks); give a group to move them to",
+					m.Computers, m.EnrollmentTokens, m.PermissionSets, m.Users, m.Policies, m.Tasks)
 			}
 		} else {
 			if moveTo == id {
@@ -331,6 +340,8 @@ func (db *DB) DeleteGroup(ctx context.Context, id, moveTo string, version int64)
 				`UPDATE enrollment_tokens SET access_group_id = ? WHERE access_group_id = ?`,
 				`UPDATE permission_sets SET group_id = ? WHERE group_id = ?`,
 				`UPDATE users SET home_group_id = ? WHERE home_group_id = ?`,
+				`UPDATE policies SET group_id = ? WHERE group_id = ?`,
+				`UPDATE tasks SET group_id = ? WHERE group_id = ?`,
 			} {
 				if _, err := tx.ExecContext(ctx, q, moveTo, id); err != nil {
 					return err

@@ -297,6 +297,15 @@ func testDeleteGroupNotEmpty(t *testing.T, db *store.DB) {
 		{"user's home group", func(g string) {
 			must(t, db.CreateUser(ctx, &store.User{ID: "u-" + g, Username: "user-" + g, PasswordHash: "h", HomeGroupID: g}))
 		}},
+		{"policy", func(g string) {
+			must(t, db.CreatePolicy(ctx, &store.PolicyRow{ID: "p-" + g, Name: "policy " + g, Product: "agent", GroupID: g, Settings: "{}"}))
+		}},
+		{"task", func(g string) {
+			must(t, db.CreateTask(ctx, &store.TaskRow{ID: "t-" + g, Name: "task " + g, Type: "scan", Params: "{}", GroupID: g}))
+		}},
+		{"dynamic group", func(g string) {
+			must(t, db.CreateDynamicGroup(ctx, &store.DynamicGroup{ID: "d-" + g, Name: "dyn " + g, StaticParentID: g, Template: `{"op":"and","rules":[]}`}))
+		}},
 	} {
 		g := newGroup(t, db, store.GroupAll, fmt.Sprintf("G%d", i))
 		tc.fill(g.ID)
@@ -334,6 +343,16 @@ func testDeleteGroupMovesMembers(t *testing.T, db *store.DB) {
 	only := newPermSet(t, db, "only-old", store.GroupAll, []string{old.ID}, map[string]int{"computers": 1})
 	must(t, db.CreateUser(ctx, &store.User{ID: "u1", Username: "alice", PasswordHash: "h", HomeGroupID: old.ID}))
 	must(t, db.CreateUser(ctx, &store.User{ID: "u2", Username: "bob", PasswordHash: "h"}))
+	must(t, db.CreatePolicy(ctx, &store.PolicyRow{ID: "p-old", Name: "old policy", Product: "agent", GroupID: old.ID, Settings: "{}"}))
+	must(t, db.CreateTask(ctx, &store.TaskRow{ID: "t-old", Name: "old task", Type: "scan", Params: "{}", GroupID: old.ID}))
+
+	// A dynamic group would select other computers elsewhere: it blocks.
+	dyn := &store.DynamicGroup{ID: "d-old", Name: "dyn", StaticParentID: old.ID, Template: `{"op":"and","rules":[]}`}
+	must(t, db.CreateDynamicGroup(ctx, dyn))
+	if err := db.DeleteGroup(ctx, old.ID, dest.ID, old.Version); errcode.Of(err) != errcode.Conflict || !strings.Contains(err.Error(), "dynamic group") {
+		t.Fatalf("DeleteGroup holding a dynamic group = %v, want a conflict naming it", err)
+	}
+	must(t, db.DeleteDynamicGroup(ctx, dyn.ID, 1))
 
 	must(t, db.DeleteGroup(ctx, old.ID, dest.ID, old.Version))
 
@@ -369,7 +388,7 @@ func testDeleteGroupMovesMembers(t *testing.T, db *store.DB) {
 	}
 	m, err := db.GroupMembersOf(ctx, dest.ID)
 	must(t, err)
-	if want := (store.GroupMembers{Computers: 2, EnrollmentTokens: 2, PermissionSets: 1, Users: 1}); m != want {
+	if want := (store.GroupMembers{Computers: 2, EnrollmentTokens: 2, PermissionSets: 1, Users: 1, Policies: 1, Tasks: 1}); m != want {
 		t.Errorf("GroupMembersOf(destination) = %+v, want %+v", m, want)
 	}
 }
