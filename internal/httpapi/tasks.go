@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -294,6 +295,84 @@ func (a *API) allowServerTask(r *http.Request, t *store.TaskRow) error {
 	return a.allow(r, authz.Computers, authz.Write, g.ID)
 }
 
+// allowTriggersOf is the check for changing what a client task does: its
+// triggers run the new parameters on their targets, so the caller needs use
+// on computers at every target that still exists (what a new trigger asks).
+// Run-now triggers that fired are history and are not asked about.
+func (a *API) allowTriggersOf(r *http.Request, t *store.TaskRow) error {
+	if tasks.IsServer(tasks.Type(t.Type)) {
+		return nil // allowServerTask checked its group parameter
+	}
+	trs, err := a.cfg.Store.TaskTriggers(r.Context(), t.ID)
+	if err != nil {
+		return err
+	}
+	var dyn map[string]*store.DynamicGroup
+	dynRoot := func(id string) (string, bool, error) {
+		if dyn == nil {
+			var err error
+			if dyn, err = a.dynIndex(r); err != nil {
+				return "", false, err
+			}
+		}
+		g, ok := dyn[id]
+		if !ok {
+			return "", false, nil
+		}
+		return rootOf(g, dyn), true, nil
+	}
+	refused := errcode.New(errcode.Forbidden, "a trigger of this task runs it on computers you may not use; a change to its parameters would run there too (delete that trigger, or ask someone who may)")
+	for _, tr := range trs {
+		spec, err := tasks.ParseTrigger(tr.Spec)
+		if err != nil {
+			return err
+		}
+		if spec.Kind == tasks.ASAP && !tr.LastFiredAt.IsZero() {
+			continue
+		}
+		var groups []string
+		if spec.Kind == tasks.JoinedDynamic {
+			if root, ok, err := dynRoot(spec.DynamicGroupID); err != nil {
+				return err
+			} else if ok {
+				groups = append(groups, root)
+			}
+		}
+		ts, err := tasks.ParseTargets(tr.Targets)
+		if err != nil {
+			return err
+		}
+		for _, x := range ts {
+			switch x.Type {
+			case tasks.TargetStaticGroup:
+				groups = append(groups, x.ID)
+			case tasks.TargetDynamicGroup:
+				if root, ok, err := dynRoot(x.ID); err != nil {
+					return err
+				} else if ok {
+					groups = append(groups, root)
+				}
+			case tasks.TargetComputer:
+				c, err := a.cfg.Store.ComputerByID(r.Context(), x.ID)
+				if errcode.Of(err) == errcode.NotFound {
+					continue
+				} else if err != nil {
+					return err
+				}
+				if c.RevokedAt.IsZero() {
+					groups = append(groups, c.GroupID)
+				}
+			}
+		}
+		for _, g := range groups {
+			if a.allow(r, authz.Computers, authz.Use, g) != nil {
+				return refused
+			}
+		}
+	}
+	return nil
+}
+
 // createTask: POST /api/v1/tasks — write on tasks where it lives.
 func (a *API) createTask(w http.ResponseWriter, r *http.Request) error {
 	var req taskRequest
@@ -324,7 +403,8 @@ func (a *API) createTask(w http.ResponseWriter, r *http.Request) error {
 }
 
 // updateTask: PATCH /api/v1/tasks/{id} — runs already planned keep the
-// parameters they were planned with.
+// parameters they were planned with. New parameters need use on computers
+// wherever the task's triggers run it (allowTriggersOf).
 func (a *API) updateTask(w http.ResponseWriter, r *http.Request) error {
 	var req taskRequest
 	if err := decode(w, r, &req); err != nil {
@@ -344,11 +424,17 @@ func (a *API) updateTask(w http.ResponseWriter, r *http.Request) error {
 	}
 	tree, _ := a.groups(r)
 	before := taskView(t, tree)
+	params := t.Params
 	if err := a.applyTask(r, t, req); err != nil {
 		return err
 	}
 	if err := a.allow(r, authz.Tasks, authz.Write, t.GroupID); err != nil {
 		return err
+	}
+	if t.Params != params {
+		if err := a.allowTriggersOf(r, t); err != nil {
+			return err
+		}
 	}
 	t.Version = version
 	if err := a.cfg.Store.UpdateTask(r.Context(), t); err != nil {
@@ -460,14 +546,26 @@ func (a *API) targets(r *http.Request, in []targetRequest) ([]tasks.Target, erro
 			if err != nil {
 				return nil, errcode.New(errcode.NotFound, "computer %q not found", t.ID)
 			}
+			// Authorized before anything is said of it: a computer the
+			// caller may not read is as missing as one that does not exist.
+			if err := a.allowObject(r, authz.Computers, authz.Use, c.GroupID, "target"); err != nil {
+				if errcode.Of(err) == errcode.NotFound {
+					return nil, errcode.New(errcode.NotFound, "computer %q not found", t.ID)
+				}
+				return nil, err
+			}
 			if !c.RevokedAt.IsZero() {
 				return nil, errcode.New(errcode.Invalid, "computer %s is revoked", c.Name)
 			}
-			id, group = c.ID, c.GroupID
+			out = append(out, tasks.Target{Type: t.Type, ID: c.ID})
+			continue
 		default:
 			return nil, errcode.New(errcode.Invalid, "target type %q: must be computer, static_group or dynamic_group", t.Type)
 		}
 		if err := a.allowObject(r, authz.Computers, authz.Use, group, "target"); err != nil {
+			if errcode.Of(err) == errcode.NotFound {
+				return nil, errcode.New(errcode.NotFound, "%s %q not found", strings.ReplaceAll(t.Type, "_", " "), cmp.Or(t.Path, t.ID))
+			}
 			return nil, err
 		}
 		out = append(out, tasks.Target{Type: t.Type, ID: id})
@@ -819,8 +917,9 @@ func nonNil(ids []string) []string {
 	return ids
 }
 
-// runFor loads a run the caller may act on: level l on its task, and
-// read on its computer.
+// runFor loads a run the caller may act on: level l on its task and on
+// its computer (read to see it; use to cancel or retry it, as running a
+// task there needs).
 func (a *API) runFor(r *http.Request, l authz.Level) (*store.TaskRun, *store.TaskRow, error) {
 	run, err := a.cfg.Store.RunByID(r.Context(), r.PathValue("id"))
 	if err != nil {
@@ -833,7 +932,7 @@ func (a *API) runFor(r *http.Request, l authz.Level) (*store.TaskRun, *store.Tas
 	}
 	if run.ComputerID != "" {
 		if c, err := a.cfg.Store.ComputerByID(r.Context(), run.ComputerID); err == nil {
-			if err := a.allowObject(r, authz.Computers, authz.Read, c.GroupID, "task run"); err != nil {
+			if err := a.allowObject(r, authz.Computers, l, c.GroupID, "task run"); err != nil {
 				return nil, nil, err
 			}
 		}
