@@ -231,6 +231,8 @@ type Event struct {
 	OccurredAt time.Time       `json:"occurred_at"`
 	ReceivedAt time.Time       `json:"received_at"`
 	Data       json.RawMessage `json:"data"`
+	// Withheld says why Data is empty (an area the caller may not read).
+	Withheld string `json:"withheld,omitempty"`
 }
 
 // AuditEntry is one entry of the audit log.

@@ -750,3 +750,54 @@ func TestAuthorization_HiddenTargetsAreAsMissingAsAbsentOnes(t *testing.T) {
 		t.Fatalf("assigning to a hidden dynamic group: %q; to a missing one: %q", hidden, missing)
 	}
 }
+
+// A computer's events show what happened to whoever may read the computer,
+// but what a detection event or a task event says (a signature, a path, a
+// command's output) only to whoever may read detections there or the task.
+func TestAuthorization_EventsWithholdWhatTheirAreaGuards(t *testing.T) {
+	w := newWorld(t)
+	out := `{"run_id":"` + w.run + `","state":"succeeded","exit_code":0,"output":"secret output"}`
+	w.checkIn(t, &store.CheckIn{ComputerID: "c-srv", Now: w.now, Events: []store.Event{{ID: "task-ev", Type: store.EventTaskFinished, OccurredAt: w.now, Data: out}}})
+	grant := func(name string, g map[authz.Functionality]authz.Level) string {
+		ps := &store.PermissionSet{ID: uuid.NewString(), Name: name, GroupID: store.GroupAll, Groups: []string{w.servers}, Grants: map[string]int{}}
+		for f, l := range g {
+			ps.Grants[string(f)] = int(l)
+		}
+		if err := w.db.CreatePermissionSet(t.Context(), ps); err != nil {
+			t.Fatal(err)
+		}
+		return w.asUser(t, name, w.servers, ps.ID)
+	}
+	inventory := grant("inventory", map[authz.Functionality]authz.Level{authz.Computers: authz.Read})
+	analyst := grant("analyst", map[authz.Functionality]authz.Level{authz.Computers: authz.Read, authz.Detections: authz.Read, authz.Tasks: authz.Read})
+	byType := func(cookie, path string) map[string]eventJSON {
+		t.Helper()
+		rec := w.serve(t, request{method: "GET", path: path, cookie: cookie})
+		var evs []eventJSON
+		if strings.Contains(path, "/events") {
+			evs = decodeAs[struct{ Items []eventJSON }](t, rec, http.StatusOK).Items
+		} else {
+			evs = decodeAs[computerDetail](t, rec, http.StatusOK).RecentEvents
+		}
+		m := map[string]eventJSON{}
+		for _, e := range evs {
+			m[e.Type] = e
+		}
+		return m
+	}
+	for _, path := range []string{"/api/v1/computers/c-srv/events", "/api/v1/computers/c-srv"} {
+		seen := byType(inventory, path)
+		det, task := seen[store.DetectionEventType], seen[store.EventTaskFinished]
+		if det.ID == "" || task.ID == "" {
+			t.Fatalf("%s: the events themselves are missing: %+v", path, seen)
+		}
+		if string(det.Data) != "{}" || det.Withheld == "" || string(task.Data) != "{}" || task.Withheld == "" {
+			t.Fatalf("%s: computers:read alone sees detection %s (%q) and task %s (%q)", path, det.Data, det.Withheld, task.Data, task.Withheld)
+		}
+		seen = byType(analyst, path)
+		det, task = seen[store.DetectionEventType], seen[store.EventTaskFinished]
+		if !strings.Contains(string(det.Data), "EICAR") || det.Withheld != "" || !strings.Contains(string(task.Data), "secret output") || task.Withheld != "" {
+			t.Fatalf("%s: the analyst sees detection %s (%q) and task %s (%q)", path, det.Data, det.Withheld, task.Data, task.Withheld)
+		}
+	}
+}

@@ -105,6 +105,9 @@ type eventJSON struct {
 	OccurredAt *string         `json:"occurred_at"`
 	ReceivedAt *string         `json:"received_at"`
 	Data       json.RawMessage `json:"data"`
+	// Withheld says why data is empty: the event belongs to an area the
+	// caller may not read (a detection, a task's output).
+	Withheld string `json:"withheld,omitempty"`
 }
 
 // Connection warning levels for computers that have not connected for a
@@ -276,7 +279,9 @@ func (a *API) getComputer(w http.ResponseWriter, r *http.Request) error {
 		HardwareFingerprint: c.HardwareFingerprint,
 		Inventory:           map[string]json.RawMessage{},
 		InventoryUpdatedAt:  map[string]*string{},
-		RecentEvents:        events(evs),
+	}
+	if d.RecentEvents, err = a.events(r, c, evs); err != nil {
+		return err
 	}
 	for _, s := range secs {
 		d.Inventory[s.Section] = rawOr(s.Data, "{}")
@@ -289,16 +294,71 @@ func (a *API) getComputer(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func events(evs []store.Event) []eventJSON {
+// events are c's events as the caller may see them. Reading a computer
+// shows that its events happened; what a detection event says needs read
+// on detections there, and what a task event says (a command's output)
+// needs read on the run's task, as /detections and /task-runs ask.
+func (a *API) events(r *http.Request, c *store.Computer, evs []store.Event) ([]eventJSON, error) {
+	tree, err := a.groups(r)
+	if err != nil {
+		return nil, err
+	}
+	p := principal(r).Permissions
+	detections := p.Allows(authz.Detections, authz.Read, c.GroupID, tree)
+	taskVisible := map[string]bool{} // by run id
 	out := make([]eventJSON, 0, len(evs))
 	for _, e := range evs {
 		data := json.RawMessage(e.Data)
 		if len(data) == 0 {
 			data = json.RawMessage("{}")
 		}
-		out = append(out, eventJSON{ID: e.ID, Type: e.Type, OccurredAt: timeJSON(e.OccurredAt), ReceivedAt: timeJSON(e.ReceivedAt), Data: data})
+		v := eventJSON{ID: e.ID, Type: e.Type, OccurredAt: timeJSON(e.OccurredAt), ReceivedAt: timeJSON(e.ReceivedAt), Data: data}
+		switch {
+		case strings.HasPrefix(e.Type, "detection.") && !detections:
+			v.Withheld = "you need read on detections in the computer's group"
+		case strings.HasPrefix(e.Type, "task."):
+			var ref struct {
+				RunID string `json:"run_id"`
+			}
+			_ = json.Unmarshal(data, &ref)
+			ok, seen := taskVisible[ref.RunID]
+			if !seen {
+				if ok, err = a.runTaskReadable(r, ref.RunID, p, tree); err != nil {
+					return nil, err
+				}
+				taskVisible[ref.RunID] = ok
+			}
+			if !ok {
+				v.Withheld = "you need read on the run's task"
+			}
+		}
+		if v.Withheld != "" {
+			v.Data = json.RawMessage("{}")
+		}
+		out = append(out, v)
 	}
-	return out
+	return out, nil
+}
+
+// runTaskReadable reports whether p may read the task of run id (false
+// when the run or its task no longer exists).
+func (a *API) runTaskReadable(r *http.Request, id string, p *authz.Permissions, tree *store.GroupTree) (bool, error) {
+	if id == "" {
+		return false, nil
+	}
+	run, err := a.cfg.Store.RunByID(r.Context(), id)
+	if errcode.Of(err) == errcode.NotFound {
+		return false, nil
+	} else if err != nil {
+		return false, err
+	}
+	t, err := a.cfg.Store.TaskByID(r.Context(), run.TaskID)
+	if errcode.Of(err) == errcode.NotFound {
+		return false, nil
+	} else if err != nil {
+		return false, err
+	}
+	return p.Allows(authz.Tasks, authz.Read, t.GroupID, tree), nil
 }
 
 // listComputerEvents: GET /api/v1/computers/{id}/events?type=&limit=&offset=
@@ -319,7 +379,11 @@ func (a *API) listComputerEvents(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, list(events(evs), total))
+	views, err := a.events(r, c, evs)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, list(views, total))
 	return nil
 }
 
