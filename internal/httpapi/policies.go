@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/google/uuid"
@@ -57,7 +58,8 @@ func policyView(p *store.PolicyRow, tree *store.GroupTree) (policyJSON, error) {
 	if gr, ok := tree.Get(p.GroupID); ok {
 		g.Path = gr.Path
 	}
-	return policyJSON{ID: p.ID, Name: p.Name, Product: p.Product, Description: p.Description, Group: g, Settings: pol.Settings,
+	// Proxy passwords are hidden from views and so from the audit log.
+	return policyJSON{ID: p.ID, Name: p.Name, Product: p.Product, Description: p.Description, Group: g, Settings: policy.Redacted(p.Product, pol.Settings),
 		CreatedAt: timeJSON(p.CreatedAt), UpdatedAt: timeJSON(p.UpdatedAt), Version: p.Version}, nil
 }
 
@@ -161,6 +163,9 @@ func (a *API) applyPolicy(r *http.Request, p *store.PolicyRow, req policyRequest
 		s, err := policy.ParseSettings(p.Product, *req.Settings)
 		if err != nil {
 			return err
+		}
+		if prev, err := configs.FromRow(p); err == nil {
+			policy.KeepSecrets(p.Product, prev.Settings, s) // sent back as read: hidden
 		}
 		b, _ := json.Marshal(s)
 		p.Settings = string(b)
@@ -507,6 +512,10 @@ func (a *API) effectiveConfig(w http.ResponseWriter, r *http.Request) error {
 	st, err := a.cfg.Store.ComputerConfigState(r.Context(), c.ID)
 	if err != nil {
 		return err
+	}
+	eff = slices.Clone(eff) // not the service's own
+	for i := range eff {
+		eff[i].Value = policy.RedactValue(eff[i].Product, eff[i].Key, eff[i].Value)
 	}
 	writeJSON(w, http.StatusOK, effectiveJSON{ComputerID: c.ID, Version: doc.Version, AppliedVersion: st.Applied, AgentError: st.Error,
 		ReportedAt: timeJSON(st.ReportedAt), Settings: eff})

@@ -1,8 +1,10 @@
 package httpapi
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/mamori/mamori/internal/errcode"
@@ -138,4 +140,69 @@ func TestPolicies_BadInputNamesTheSettingAndStoresNothing(t *testing.T) {
 		t.Fatalf("schema %v", schema)
 	}
 	_ = store.GroupAll
+}
+
+// A proxy's password set in a policy reaches the agents' configuration
+// but is hidden from views, the audit log and the effective configuration;
+// a client that sends back the settings it read keeps the password, and a
+// new one replaces it.
+func TestPolicies_ProxyPasswordsAreHiddenAndKept(t *testing.T) {
+	f := newFleet(t)
+	p := decodeAs[policyJSON](t, f.call(t, "POST", "/api/v1/policies", `{"name":"Proxy","product":"agent","group":"All",
+		"settings":{"proxy":{"flag":"apply","value":"http://agent:S3cretPw@proxy.example:3128"}}}`), http.StatusCreated)
+	decodeAs[assignmentJSON](t, f.call(t, "POST", "/api/v1/policies/"+p.ID+"/assignments", `{"target_type":"static","target":"All"}`), http.StatusCreated)
+	stored := func() string {
+		t.Helper()
+		row, err := f.db.PolicyByID(t.Context(), p.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return row.Settings
+	}
+	sent := func() any {
+		t.Helper()
+		_, doc, err := f.api.cfg.Configurations.Effective(t.Context(), "c-web01")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return doc.Settings["agent"]["proxy"]
+	}
+	for name, body := range map[string]string{
+		"created":   mustJSON(t, p),
+		"read":      f.call(t, "GET", "/api/v1/policies/"+p.ID, "").Body.String(),
+		"listed":    f.call(t, "GET", "/api/v1/policies", "").Body.String(),
+		"effective": f.call(t, "GET", "/api/v1/computers/c-web01/effective-config", "").Body.String(),
+		"audit":     f.call(t, "GET", "/api/v1/audit?domain=policies", "").Body.String(),
+	} {
+		if strings.Contains(body, "S3cretPw") || !strings.Contains(body, "agent:xxxxx@proxy.example:3128") {
+			t.Errorf("%s shows %s", name, body)
+		}
+	}
+	if got := sent(); got != "http://agent:S3cretPw@proxy.example:3128" {
+		t.Fatalf("the agents' configuration has proxy %v", got)
+	}
+	// Sent back as read, with another setting changed: the password stays.
+	up := decodeAs[policyJSON](t, f.call(t, "PATCH", "/api/v1/policies/"+p.ID, fmt.Sprintf(`{"settings":{"proxy":{"flag":"apply","value":%q},
+		"log_level":{"flag":"apply","value":"debug"}},"version":%d}`, p.Settings["proxy"].Value, p.Version)), http.StatusOK)
+	if s := stored(); !strings.Contains(s, "agent:S3cretPw@proxy.example:3128") || !strings.Contains(s, "debug") {
+		t.Fatalf("stored after an edit that sent the hidden password back: %s", s)
+	}
+	// Another host with the hidden form is not given the old password.
+	decodeAs[policyJSON](t, f.call(t, "PATCH", "/api/v1/policies/"+p.ID, fmt.Sprintf(`{"settings":{"proxy":{"flag":"apply","value":"http://agent:xxxxx@other.example:3128"}},"version":%d}`, up.Version)), http.StatusOK)
+	if s := stored(); strings.Contains(s, "S3cretPw") {
+		t.Fatalf("the old password went to another proxy: %s", s)
+	}
+	decodeAs[policyJSON](t, f.call(t, "PATCH", "/api/v1/policies/"+p.ID, fmt.Sprintf(`{"settings":{"proxy":{"flag":"apply","value":"http://agent:N3wPw@proxy.example:3128"}},"version":%d}`, up.Version+1)), http.StatusOK)
+	if got := sent(); got != "http://agent:N3wPw@proxy.example:3128" {
+		t.Fatalf("a new password did not replace the old one: %v", got)
+	}
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

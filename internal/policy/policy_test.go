@@ -243,3 +243,38 @@ func FuzzParseSettings(f *testing.F) {
 		Compute([]Assignment{{PolicyID: "p"}}, map[string]*Policy{"p": {ID: "p", Product: product, Settings: s}})
 	})
 }
+
+func TestSecrets_ProxyPasswordsHiddenAndKeptOnlyForTheSameProxy(t *testing.T) {
+	prev := map[string]Value{
+		"proxy":     {Flag: Apply, Value: "http://agent:S3cret@proxy:3128"},
+		"log_level": {Flag: Apply, Value: "debug"},
+	}
+	shown := Redacted(ProductAgent, prev)
+	if shown["proxy"].Value != "http://agent:xxxxx@proxy:3128" || shown["log_level"].Value != "debug" {
+		t.Fatalf("redacted %+v", shown)
+	}
+	if prev["proxy"].Value != "http://agent:S3cret@proxy:3128" {
+		t.Fatal("Redacted changed its argument")
+	}
+	if got := RedactValue(ProductProtection, "max_file_size", "http://a:b@c"); got != "http://a:b@c" {
+		t.Fatalf("a setting that is not secret was redacted: %v", got)
+	}
+	for _, tc := range []struct{ sent, want string }{
+		{"http://agent:xxxxx@proxy:3128", "http://agent:S3cret@proxy:3128"}, // sent back as read
+		{"http://agent:N3w@proxy:3128", "http://agent:N3w@proxy:3128"},      // a new password
+		{"http://other:xxxxx@proxy:3128", "http://other:xxxxx@proxy:3128"},  // another user
+		{"http://agent:xxxxx@elsewhere:3128", "http://agent:xxxxx@elsewhere:3128"},
+		{"http://proxy:3128", "http://proxy:3128"},
+	} {
+		next := map[string]Value{"proxy": {Flag: Apply, Value: tc.sent}, "log_level": {Flag: Apply, Value: "info"}}
+		KeepSecrets(ProductAgent, prev, next)
+		if next["proxy"].Value != tc.want || next["log_level"].Value != "info" {
+			t.Errorf("sent %s: kept %v, want %s", tc.sent, next["proxy"].Value, tc.want)
+		}
+	}
+	next := map[string]Value{"proxy": {Flag: Apply, Value: "http://agent:xxxxx@proxy:3128"}}
+	KeepSecrets(ProductAgent, map[string]Value{}, next) // nothing to keep
+	if next["proxy"].Value != "http://agent:xxxxx@proxy:3128" {
+		t.Fatalf("with no previous value: %v", next["proxy"].Value)
+	}
+}

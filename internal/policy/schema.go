@@ -57,6 +57,9 @@ type Setting struct {
 	Max     *float64 `json:"max,omitempty"`
 	Enum    []string `json:"enum,omitempty"`
 	Doc     string   `json:"doc"`
+	// Secret is true for a URL that may carry a password (a proxy's):
+	// views and audit show it with the password hidden (Redacted).
+	Secret bool `json:"secret,omitempty"`
 	// item validates one list item or a string value.
 	item func(string) error
 }
@@ -70,7 +73,7 @@ var Schema = []Setting{
 		Doc: "time between check-ins (±10 % jitter)"},
 	{Key: "servers", Product: ProductAgent, Kind: KindList, Default: []string{}, item: hostPort,
 		Doc: "HOST:PORT of servers tried in order; empty keeps the enrolled list"},
-	{Key: "proxy", Product: ProductAgent, Kind: KindString, Default: "", item: proxyURL, Doc: "http:// CONNECT proxy, tried first (also for engine downloads without updates.proxy); when it fails the agent goes its own way for 5 min; empty: the agent's --proxy or HTTPS_PROXY"},
+	{Key: "proxy", Product: ProductAgent, Kind: KindString, Default: "", item: proxyURL, Secret: true, Doc: "http:// CONNECT proxy, tried first (also for engine downloads without updates.proxy); when it fails the agent goes its own way for 5 min; empty: the agent's --proxy or HTTPS_PROXY"},
 	{Key: "log_level", Product: ProductAgent, Kind: KindEnum, Default: "info", Enum: []string{"debug", "info", "warn", "error"}, Doc: "agent log level"},
 	{Key: "outbox_max_events", Product: ProductAgent, Kind: KindInt, Default: 100000, Min: f(1000), Max: f(10_000_000),
 		Doc: "events kept while the server is unreachable (oldest dropped first)"},
@@ -95,7 +98,7 @@ var Schema = []Setting{
 		Doc: "time between update checks"},
 	{Key: "random_splay", Product: ProductUpdates, Kind: KindDuration, Default: "10m", Unit: "duration", Min: f(0), Max: f(86400),
 		Doc: "random delay added to each check, spreading the load"},
-	{Key: "proxy", Product: ProductUpdates, Kind: KindString, Default: "", item: proxyURL, Doc: "http:// proxy for downloads"},
+	{Key: "proxy", Product: ProductUpdates, Kind: KindString, Default: "", item: proxyURL, Secret: true, Doc: "http:// proxy for downloads"},
 	{Key: "rollback_depth", Product: ProductUpdates, Kind: KindInt, Default: 3, Min: f(1), Max: f(20), Doc: "previous engines kept for rollback"},
 }
 
