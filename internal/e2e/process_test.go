@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -484,4 +485,42 @@ func startTinyproxy(t *testing.T, agentAddr string, more ...string) (string, tin
 		return true, ""
 	})
 	return proxyAddr, tinyproxyLog{file: logFile, agentPort: agentPort}
+}
+
+// A second server started on the data directory of a running one (on the
+// embedded store) is refused at once and changes nothing: the first one's
+// agents stay online, in the list and by the status filter.
+func TestServer_ASecondServerOnTheSameDataIsRefused(t *testing.T) {
+	t.Parallel()
+	s := startServer(t)
+	s.agent(t, filepath.Join(t.TempDir(), "agent"), nil, append(s.enrollArgs(s.token()), "--instance", "first")...)
+	s.api.waitStatus(t, "first", "online", 20*time.Second)
+	onlineByFilter := func() int {
+		var online struct{ Total int }
+		if code := s.api.do(t, "GET", "/api/v1/computers?status=online", nil, &online); code != 200 {
+			t.Fatalf("computers?status=online: HTTP %d", code)
+		}
+		return online.Total
+	}
+	waitFor(t, 20*time.Second, "presence written to the store", func() (bool, string) {
+		n := onlineByFilter()
+		return n == 1, fmt.Sprint(n, " online by the filter")
+	})
+
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second) // a second server that runs is killed, and fails the test
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin("mamori"), "server", "--data", s.data, "--agent-listen", freeAddr(t), "--api-listen", freeAddr(t))
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "another mamori server is running on") {
+		t.Fatalf("second server on the same data: %v\n%s", err, out)
+	}
+	if strings.Contains(string(out), "offline") {
+		t.Fatalf("the refused server touched the computers:\n%s", out)
+	}
+	if n := onlineByFilter(); n != 1 {
+		t.Fatalf("%d computers online by the filter after the refused start, want 1", n)
+	}
+	if c, _ := s.api.computerByName(t, "first"); c.Status != "online" {
+		t.Fatalf("first is %s after the refused start", c.Status)
+	}
 }

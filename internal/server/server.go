@@ -36,6 +36,7 @@ import (
 	"github.com/mamori/mamori/internal/pki"
 	"github.com/mamori/mamori/internal/scheduler"
 	"github.com/mamori/mamori/internal/store"
+	"github.com/mamori/mamori/internal/updates/filelock"
 )
 
 // Config configures a server. Zero values take the documented defaults.
@@ -222,6 +223,7 @@ func (c *Config) setDefaults() error {
 type Server struct {
 	cfg      Config
 	log      *slog.Logger
+	dataLock *filelock.Lock // the data directory's, on the embedded store
 	db       *store.DB
 	ca       *pki.CA
 	metrics  *metrics
@@ -266,6 +268,17 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}()
 	var err error
+	if cfg.Database == "" {
+		// The embedded store has one server. A second one on the same data
+		// directory would take the first one's agents for stopped and mark
+		// them offline before it failed to listen.
+		s.dataLock, err = filelock.TryLock(filepath.Join(cfg.DataDir, "server.lock"))
+		if errors.Is(err, filelock.ErrLocked) {
+			return nil, errcode.New(errcode.Conflict, "another mamori server is running on %s (the embedded store serves one server); stop it first, or share a PostgreSQL store (--database) to run several", cfg.DataDir)
+		} else if err != nil {
+			return nil, fmt.Errorf("data directory lock: %w", err)
+		}
+	}
 	s.db, err = store.Open(ctx, cfg.Database, cfg.DataDir, store.Options{Observer: s.metrics.observeStore, Synchronous: cfg.SQLiteSynchronous})
 	if err != nil {
 		return nil, err
@@ -586,6 +599,7 @@ func (s *Server) Close() error {
 		if s.updates != nil {
 			errs = append(errs, s.updates.m.Close())
 		}
+		errs = append(errs, s.dataLock.Unlock()) // after the store is closed
 		s.closeErr = errors.Join(errs...)
 	})
 	return s.closeErr
