@@ -49,7 +49,7 @@ const (
 const Usage = `  login             log in to a server and store an API token (mamori login --server URL)
   logout            revoke the stored API token
   whoami            show who the stored credentials are
-  users             list|show|create|disable|enable|reset-password|delete|remove-totp|set-permission-sets
+  users             list|show|create|disable|enable|unlock|reset-password|delete|remove-totp|set-permission-sets
   groups            list|show|create|rename|move|delete static groups
   tokens            list|create|revoke personal API tokens
   enrollment-tokens list|create|revoke agent enrollment tokens through the API

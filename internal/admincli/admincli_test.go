@@ -360,6 +360,10 @@ func TestUsers_CreateListDisableEnableDelete(t *testing.T) {
 		t.Fatalf("permission sets after --none = %v", d.PermissionSets)
 	}
 	h.ok("another long password\n", "users", "reset-password", "alice", "--password-stdin")
+	h.jsonOut(&d, "", "users", "unlock", "alice")
+	if d.Username != "alice" {
+		t.Fatalf("unlock printed %+v", d)
+	}
 	// The server's refusals: exit 1 with its message.
 	h.fails(1, "you cannot disable yourself", "", "users", "disable", "admin")
 	h.fails(1, "the user has no second factor", "", "users", "remove-totp", "alice")

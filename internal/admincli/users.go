@@ -11,7 +11,7 @@ import (
 	"github.com/mamori/mamori/internal/errcode"
 )
 
-// users: mamori users list|show|create|disable|enable|reset-password|delete|remove-totp|set-permission-sets
+// users: mamori users list|show|create|disable|enable|unlock|reset-password|delete|remove-totp|set-permission-sets
 func (inv *invocation) users(args []string) error {
 	return inv.group(args, map[string]func([]string) error{
 		"list":                inv.usersList,
@@ -19,6 +19,7 @@ func (inv *invocation) users(args []string) error {
 		"create":              inv.usersCreate,
 		"disable":             func(a []string) error { return inv.usersSetDisabled(a, true) },
 		"enable":              func(a []string) error { return inv.usersSetDisabled(a, false) },
+		"unlock":              inv.usersUnlock,
 		"reset-password":      inv.usersResetPassword,
 		"delete":              inv.usersDelete,
 		"remove-totp":         inv.usersRemoveTOTP,
@@ -204,6 +205,29 @@ func (inv *invocation) usersSetDisabled(args []string, disabled bool) error {
 		return err
 	}
 	u, err = c.UpdateUser(inv.ctx, u.ID, apiclient.UserUpdate{Disabled: &disabled, Version: u.Version})
+	if err != nil {
+		return err
+	}
+	return inv.printUser(g, u)
+}
+
+// usersUnlock clears a lockout after repeated failed logins.
+func (inv *invocation) usersUnlock(args []string) error {
+	fs := inv.flags("ID_OR_NAME\n\nClears the user's failed logins and a lockout they caused (a password reset does too).")
+	g := inv.globalFlags(fs, true)
+	pos, err := inv.parse(fs, args, 1, 1)
+	if err != nil {
+		return err
+	}
+	c, err := inv.client(g)
+	if err != nil {
+		return err
+	}
+	u, err := inv.findUser(c, pos[0])
+	if err != nil {
+		return err
+	}
+	u, err = c.UpdateUser(inv.ctx, u.ID, apiclient.UserUpdate{Unlock: true, Version: u.Version})
 	if err != nil {
 		return err
 	}

@@ -139,6 +139,7 @@ type UserUpdate struct {
 	Disabled       *bool     `json:"disabled,omitempty"`
 	TOTPRequired   *bool     `json:"totp_required,omitempty"`
 	PermissionSets *[]string `json:"permission_sets,omitempty"`
+	Unlock         bool      `json:"unlock,omitempty"` // clears failed logins and a lockout
 	Version        int64     `json:"version"`
 }
 

@@ -1457,3 +1457,41 @@ func TestDetections_ListFilterResolve(t *testing.T) {
 	wantError(t, f.call(t, "GET", "/api/v1/detections/nope", ""), http.StatusNotFound, errcode.NotFound)
 	wantError(t, f.call(t, "POST", "/api/v1/detections/nope/resolve", ""), http.StatusNotFound, errcode.NotFound)
 }
+
+// Anyone can lock an account by guessing; an administrator unlocks it, and
+// a password reset unlocks it too, so the new password works at once.
+func TestLogin_AnAdministratorUnlocksALockedAccount(t *testing.T) {
+	f := newLoggedIn(t)
+	hash, _ := password.Hash("bob's long password 1")
+	if err := f.db.CreateUser(t.Context(), &store.User{ID: "u-bob", Username: "bob", PasswordHash: hash, HomeGroupID: store.GroupAll}); err != nil {
+		t.Fatal(err)
+	}
+	failures := auth.Policy{}.Defaults().LockoutFailures
+	lock := func() {
+		t.Helper()
+		for i := range failures {
+			f.serve(t, request{method: "POST", path: "/api/v1/session", body: loginBody("bob", "guess"+strconv.Itoa(i)), remote: "203.0.113.5:5555"})
+		}
+		wantError(t, f.serve(t, request{method: "POST", path: "/api/v1/session", body: loginBody("bob", "bob's long password 1")}),
+			http.StatusTooManyRequests, errcode.TooManyRequests)
+	}
+	lock()
+	u := decodeAs[userJSON](t, f.call(t, "GET", "/api/v1/users/u-bob", ""), http.StatusOK)
+	if u.LockedUntil == nil {
+		t.Fatalf("locked user shows no lock: %+v", u)
+	}
+	u = decodeAs[userJSON](t, f.call(t, "PATCH", "/api/v1/users/u-bob", fmt.Sprintf(`{"unlock":true,"version":%d}`, u.Version)), http.StatusOK)
+	if u.LockedUntil != nil {
+		t.Fatalf("unlocked user still shows a lock: %+v", u)
+	}
+	if rec := f.serve(t, request{method: "POST", path: "/api/v1/session", body: loginBody("bob", "bob's long password 1")}); rec.Code != http.StatusOK {
+		t.Fatalf("login after the unlock: %d %s", rec.Code, rec.Body)
+	}
+	lock()
+	if rec := f.call(t, "POST", "/api/v1/users/u-bob/password", `{"password":"a brand new secret 2","must_change":false}`); rec.Code != http.StatusNoContent {
+		t.Fatalf("reset: %d %s", rec.Code, rec.Body)
+	}
+	if rec := f.serve(t, request{method: "POST", path: "/api/v1/session", body: loginBody("bob", "a brand new secret 2")}); rec.Code != http.StatusOK {
+		t.Fatalf("login with the reset password: %d %s", rec.Code, rec.Body)
+	}
+}

@@ -23,6 +23,7 @@ type userStore interface {
 	UpdateUser(ctx context.Context, u *store.User) error
 	DeleteUser(ctx context.Context, id string) error
 	DeleteUserSessions(ctx context.Context, userID string) error
+	UnlockUser(ctx context.Context, id string) error
 	RevokeUserAPITokens(ctx context.Context, userID string, now time.Time) error
 	APITokens(ctx context.Context, userID string) ([]*store.APIToken, error)
 	RevokeAPIToken(ctx context.Context, userID, id string, now time.Time) error
@@ -222,6 +223,7 @@ type updateUserRequest struct {
 	Description    *string   `json:"description"`
 	HomeGroup      *string   `json:"home_group"`
 	Disabled       *bool     `json:"disabled"`
+	Unlock         bool      `json:"unlock"` // clears failed logins and a lockout
 	TOTPRequired   *bool     `json:"totp_required"`
 	PermissionSets *[]string `json:"permission_sets"`
 	Version        *int64    `json:"version"`
@@ -298,6 +300,12 @@ func (a *API) updateUser(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
+	if req.Unlock {
+		if err := a.cfg.Store.UnlockUser(r.Context(), u.ID); err != nil {
+			return err
+		}
+		u.LockedUntil = time.Time{}
+	}
 	after := a.userView(u, tree)
 	auditDiff(r, before, after)
 	writeETag(w, u.Version)
@@ -363,6 +371,9 @@ func (a *API) resetPassword(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if err := a.cfg.Store.RevokeUserAPITokens(r.Context(), u.ID, a.cfg.Now()); err != nil {
+		return err
+	}
+	if err := a.cfg.Store.UnlockUser(r.Context(), u.ID); err != nil { // the new password works at once
 		return err
 	}
 	auditDiff(r, map[string]any{"password": "(old)"}, map[string]any{"password": "(reset)", "must_change_password": must, "api_tokens": "revoked"})

@@ -319,6 +319,20 @@ func (db *DB) RecordLoginFailure(ctx context.Context, id string, maxFailures int
 	return locked, err
 }
 
+// UnlockUser clears a user's failed logins and lock (an administrator's
+// unlock or password reset).
+func (db *DB) UnlockUser(ctx context.Context, id string) (err error) {
+	defer db.track("unlock_user", time.Now(), &err)
+	res, err := db.rw.ExecContext(ctx, `UPDATE users SET failed_logins = 0, locked_until = 0 WHERE id = ?`, id)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return errcode.New(errcode.NotFound, "user not found")
+	}
+	return nil
+}
+
 // RecordLoginSuccess clears the failure count and notes the login time.
 func (db *DB) RecordLoginSuccess(ctx context.Context, id string, at time.Time) (err error) {
 	defer db.track("login_success", time.Now(), &err)
