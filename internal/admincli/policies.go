@@ -307,6 +307,12 @@ func (inv *invocation) applySettings(s *settingFlags, product string, base map[s
 				a.items = append(a.items, marshal(it))
 			}
 		case e.value != "":
+			// One item per flag: a comma is part of it (the agent's own
+			// "config set" splits at commas; say so rather than store a
+			// glob that never matches).
+			if strings.Contains(e.value, ",") && e.key != "scheduled_scans" {
+				fmt.Fprintf(inv.stderr, "note: %s gets one item %q, comma included; repeat the flag or give a JSON array for several items\n", name, e.value)
+			}
 			a.items = append(a.items, marshal(e.value))
 		}
 	}

@@ -98,6 +98,16 @@ func TestPolicies(t *testing.T) {
 	if v := excl.Settings["scan_exclusions"]; v.Merge != "append" || compact(v.Value) != `["/tmp/*","/var/cache/*","/srv/cache/*"]` {
 		t.Fatalf("list setting %+v", excl.Settings)
 	}
+	// A comma is part of the item, and the CLI says so.
+	r := h.run("", "policies", "create", "Comma", "--product", "protection", "--set", "scan_exclusions=*.iso,*.img", "--json")
+	var comma policy
+	if err := json.Unmarshal([]byte(r.stdout), &comma); r.code != 0 || err != nil || compact(comma.Settings["scan_exclusions"].Value) != `["*.iso,*.img"]` {
+		t.Fatalf("comma item: exit %d %v %s", r.code, err, r.stdout)
+	}
+	if !strings.Contains(r.stderr, `one item "*.iso,*.img"`) {
+		t.Fatalf("no note about the comma: %q", r.stderr)
+	}
+	h.ok("", "policies", "delete", "Comma")
 	settingsFile := writeFile(t, "s.json", `{"scan_exclusions": {"flag": "apply", "value": ["/home/*"]}, "archive_max_depth": {"flag": "apply", "value": 3}}`)
 	var lower policy
 	h.jsonOut(&lower, "", "policies", "create", "Lower", "--product", "protection", "--settings", "@"+settingsFile,
