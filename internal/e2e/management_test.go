@@ -105,7 +105,24 @@ func TestTasks_ScanOnADynamicGroupFindsEICAROnTheOneComputerInIt(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(files, "eicar.com"), []byte(eicar), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	task := s.api.createTask(t, fmt.Sprintf(`{"name":"Scan suspicious","type":"scan","params":{"paths":[%q],"action":"report"}}`, files))
+	// The task names no action: the computers' policy (report only) decides.
+	var pol struct{ ID string }
+	if code := s.api.do(t, "POST", "/api/v1/policies", map[string]any{"name": "Report only", "product": "protection",
+		"settings": map[string]any{"action_on_detection": map[string]string{"flag": "apply", "value": "report"}}}, &pol); code != 201 {
+		t.Fatalf("create policy: %d", code)
+	}
+	if code := s.api.do(t, "POST", "/api/v1/policies/"+pol.ID+"/assignments", map[string]any{"target_type": "static", "target": "All"}, nil); code != 201 {
+		t.Fatalf("assign: %d", code)
+	}
+	waitFor(t, 20*time.Second, "the policy applied on the infected computer", func() (bool, string) {
+		var eff struct {
+			Version        string `json:"version"`
+			AppliedVersion string `json:"applied_version"`
+		}
+		s.api.do(t, "GET", "/api/v1/computers/"+infected.ID+"/effective-config", nil, &eff)
+		return eff.Version != "" && eff.AppliedVersion == eff.Version, fmt.Sprintf("%+v", eff)
+	})
+	task := s.api.createTask(t, fmt.Sprintf(`{"name":"Scan suspicious","type":"scan","params":{"paths":[%q]}}`, files))
 	s.api.runNow(t, task, `{"targets":[{"type":"dynamic_group","id":"`+dg.ID+`"}]}`)
 	runs := s.api.finished(t, task, 1, 60*time.Second)
 	if r := runs[0]; r.State != "succeeded" || r.Computer == nil || r.Computer.ID != infected.ID || !strings.Contains(r.Output, "eicar.com") {
@@ -121,6 +138,9 @@ func TestTasks_ScanOnADynamicGroupFindsEICAROnTheOneComputerInIt(t *testing.T) {
 	})
 	if d := list.Items[0]; d.Signature != "EICAR-Test-File" || !strings.HasSuffix(d.Path, "eicar.com") || d.Action != "reported" {
 		t.Fatalf("detection %+v", d)
+	}
+	if _, err := os.Stat(filepath.Join(files, "eicar.com")); err != nil {
+		t.Fatalf("the policy says report, yet the file is gone: %v", err)
 	}
 	if n := len(s.api.runsOf(t, task)); n != 1 {
 		t.Fatalf("%d runs; the clean computer is not in the group", n)

@@ -58,7 +58,7 @@ func TestTasks_CreateValidatesTypeAndParameters(t *testing.T) {
 	got := decodeAs[taskJSON](t, f.call(t, "POST", "/api/v1/tasks", `{"name":"Nightly scan","type":"scan","group":"Servers",
 		"params":{"paths":["/srv","/home"]}}`), http.StatusCreated)
 	if got.Group.Path != "All/Servers" || got.Type != "scan" || got.Server || got.CreatedBy != testUser ||
-		string(got.Params) != `{"action":"quarantine","paths":["/srv","/home"]}` {
+		string(got.Params) != `{"paths":["/srv","/home"]}` { // no action: each computer's policy decides
 		t.Fatalf("created %+v params %s", got, got.Params)
 	}
 	wantError(t, f.call(t, "PATCH", "/api/v1/tasks/"+got.ID, `{"type":"run_command","version":1}`), http.StatusBadRequest, errcode.Invalid)

@@ -60,7 +60,7 @@ var Types = []TypeInfo{
 	{Scan, false, []ParamInfo{
 		{"paths", "list", true, nil, "absolute paths to scan"},
 		{"exclusions", "list", false, nil, "globs to skip, added to the policy's"},
-		{"action", "enum quarantine|report", false, "quarantine", "what to do with detected files"},
+		{"action", "enum quarantine|report", false, nil, "what to do with detected files; without it, the computer's protection.action_on_detection (a policy's, else quarantine)"},
 	}, "on-demand scan"},
 	{EngineUpdate, false, nil, "update the detection engine now"},
 	{EngineRollback, false, nil, "go back to the previous engine version"},
