@@ -187,6 +187,9 @@ var suite = []group{
 		{"RevokeUnknownComputerIsNotFound", testRevokeUnknown},
 		{"AgentCertificateBySerial", testAgentCertificateBySerial},
 	}},
+	{"Retention", []test{
+		{"DeletesWhatOutlivedItAndNothingElse", testRetention},
+	}},
 	{"TaskRuns", []test{
 		{"ListRunsScopedToWhatTheCallerMayRead", testListRunsScoped},
 		{"PendingRunsOfManyComputersInOneCall", testPendingRunsBatched},
