@@ -65,3 +65,34 @@ func queryPlan(t *testing.T, db *DB, q string, args ...any) string {
 	}
 	return strings.Join(plan, "\n")
 }
+
+// Retention passes run every hour over the largest tables: each statement
+// must find its rows through an index on its time column, never by
+// reading the table.
+func TestRetention_QueryPlansUseTheTimeIndexes(t *testing.T) {
+	db, err := OpenSQLite(t.Context(), t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	now := time.Now().UnixMilli()
+	for _, tc := range []struct {
+		q, table, index string
+		args            []any
+	}{
+		{deleteComputerEventsQuery, "computer_events", "computer_events_received", []any{now, 1000}},
+		{deleteServerEventsQuery, "server_events", "server_events_at", []any{now, 1000}},
+		{deleteDetectionsQuery, "detections", "detections_resolved", []any{now, 1000}},
+		{finishedRunsQuery, "task_runs", "task_runs_finished", []any{now, now, 1000}},
+	} {
+		plan := queryPlan(t, db, tc.q, tc.args...)
+		for _, line := range strings.Split(plan, "\n") {
+			if strings.HasPrefix(line, "SCAN "+tc.table) && !strings.Contains(line, "USING") {
+				t.Errorf("%s: reads the whole table:\n%s", tc.table, plan)
+			}
+		}
+		if !strings.Contains(plan, tc.index) {
+			t.Errorf("%s: does not use %s:\n%s", tc.table, tc.index, plan)
+		}
+	}
+}

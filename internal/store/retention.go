@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"time"
 )
 
@@ -13,10 +12,26 @@ import (
 // method reports how many rows it deleted; fewer than limit means nothing
 // older is left.
 
+// The retention statements; each is driven by an index on its time column
+// (migration 00010), so a pass that finds nothing to delete costs nothing.
+const (
+	deleteComputerEventsQuery = `DELETE FROM computer_events WHERE seq IN (
+		SELECT seq FROM computer_events WHERE received_at < ? ORDER BY received_at LIMIT ?)`
+	deleteServerEventsQuery = `DELETE FROM server_events WHERE seq IN (
+		SELECT seq FROM server_events WHERE at < ? AND seq < (SELECT MAX(seq) FROM server_events) ORDER BY at LIMIT ?)`
+	deleteDetectionsQuery = `DELETE FROM detections WHERE id IN (
+		SELECT id FROM detections WHERE state = 'resolved' AND resolved_at < ? ORDER BY resolved_at LIMIT ?)`
+	// A run has a finish time once it succeeded, failed, expired or was
+	// cancelled, and only then (applyTaskEvent, ExpireRuns, CancelRun,
+	// FinishServerRun).
+	finishedRunsQuery = `SELECT id, attachment FROM task_runs
+		WHERE finished_at > 0 AND finished_at < ? AND created_at < ? ORDER BY finished_at LIMIT ?`
+)
+
 // DeleteComputerEventsBefore deletes computer events received before t.
 func (db *DB) DeleteComputerEventsBefore(ctx context.Context, t time.Time, limit int) (n int64, err error) {
 	defer db.track("delete_computer_events_before", time.Now(), &err)
-	return db.deleteOldestBySeq(ctx, "computer_events", "received_at", t, limit)
+	return db.deleteOlder(ctx, deleteComputerEventsQuery, ms(t), limit)
 }
 
 // DeleteServerEventsBefore deletes server events recorded before t. The
@@ -24,29 +39,13 @@ func (db *DB) DeleteComputerEventsBefore(ctx context.Context, t time.Time, limit
 // (ServerEventSeq) start from it.
 func (db *DB) DeleteServerEventsBefore(ctx context.Context, t time.Time, limit int) (n int64, err error) {
 	defer db.track("delete_server_events_before", time.Now(), &err)
-	return db.deleteOldestBySeq(ctx, "server_events", "at", t, limit)
+	return db.deleteOlder(ctx, deleteServerEventsQuery, ms(t), limit)
 }
 
-// deleteOldestBySeq deletes rows of table older than t (by timeCol) among
-// the limit rows with the lowest seq, and never the row with the highest
-// seq. Rows are appended in time order, so the oldest are at the start of
-// the primary key and nothing is scanned to find them: the walk stops at
-// the first row that is young enough.
-func (db *DB) deleteOldestBySeq(ctx context.Context, table, timeCol string, t time.Time, limit int) (n int64, err error) {
+// deleteOlder runs one retention statement in a transaction.
+func (db *DB) deleteOlder(ctx context.Context, q string, args ...any) (n int64, err error) {
 	err = db.tx(ctx, func(tx *sql.Tx) error {
-		var first, last int64
-		var at int64
-		err := tx.QueryRowContext(ctx, `SELECT seq, `+timeCol+` FROM `+table+` ORDER BY seq LIMIT 1`).Scan(&first, &at)
-		if errors.Is(err, sql.ErrNoRows) || (err == nil && at >= ms(t)) {
-			return nil
-		} else if err != nil {
-			return err
-		}
-		if err := tx.QueryRowContext(ctx, `SELECT MAX(seq) FROM `+table).Scan(&last); err != nil {
-			return err
-		}
-		res, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE seq >= ? AND seq < ? AND seq < ? AND `+timeCol+` < ?`,
-			first, first+int64(limit), last, ms(t))
+		res, err := tx.ExecContext(ctx, q, args...)
 		if err != nil {
 			return err
 		}
@@ -60,16 +59,7 @@ func (db *DB) deleteOldestBySeq(ctx context.Context, table, timeCol string, t ti
 // Unresolved detections are never deleted: they wait for an administrator.
 func (db *DB) DeleteResolvedDetectionsBefore(ctx context.Context, t time.Time, limit int) (n int64, err error) {
 	defer db.track("delete_resolved_detections_before", time.Now(), &err)
-	err = db.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM detections WHERE id IN (
-			SELECT id FROM detections WHERE state = 'resolved' AND resolved_at < ? ORDER BY resolved_at LIMIT ?)`, ms(t), limit)
-		if err != nil {
-			return err
-		}
-		n, err = res.RowsAffected()
-		return err
-	})
-	return n, err
+	return db.deleteOlder(ctx, deleteDetectionsQuery, ms(t), limit)
 }
 
 // DeleteFinishedRunsBefore deletes task runs that finished (succeeded,
@@ -80,9 +70,7 @@ func (db *DB) DeleteFinishedRunsBefore(ctx context.Context, t time.Time, limit i
 	defer db.track("delete_finished_runs_before", time.Now(), &err)
 	err = db.tx(ctx, func(tx *sql.Tx) error {
 		attachments = attachments[:0]
-		rows, err := tx.QueryContext(ctx, `SELECT id, attachment FROM task_runs
-			WHERE state IN ('succeeded', 'failed', 'expired', 'cancelled') AND finished_at < ? AND created_at < ?
-			ORDER BY finished_at LIMIT ?`, ms(t), ms(t), limit)
+		rows, err := tx.QueryContext(ctx, finishedRunsQuery, ms(t), ms(t), limit)
 		if err != nil {
 			return err
 		}

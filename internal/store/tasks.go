@@ -654,6 +654,9 @@ func applyTaskEvent(ctx context.Context, tx *sql.Tx, c *CheckIn, e *Event) error
 		return nil
 	}
 	at := e.OccurredAt
+	if at.IsZero() {
+		at = c.Now // a finished run always has a finish time (retention finds it by it)
+	}
 	switch e.Type {
 	case EventTaskStarted:
 		_, err := tx.ExecContext(ctx, `UPDATE task_runs SET state = 'running', started_at = ? WHERE id = ? AND computer_id = ? AND state IN ('planned', 'delivered')`,

@@ -123,6 +123,13 @@ func testRetention(t *testing.T, db *store.DB) {
 			t.Fatalf("run %s: %v", id, err)
 		}
 	}
+	// Unlike server events, computer events may all go.
+	if n, err := db.DeleteComputerEventsBefore(ctx, young.Add(365*day), 100); err != nil || n != 2 {
+		t.Fatalf("deleting every computer event: %d, %v; want 2", n, err)
+	}
+	if _, total, err := db.ComputerEvents(ctx, c.ID, store.EventFilter{Limit: 100}); err != nil || total != 0 {
+		t.Fatalf("%d computer events left (%v)", total, err)
+	}
 	// Nothing left to delete.
 	for name, del := range map[string]func() (int64, error){
 		"events":     func() (int64, error) { return db.DeleteComputerEventsBefore(ctx, cutoff, 10) },
