@@ -52,6 +52,7 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 	rootFile := fs.String("updates-root", "MAMORI_UPDATES_ROOT", "", "or: the update repository's trusted root.json (first sync)")
 	updatesURL := fs.String("updates-url", "MAMORI_UPDATES_URL", "", "the mirror's address as agents reach it (default https://<server host>:<API port>/updates)")
 	updatesSync := fs.Duration("updates-sync-interval", "MAMORI_UPDATES_SYNC_INTERVAL", 5*60e9, "time between mirror syncs")
+	retentionEvery := fs.Duration("retention-interval", "MAMORI_RETENTION_INTERVAL", 60*60e9, "time between retention passes, which delete what outlived `mamori settings retention`")
 	updatesRate := fs.String("updates-rate", "MAMORI_UPDATES_RATE", "", "cap on bytes/s sent by the mirror to all agents, e.g. 50M (MiB/s; empty: none)")
 	updatesClientRate := fs.String("updates-client-rate", "MAMORI_UPDATES_CLIENT_RATE", "", "cap on bytes/s sent by the mirror to one agent, e.g. 2M (empty: none)")
 	level := fs.String("log-level", "MAMORI_LOG_LEVEL", "info", "log level: debug, info, warn, error")
@@ -84,6 +85,9 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 	if *updatesSync < time.Second {
 		return usageError{fmt.Errorf("--updates-sync-interval must be at least 1s")}
 	}
+	if *retentionEvery < time.Second {
+		return usageError{fmt.Errorf("--retention-interval must be at least 1s")}
+	}
 	if *returnRate <= 0 || *returnAfter < 0 || *returnAfter > time.Hour {
 		return usageError{fmt.Errorf("--return-rate must be positive and --return-after between 0 and 1h")}
 	}
@@ -99,7 +103,7 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 		ReturnAfter: *returnAfter, ReturnRate: *returnRate,
 		ConfigPushRate: *pushRate, TaskDeliveryPerSecond: *taskRate,
 		UpdatesUpstream: *upstream, UpdatesRootSHA256: *rootSHA, UpdatesRootFile: *rootFile, UpdatesURL: *updatesURL,
-		UpdatesSyncInterval: *updatesSync, UpdatesRate: rates[0], UpdatesClientRate: rates[1],
+		UpdatesSyncInterval: *updatesSync, UpdatesRate: rates[0], UpdatesClientRate: rates[1], RetentionInterval: *retentionEvery,
 	}
 	s, err := server.New(ctx, cfg)
 	if err != nil {

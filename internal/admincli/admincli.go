@@ -60,6 +60,7 @@ const Usage = `  login             log in to a server and store an API token (ma
   policies          list|show|create|update|delete|schema|assign|unassign|rank
   tasks             types|list|show|create|update|delete|run|runs, trigger add|list|update|delete
   task-runs         show|cancel|retry|download runs of tasks
+  settings          retention: how long events, detections and task runs are kept
 `
 
 // commands maps each command to its implementation.
@@ -78,11 +79,12 @@ var commands = map[string]func(*invocation, []string) error{
 	"policies":          (*invocation).policies,
 	"tasks":             (*invocation).tasks,
 	"task-runs":         (*invocation).taskRuns,
+	"settings":          (*invocation).settings,
 }
 
 // subcommands lists each group's subcommands in the order usage shows them.
 var subcommands = map[string][]string{
-	"users":             {"list", "show", "create", "disable", "enable", "reset-password", "delete", "remove-totp", "set-permission-sets"},
+	"users":             {"list", "show", "create", "disable", "enable", "unlock", "reset-password", "delete", "remove-totp", "set-permission-sets"},
 	"groups":            {"list", "show", "create", "rename", "move", "delete"},
 	"tokens":            {"list", "create", "revoke"},
 	"enrollment-tokens": {"list", "create", "revoke"},
@@ -94,6 +96,7 @@ var subcommands = map[string][]string{
 	"tasks":             {"types", "list", "show", "create", "update", "delete", "run", "runs", "trigger"},
 	"tasks trigger":     {"add", "list", "update", "delete"},
 	"task-runs":         {"show", "cancel", "retry", "download"},
+	"settings":          {"retention"},
 }
 
 // IsCommand reports whether name is a command Run handles.

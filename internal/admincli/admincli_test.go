@@ -665,3 +665,27 @@ func TestConfigOfAnotherServerIsNotUsed(t *testing.T) {
 	// roots (which do not know its test CA), not by the pin.
 	h.fails(1, "not trusted", "", "users", "list", "--server", ts.URL, "--token", "mmt_x")
 }
+
+func TestSettings_Retention(t *testing.T) {
+	t.Parallel()
+	h := start(t)
+	h.login()
+	var r struct {
+		EventsDays     int `json:"events_days"`
+		DetectionsDays int `json:"detections_days"`
+		TaskRunsDays   int `json:"task_runs_days"`
+	}
+	h.jsonOut(&r, "", "settings", "retention")
+	if r.EventsDays != 30 || r.DetectionsDays != 90 || r.TaskRunsDays != 90 {
+		t.Fatalf("defaults %+v", r)
+	}
+	h.jsonOut(&r, "", "settings", "retention", "--events-days", "7")
+	if r.EventsDays != 7 || r.DetectionsDays != 90 {
+		t.Fatalf("after --events-days 7: %+v", r)
+	}
+	if out := h.ok("", "settings", "retention", "--task-runs-days", "30"); !strings.Contains(out, "events:") || !strings.Contains(out, "7 days") || !strings.Contains(out, "30 days") {
+		t.Fatalf("table %q", out)
+	}
+	h.fails(2, "--detections-days must be 1 or more days", "", "settings", "retention", "--detections-days", "0")
+	h.fails(1, "detections_days must be between 1 and 3650", "", "settings", "retention", "--detections-days", "4000")
+}

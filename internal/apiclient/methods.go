@@ -746,3 +746,27 @@ func (c *Client) OpenAttachment(ctx context.Context, runID string) (*Attachment,
 	}
 	return a, nil
 }
+
+// --- Settings ------------------------------------------------------------
+
+// Retention is how long events, resolved detections and finished task runs
+// are kept, in days (GET/PUT /api/v1/settings/retention).
+type Retention struct {
+	RawJSON
+	EventsDays     int   `json:"events_days"`
+	DetectionsDays int   `json:"detections_days"`
+	TaskRunsDays   int   `json:"task_runs_days"`
+	Version        int64 `json:"version"`
+}
+
+// GetRetention reads the retention settings.
+func (c *Client) GetRetention(ctx context.Context) (*Retention, error) {
+	return callAs[Retention](ctx, c, request{method: "GET", path: "/api/v1/settings/retention"})
+}
+
+// PutRetention replaces the retention settings (0 fields take their
+// defaults) if they are still at r.Version.
+func (c *Client) PutRetention(ctx context.Context, r Retention) (*Retention, error) {
+	body := map[string]any{"events_days": r.EventsDays, "detections_days": r.DetectionsDays, "task_runs_days": r.TaskRunsDays, "version": r.Version}
+	return callAs[Retention](ctx, c, request{method: "PUT", path: "/api/v1/settings/retention", body: body})
+}

@@ -377,3 +377,29 @@ func (f *fixture) serveBearer(t *testing.T, r request, secret string) *httptest.
 	f.api.ServeHTTP(rec, req)
 	return rec
 }
+
+func TestSettings_RetentionDefaultsBoundsAndConcurrentEdits(t *testing.T) {
+	f := newLoggedIn(t)
+	got := decodeAs[retentionJSON](t, f.call(t, "GET", "/api/v1/settings/retention", ""), http.StatusOK)
+	if got.Version != 0 || got.EventsDays != 30 || got.DetectionsDays != 90 || got.TaskRunsDays != 90 {
+		t.Fatalf("defaults %+v", got)
+	}
+	for _, body := range []string{`{"events_days":-1,"version":0}`, `{"detections_days":3651,"version":0}`, `{"task_runs_days":"90","version":0}`,
+		`{"events_days":7}`, `{"keep_forever":true,"version":0}`, `[]`} {
+		if rec := f.call(t, "PUT", "/api/v1/settings/retention", body); rec.Code != http.StatusBadRequest {
+			t.Errorf("%s: %d %s", body, rec.Code, rec.Body)
+		}
+	}
+	saved := decodeAs[retentionJSON](t, f.call(t, "PUT", "/api/v1/settings/retention", `{"events_days":7,"detections_days":365,"version":0}`), http.StatusOK)
+	if saved.EventsDays != 7 || saved.DetectionsDays != 365 || saved.TaskRunsDays != 90 || saved.Version == 0 {
+		t.Fatalf("saved %+v", saved)
+	}
+	wantError(t, f.call(t, "PUT", "/api/v1/settings/retention", `{"events_days":1,"version":0}`), http.StatusConflict, errcode.Conflict)
+	if now := decodeAs[retentionJSON](t, f.call(t, "GET", "/api/v1/settings/retention", ""), http.StatusOK); now != saved {
+		t.Fatalf("after a refused edit %+v, want %+v", now, saved)
+	}
+	es, _, _ := f.db.ListAudit(t.Context(), store.AuditFilter{Domain: "server_settings", Result: store.AuditSuccess})
+	if len(es) != 1 || es[0].Action != "retention" || !strings.Contains(es[0].Diff, "events_days") {
+		t.Fatalf("retention change not audited: %+v", es)
+	}
+}

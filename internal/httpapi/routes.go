@@ -151,5 +151,7 @@ func (a *API) routes() []route {
 
 		{Method: "GET", Pattern: "/api/v1/settings/security", Audience: user, Handler: a.getSecurity},
 		{Method: "PUT", Pattern: "/api/v1/settings/security", Audience: user, Audit: "server_settings.security", Handler: a.putSecurity},
+		{Method: "GET", Pattern: "/api/v1/settings/retention", Audience: user, Handler: a.getRetention},
+		{Method: "PUT", Pattern: "/api/v1/settings/retention", Audience: user, Audit: "server_settings.retention", Handler: a.putRetention},
 	}
 }

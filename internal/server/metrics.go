@@ -16,6 +16,7 @@ import (
 // that several servers can live in one test process.
 type metrics struct {
 	reg            *prometheus.Registry
+	retained       *prometheus.CounterVec // deleted by retention, by kind
 	connected      prometheus.Gauge
 	checkIns       prometheus.Counter
 	events         *prometheus.CounterVec
@@ -49,6 +50,7 @@ func newMetrics() *metrics {
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	f := promFactory{m.reg}
 	m.connected = f.gauge("mamori_agents_connected", "Computers with an open agent connection on this server.")
+	m.retained = f.counterVec("mamori_retention_deleted_total", "Records (and uploaded files) deleted because they outlived the retention settings, by kind.", "kind")
 	m.checkIns = f.counter("mamori_agent_check_ins_total", "Check-ins received from agents.")
 	m.events = f.counterVec("mamori_agent_events_total", "Agent events by outcome (stored, duplicate, rejected).", "outcome")
 	m.sectionsStored = f.counter("mamori_inventory_sections_stored_total", "Changed inventory sections written.")

@@ -34,6 +34,7 @@ import (
 	"github.com/mamori/mamori/internal/httpapi"
 	"github.com/mamori/mamori/internal/password"
 	"github.com/mamori/mamori/internal/pki"
+	"github.com/mamori/mamori/internal/retention"
 	"github.com/mamori/mamori/internal/scheduler"
 	"github.com/mamori/mamori/internal/store"
 	"github.com/mamori/mamori/internal/updates/filelock"
@@ -131,6 +132,9 @@ type Config struct {
 	// (0: no cap).
 	UpdatesSyncInterval            time.Duration
 	UpdatesRate, UpdatesClientRate int64
+	// RetentionInterval is the time between retention passes (default 1 h;
+	// the first pass comes after at most a minute).
+	RetentionInterval time.Duration
 	// DebugListen, if set, serves Go's pprof profiles (plain HTTP, no
 	// authentication: bind it to loopback). Empty disables it.
 	DebugListen string
@@ -224,6 +228,7 @@ type Server struct {
 	cfg      Config
 	log      *slog.Logger
 	dataLock *filelock.Lock // the data directory's, on the embedded store
+	pruner   *retention.Pruner
 	db       *store.DB
 	ca       *pki.CA
 	metrics  *metrics
@@ -359,6 +364,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Server:   &scheduler.ServerTasks{Store: s.db, Disconnect: presence.Disconnect},
 		ServerID: s.cluster.id, Leading: s.cluster.leading.Load}
 	s.svc.uploads = newUploads(s.db, attachments, s.log)
+	s.pruner = &retention.Pruner{Store: s.db, AttachmentDir: attachments, Log: s.log.With("part", "retention"),
+		Every: cfg.RetentionInterval, Delay: min(time.Minute, cfg.RetentionInterval), // 0: the pruner's defaults
+		OnDeleted: func(kind string, n int64) { s.metrics.retained.WithLabelValues(kind).Add(float64(n)) }}
 	s.svc.configs = s.pusher
 	s.svc.connected = s.sched.Connected
 	if cfg.UpdatesUpstream != "" {
@@ -511,7 +519,7 @@ func (s *Server) Run(ctx context.Context) error {
 	// (a lone server always leads).
 	go func() {
 		defer mgmt.Done()
-		s.cluster.run(ctx, s.dyn.Run, func(context.Context) { s.configs.Queue(nil) }, s.sweepSessions)
+		s.cluster.run(ctx, s.dyn.Run, func(context.Context) { s.configs.Queue(nil) }, s.sweepSessions, s.pruner.Run)
 	}()
 	go func() { defer mgmt.Done(); s.configs.Run(ctx, s.db, s.log) }()
 	go func() { defer mgmt.Done(); s.pusher.run(ctx) }()
