@@ -55,7 +55,7 @@ const Usage = `  login             log in to a server and store an API token (ma
   enrollment-tokens list|create|revoke agent enrollment tokens through the API
   permission-sets   list|show
   audit             list|export the audit log
-  computers         list|show|move|tag|untag|effective-config
+  computers         list|show|move|revoke|tag|untag|effective-config
   dynamic-groups    list|show|create|update|delete|members|preview groups a template selects
   policies          list|show|create|update|delete|schema|assign|unassign|rank
   tasks             types|list|show|create|update|delete|run|runs, trigger add|list|update|delete
@@ -90,7 +90,7 @@ var subcommands = map[string][]string{
 	"enrollment-tokens": {"list", "create", "revoke"},
 	"permission-sets":   {"list", "show"},
 	"audit":             {"list", "export"},
-	"computers":         {"list", "show", "move", "tag", "untag", "effective-config"},
+	"computers":         {"list", "show", "move", "revoke", "tag", "untag", "effective-config"},
 	"dynamic-groups":    {"list", "show", "create", "update", "delete", "members", "preview"},
 	"policies":          {"list", "show", "create", "update", "delete", "schema", "assign", "unassign", "rank"},
 	"tasks":             {"types", "list", "show", "create", "update", "delete", "run", "runs", "trigger"},

@@ -9,12 +9,13 @@ import (
 	"github.com/mamori/mamori/internal/errcode"
 )
 
-// computers: mamori computers list|show|move|tag|untag|effective-config.
+// computers: mamori computers list|show|move|revoke|tag|untag|effective-config.
 func (inv *invocation) computers(args []string) error {
 	return inv.group(args, map[string]func([]string) error{
 		"list":             inv.computersList,
 		"show":             inv.computersShow,
 		"move":             inv.computersMove,
+		"revoke":           inv.computersRevoke,
 		"tag":              inv.computersTag,
 		"untag":            inv.computersUntag,
 		"effective-config": inv.computersEffectiveConfig,
@@ -27,14 +28,19 @@ func (inv *invocation) findComputer(c *apiclient.Client, idOrName string) (*apic
 	if !errcode.Is(err, errcode.NotFound) {
 		return comp, err
 	}
-	l, lerr := c.ListComputers(inv.ctx, apiclient.ComputerQuery{Name: idOrName, Page: apiclient.Page{Limit: 1000}})
-	if lerr != nil {
-		return nil, lerr
-	}
 	var ids []string
-	for _, x := range l.Items {
-		if x.Name == idOrName {
-			ids = append(ids, x.ID)
+	for _, status := range []string{"", "revoked"} { // managed ones first; a revoked one is still shown
+		l, lerr := c.ListComputers(inv.ctx, apiclient.ComputerQuery{Name: idOrName, Status: status, Page: apiclient.Page{Limit: 1000}})
+		if lerr != nil {
+			return nil, lerr
+		}
+		for _, x := range l.Items {
+			if x.Name == idOrName {
+				ids = append(ids, x.ID)
+			}
+		}
+		if len(ids) > 0 {
+			break
 		}
 	}
 	switch len(ids) {
@@ -47,11 +53,11 @@ func (inv *invocation) findComputer(c *apiclient.Client, idOrName string) (*apic
 }
 
 func (inv *invocation) computersList(args []string) error {
-	fs := inv.flags("[--name TEXT] [--status online|offline] [--group PATH] [--tag TAG] [--engine outdated] [--sort FIELD] [--limit N] [--offset N]")
+	fs := inv.flags("[--name TEXT] [--status online|offline|revoked] [--group PATH] [--tag TAG] [--engine outdated] [--sort FIELD] [--limit N] [--offset N]")
 	g := inv.globalFlags(fs, true)
 	var q apiclient.ComputerQuery
 	fs.StringVar(&q.Name, "name", "", "only computers whose name contains TEXT")
-	fs.StringVar(&q.Status, "status", "", "only online or offline computers")
+	fs.StringVar(&q.Status, "status", "", "only online, offline or revoked (no longer managed) computers")
 	fs.StringVar(&q.Group, "group", "", "only computers in this static group and its subgroups")
 	fs.StringVar(&q.Tag, "tag", "", "only computers with this tag")
 	fs.StringVar(&q.Sort, "sort", "", "name, last_seen, status, enrolled_at, os_name or engine; a leading - descends")
@@ -167,6 +173,31 @@ func (inv *invocation) computersMove(args []string) error {
 	return inv.emit(g, moved.JSON(), func(w io.Writer) {
 		fmt.Fprintf(w, "Computer %s moved to %s.\n", moved.Name, moved.Group.Path)
 	})
+}
+
+// computersRevoke revokes a computer's certificates (a lost or
+// decommissioned computer): its agent is cut off and refused.
+func (inv *invocation) computersRevoke(args []string) error {
+	fs := inv.flags("ID_OR_NAME\n\nRevokes the computer's certificates: its agent is disconnected and refused from then on.\n" +
+		"The computer stays listed with --status revoked; it cannot be managed again (enroll it anew).")
+	g := inv.globalFlags(fs, true)
+	pos, err := inv.parse(fs, args, 1, 1)
+	if err != nil {
+		return err
+	}
+	c, err := inv.client(g)
+	if err != nil {
+		return err
+	}
+	x, err := inv.findComputer(c, pos[0])
+	if err != nil {
+		return err
+	}
+	if err := c.RevokeComputer(inv.ctx, x.ID); err != nil {
+		return err
+	}
+	inv.done(g, "Computer %s revoked; its agent is cut off.", x.Name)
+	return nil
 }
 
 func (inv *invocation) computersTag(args []string) error {

@@ -127,4 +127,22 @@ func TestComputersAndEnrollmentTokens(t *testing.T) {
 	if tl.Items[0].RevokedAt == nil {
 		t.Fatal("the revoked token has no revoked_at")
 	}
+	// A revoked computer leaves the list but not the truth: it is found by
+	// its status and its name.
+	if out := h.ok("", "computers", "revoke", "cli-test"); !strings.Contains(out, "Computer cli-test revoked") {
+		t.Errorf("revoke said %q", out)
+	}
+	h.jsonOut(&l, "", "computers", "list")
+	if len(l.Items) != 0 {
+		t.Fatalf("the revoked computer is still in the list: %+v", l.Items)
+	}
+	h.jsonOut(&l, "", "computers", "list", "--status", "revoked")
+	if len(l.Items) != 1 || l.Items[0].ID != id {
+		t.Fatalf("--status revoked lists %+v", l.Items)
+	}
+	h.jsonOut(&c, "", "computers", "show", "cli-test")
+	if c.ID != id {
+		t.Fatalf("show of the revoked computer by name = %+v", c)
+	}
+	h.fails(1, "status must be online, offline or revoked", "", "computers", "list", "--status", "gone")
 }

@@ -420,6 +420,13 @@ func (c *Client) GetComputer(ctx context.Context, id string) (*Computer, error) 
 	return callAs[Computer](ctx, c, request{method: "GET", path: "/api/v1/computers/" + esc(id)})
 }
 
+// RevokeComputer revokes a computer's certificates: its agent is
+// disconnected and refused from then on; the computer stays listed under
+// status "revoked".
+func (c *Client) RevokeComputer(ctx context.Context, id string) error {
+	return c.callJSON(ctx, request{method: "POST", path: "/api/v1/computers/" + esc(id) + "/revoke"}, nil)
+}
+
 // MoveComputer moves a computer whose version is still version into the
 // static group at path.
 func (c *Client) MoveComputer(ctx context.Context, id, group string, version int64) (*Computer, error) {

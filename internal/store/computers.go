@@ -14,6 +14,10 @@ import (
 const (
 	StatusOnline  = "online"
 	StatusOffline = "offline"
+	// StatusRevoked is a filter only (ComputerFilter.Status): computers
+	// whose certificate was revoked or which stopped being managed. Their
+	// status stays offline; the list hides them unless asked.
+	StatusRevoked = "revoked"
 )
 
 // Computer is a managed endpoint.
@@ -179,7 +183,10 @@ func (db *DB) ListComputers(ctx context.Context, f ComputerFilter) (_ []*Compute
 	defer db.track("list_computers", time.Now(), &err)
 	var where []string
 	var args []any
-	if !f.IncludeRevoked {
+	switch {
+	case f.Status == StatusRevoked:
+		where = append(where, "revoked_at IS NOT NULL")
+	case !f.IncludeRevoked:
 		where = append(where, "revoked_at IS NULL")
 	}
 	if f.Name != "" {
@@ -191,12 +198,12 @@ func (db *DB) ListComputers(ctx context.Context, f ComputerFilter) (_ []*Compute
 		args = append(args, pat, pat)
 	}
 	switch f.Status {
-	case "":
+	case "", StatusRevoked:
 	case StatusOnline, StatusOffline:
 		where = append(where, "status = ?")
 		args = append(args, f.Status)
 	default:
-		return nil, 0, errcode.New(errcode.Invalid, "status must be online or offline")
+		return nil, 0, errcode.New(errcode.Invalid, "status must be online, offline or revoked")
 	}
 	if f.GroupIDs != nil {
 		if len(f.GroupIDs) == 0 {

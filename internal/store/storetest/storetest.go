@@ -1470,6 +1470,12 @@ func testListRevoked(t *testing.T, db *store.DB) {
 			t.Errorf("%s RevokedAt = %v", c.ID, c.RevokedAt)
 		}
 	}
+	// The revoked ones alone, found by name too.
+	for _, f := range []store.ComputerFilter{{Status: store.StatusRevoked}, {Status: store.StatusRevoked, Name: "alpha"}} {
+		if cs, total = list(t, db, f); len(cs) != 1 || total != 1 || cs[0].ID != "c2" {
+			t.Errorf("status revoked, name %q = %q total %d; want [c2]", f.Name, ids(cs), total)
+		}
+	}
 }
 
 // ---- presence --------------------------------------------------------------
