@@ -615,6 +615,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"groups", "move", "A"}, "missing arguments"},
 		{[]string{"computers", "list", "--limit", "ten"}, "invalid value"},
 		{[]string{"login", "--ttl", "-1h", "--user", "x"}, "--ttl must be positive"},
+		{[]string{"enrollment-tokens", "create", "--ttl", "0s"}, "--ttl must be positive"},
 		{[]string{"login", "--password", "secret"}, "flag provided but not defined: -password"},
 		{[]string{"tokens", "create"}, "missing arguments"},
 		{[]string{"frobnicate"}, "usage: mamori <command>"},

@@ -166,23 +166,21 @@ func (inv *invocation) enrollmentTokensCreate(args []string) error {
 	g := inv.globalFlags(fs, true)
 	group := fs.String("group", "", "static group for computers enrolled with the token (default Lost & Found)")
 	access := fs.String("access-group", "", "group the token itself belongs to (default your home group)")
-	ttl := fs.Duration("ttl", 0, "how long the token is valid (server default 24h)")
+	ttl := fs.Duration("ttl", 24*time.Hour, "how long the token is valid")
 	n := fs.Int("uses", 0, "how many enrollments the token allows; 0 = unlimited")
 	desc := fs.String("description", "", "what the token is for")
 	if _, err := inv.parse(fs, args, 0, 0); err != nil {
 		return err
 	}
-	if *ttl < 0 || *n < 0 {
-		return usagef("--ttl and --uses must not be negative")
+	if *ttl <= 0 || *n < 0 {
+		return usagef("--ttl must be positive and --uses not negative")
 	}
 	c, err := inv.client(g)
 	if err != nil {
 		return err
 	}
 	req := apiclient.EnrollmentTokenRequest{Group: *group, AccessGroup: *access, Uses: *n, Description: *desc}
-	if *ttl > 0 {
-		req.TTL = ttl.String()
-	}
+	req.TTL = ttl.String()
 	t, err := c.CreateEnrollmentToken(inv.ctx, req)
 	if err != nil {
 		return err
