@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -192,6 +193,15 @@ func (d *Direct) release(server string, failed *grpc.ClientConn) {
 // rpcError turns a failed call into an error with a code: the server's own
 // code and message, or a pin mismatch, or unavailable. A call that failed
 // for want of a connection releases it (c: the connection it used).
+// firstClause is msg up to its first ";" or line break (gRPC's messages
+// about an HTTP answer go on with the answer's body).
+func firstClause(msg string) string {
+	if i := strings.IndexAny(msg, ";\n"); i >= 0 {
+		return msg[:i]
+	}
+	return msg
+}
+
 func (d *Direct) rpcError(server string, c *grpc.ClientConn, err error) error {
 	if status.Code(err) == codes.Unavailable {
 		d.release(server, c)
@@ -215,6 +225,12 @@ func (d *Direct) rpcError(server string, c *grpc.ClientConn, err error) error {
 	st, ok := status.FromError(err)
 	if !ok {
 		return errcode.New(errcode.Unavailable, "server %s: %v", server, err)
+	}
+	if strings.Contains(st.Message(), "unexpected HTTP status code") {
+		// A web server answered, not the agent endpoint: most often the
+		// API port given instead of the agent port.
+		return errcode.New(errcode.Invalid, "server %s answered as a web server, not as Mamori's agent endpoint: is it the API port? "+
+			"Agents connect to the server's agent port (--agent-listen, default 2222) (%s)", server, firstClause(st.Message()))
 	}
 	e := StatusError(server, st.Code(), st.Message())
 	if refused && errcode.Of(e) == errcode.Unavailable {

@@ -99,6 +99,7 @@ func TestEnrollment_RefusalsLeaveNothingBehindAndCanBeRetried(t *testing.T) {
 		{"wrong CA fingerprint", []string{"--server", s.agentAddr, "--token", good, "--ca-fingerprint", wrongPin}, "is not trusted"},
 		{"malformed fingerprint", []string{"--server", s.agentAddr, "--token", good, "--ca-fingerprint", "abc"}, "CA fingerprint must start with"},
 		{"missing token", []string{"--server", s.agentAddr, "--ca-fingerprint", s.fingerprint()}, "the first run needs --server, --token and --ca-fingerprint"},
+		{"the API port", []string{"--server", s.apiAddr, "--token", good, "--ca-fingerprint", s.fingerprint()}, "is it the API port?"},
 	}
 	for _, tc := range cases {
 		state := filepath.Join(t.TempDir(), "state")
