@@ -1435,6 +1435,14 @@ func TestDetections_ListFilterResolve(t *testing.T) {
 	if string(got.Items[0].Details) == "" || !strings.Contains(string(got.Items[0].Details), "quarantined") {
 		t.Fatalf("details = %s", got.Items[0].Details)
 	}
+	// The computer filter takes an id or an exact name; one that matches no
+	// computer is an error, not an empty list.
+	for _, c := range []string{"c-web01", "web-01"} {
+		if byComputer := decodeAs[listResponse[detectionJSON]](t, f.call(t, "GET", "/api/v1/detections?computer="+c, ""), http.StatusOK); byComputer.Total != 1 {
+			t.Fatalf("computer=%s: %+v", c, byComputer)
+		}
+	}
+	wantError(t, f.call(t, "GET", "/api/v1/detections?computer=web-1", ""), http.StatusNotFound, errcode.NotFound)
 	none := decodeAs[listResponse[detectionJSON]](t, f.call(t, "GET", "/api/v1/detections?group=Laptops", ""), http.StatusOK)
 	if none.Total != 0 || none.Items == nil {
 		t.Fatalf("Laptops: %+v (items must be [] not null)", none)

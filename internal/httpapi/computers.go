@@ -473,6 +473,52 @@ func (a *API) revokeComputer(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// computerParam resolves a "computer" filter of a list: a computer id, or
+// the exact name of one computer in a group where the caller may read f
+// (the list's functionality). An unknown or hidden one is not found (a
+// filter that silently matched nothing hid typos); a name several
+// computers share asks for the id.
+func (a *API) computerParam(r *http.Request, f authz.Functionality, v string) (string, error) {
+	if v == "" {
+		return "", nil
+	}
+	if len(v) > 256 {
+		return "", errcode.New(errcode.Invalid, "computer filter longer than 256 bytes")
+	}
+	visible, err := a.scope(r, f, authz.Read)
+	if err != nil {
+		return "", err
+	}
+	tree, err := a.groups(r)
+	if err != nil {
+		return "", err
+	}
+	if c, err := a.cfg.Store.ComputerByID(r.Context(), v); err == nil {
+		if principal(r).Permissions.Allows(f, authz.Read, c.GroupID, tree) {
+			return c.ID, nil
+		}
+	} else if errcode.Of(err) != errcode.NotFound {
+		return "", err
+	}
+	cs, _, err := a.cfg.Store.ListComputers(r.Context(), store.ComputerFilter{Name: v, GroupIDs: visible, IncludeRevoked: true, Limit: store.MaxLimit})
+	if err != nil {
+		return "", err
+	}
+	var ids []string
+	for _, c := range cs {
+		if c.Name == v {
+			ids = append(ids, c.ID)
+		}
+	}
+	switch len(ids) {
+	case 0:
+		return "", errcode.New(errcode.NotFound, "computer %q not found", v)
+	case 1:
+		return ids[0], nil
+	}
+	return "", errcode.New(errcode.Invalid, "%d computers are named %q; give the id", len(ids), v)
+}
+
 // intersect returns the elements of a that are also in b.
 func intersect(a, b []string) []string {
 	in := make(map[string]bool, len(b))

@@ -88,9 +88,12 @@ func (a *API) listDetections(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	f := store.DetectionFilter{GroupIDs: visible, ComputerID: q.Get("computer"), State: q.Get("state"), Signature: q.Get("name"), Limit: limit, Offset: offset}
-	if len(f.Signature) > 256 || len(f.ComputerID) > 64 {
+	f := store.DetectionFilter{GroupIDs: visible, State: q.Get("state"), Signature: q.Get("name"), Limit: limit, Offset: offset}
+	if len(f.Signature) > 256 {
 		return errcode.New(errcode.Invalid, "filter value too long")
+	}
+	if f.ComputerID, err = a.computerParam(r, authz.Detections, q.Get("computer")); err != nil {
+		return err
 	}
 	if f.Since, err = timeParam(q.Get("since"), "since"); err != nil {
 		return err

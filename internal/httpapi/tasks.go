@@ -860,7 +860,10 @@ func (a *API) listTaskRuns(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	q := r.URL.Query()
-	f := store.RunFilter{TaskID: t.ID, ComputerID: q.Get("computer"), State: q.Get("state"), Limit: limit, Offset: offset}
+	f := store.RunFilter{TaskID: t.ID, State: q.Get("state"), Limit: limit, Offset: offset}
+	if f.ComputerID, err = a.computerParam(r, authz.Computers, q.Get("computer")); err != nil {
+		return err
+	}
 	return a.writeRuns(w, r, f)
 }
 
