@@ -282,7 +282,7 @@ func NormalizeGroupPath(path string) string {
 
 // GroupByPath finds a readable group by path (see NormalizeGroupPath). The
 // API addresses groups by id; this lists them to resolve the path.
-func (c *Client) GroupByPath(ctx context.Context, path string) (*Group, error) {
+func (c *Client) GroupByPath(ctx context.Context, path string) (*Group, error) { // a path, or a group's id
 	l, err := c.ListGroups(ctx)
 	if err != nil {
 		return nil, err
@@ -290,6 +290,12 @@ func (c *Client) GroupByPath(ctx context.Context, path string) (*Group, error) {
 	want := NormalizeGroupPath(path)
 	for i := range l.Items {
 		if l.Items[i].Path == want {
+			g := l.Items[i]
+			return &g, nil
+		}
+	}
+	for i := range l.Items { // or its id, as lists show it
+		if l.Items[i].ID == path {
 			g := l.Items[i]
 			return &g, nil
 		}

@@ -801,3 +801,20 @@ func TestAuthorization_EventsWithholdWhatTheirAreaGuards(t *testing.T) {
 		}
 	}
 }
+
+// Where a static group is named, its id (as lists show it) works as well
+// as its path; a hidden group's id is as missing as its path.
+func TestGroups_AnIDWorksWhereAPathIsAsked(t *testing.T) {
+	w := newWorld(t)
+	for _, g := range []string{"All/Servers", w.servers} {
+		l := decodeAs[struct{ Total int }](t, w.call(t, "GET", "/api/v1/computers?group="+url.QueryEscape(g), ""), http.StatusOK)
+		if l.Total != 1 {
+			t.Fatalf("computers?group=%s: %d", g, l.Total)
+		}
+	}
+	lap := w.cookies["laptops-admin"]
+	for _, g := range []string{"All/Servers", w.servers} {
+		rec := w.serve(t, request{method: "POST", path: "/api/v1/groups", body: fmt.Sprintf(`{"parent":%q,"name":"x"}`, g), cookie: lap})
+		wantError(t, rec, http.StatusNotFound, errcode.NotFound)
+	}
+}

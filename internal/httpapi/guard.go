@@ -237,15 +237,21 @@ func (a *API) scope(r *http.Request, f authz.Functionality, l authz.Level) ([]st
 // authorization.
 func self(r *http.Request) { state(r).checked = true }
 
-// resolveGroup finds a static group by the path a caller gave; a group the
-// caller may not see at all answers not_found like a missing one, so paths
-// cannot be probed (All, the root, is known to everyone).
+// resolveGroup finds a static group by the path a caller gave, or by its
+// id (as lists show it); a group the caller may not see at all answers
+// not_found like a missing one, so paths cannot be probed (All, the root,
+// is known to everyone).
 func (a *API) resolveGroup(r *http.Request, path string) (*store.Group, error) {
 	tree, err := a.groups(r)
 	if err != nil {
 		return nil, err
 	}
 	g, err := tree.Resolve(path)
+	if errcode.Of(err) == errcode.NotFound {
+		if byID, ok := tree.Get(path); ok {
+			g, err = byID, nil
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
