@@ -3,6 +3,7 @@ package source
 import (
 	"compress/gzip"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -331,6 +332,10 @@ func (h *HTTP) do(ctx context.Context, req *http.Request) (*http.Response, io.Re
 		}
 		if stalled.Load() {
 			err = fmt.Errorf("no answer for %s", h.o.StallTimeout)
+		}
+		var certErr *tls.CertificateVerificationError
+		if errors.As(err, &certErr) {
+			return nil, nil, nil, err // not trusted now, not trusted in a second
 		}
 		return nil, nil, nil, &transientError{err}
 	}

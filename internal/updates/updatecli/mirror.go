@@ -2,9 +2,10 @@ package updatecli
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
-	"github.com/mamori/mamori/internal/updates/clikit"
 	"io"
 	"log/slog"
 	"net"
@@ -13,6 +14,9 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/mamori/mamori/internal/updates/clikit"
+	"github.com/mamori/mamori/internal/updates/source"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -54,7 +58,7 @@ func Mirror(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 type mirrorFlags struct {
-	upstream, dir, root, rootSHA, proxy *string
+	upstream, dir, root, rootSHA, proxy, upstreamCA *string
 }
 
 func addMirrorFlags(fs interface {
@@ -66,6 +70,8 @@ func addMirrorFlags(fs interface {
 		root:     fs.String("root", "MAMORI_UPDATE_ROOT", "", "trusted root.json of the repository (needed for the first sync)"),
 		rootSHA:  fs.String("root-sha256", "MAMORI_UPDATE_ROOT_SHA256", "", "or: SHA-256 of the repository's 1.root.json"),
 		proxy:    fs.String("proxy", "MAMORI_UPDATE_PROXY", "", `HTTP proxy for the upstream ("" from the environment, "none")`),
+		upstreamCA: fs.String("upstream-ca", "MAMORI_MIRROR_UPSTREAM_CA", "",
+			"PEM file of CA certificates trusted for an https:// upstream besides the system's (a management server's built-in mirror: its DATA/ca.crt)"),
 	}
 }
 
@@ -80,7 +86,35 @@ func (f mirrorFlags) config(c cmd) (mirror.Config, error) {
 	}
 	cfg = mirror.Config{Dir: *f.dir, Upstream: *f.upstream, TrustedRoot: root, RootSHA256: *f.rootSHA, Proxy: *f.proxy,
 		Logger: slog.New(slog.NewTextHandler(c.Stderr, nil))}
+	if *f.upstreamCA != "" {
+		if cfg.HTTPClient, err = clientTrusting(*f.upstreamCA, *f.proxy); err != nil {
+			return cfg, err
+		}
+	}
 	return cfg, nil
+}
+
+// clientTrusting is the upstream HTTP client (source.NewHTTPClient) that
+// also trusts the CA certificates in the PEM file caFile. Host names are
+// still checked: the upstream's certificate must name the host dialled.
+func clientTrusting(caFile, proxy string) (*http.Client, error) {
+	pemBytes, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("--upstream-ca: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pemBytes) {
+		return nil, fmt.Errorf("--upstream-ca: %s holds no PEM certificate", caFile)
+	}
+	client, err := source.NewHTTPClient(proxy)
+	if err != nil {
+		return nil, err
+	}
+	client.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return client, nil
 }
 
 const serveHelp = `usage: mamori mirror serve --upstream URL|DIR --dir DIR --listen ADDR [flags]
