@@ -1432,6 +1432,9 @@ func TestDetections_ListFilterResolve(t *testing.T) {
 	if got.Total != 1 || got.Items[0].Computer.Name != "web-01" || got.Items[0].Signature != "EICAR-Test-File" || got.Items[0].State != "unresolved" {
 		t.Fatalf("list = %+v", got)
 	}
+	if d := got.Items[0]; d.Occurrences != 1 || d.LastSeenAt == nil || *d.LastSeenAt != *d.OccurredAt {
+		t.Fatalf("a first find: occurrences %d, last seen %v", d.Occurrences, d.LastSeenAt)
+	}
 	if string(got.Items[0].Details) == "" || !strings.Contains(string(got.Items[0].Details), "quarantined") {
 		t.Fatalf("details = %s", got.Items[0].Details)
 	}

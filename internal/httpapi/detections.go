@@ -50,6 +50,8 @@ type detectionJSON struct {
 	State         string          `json:"state"`
 	ResolvedBy    string          `json:"resolved_by,omitempty"`
 	ResolvedAt    *string         `json:"resolved_at"`
+	Occurrences   int64           `json:"occurrences"`  // times found while unresolved
+	LastSeenAt    *string         `json:"last_seen_at"` // when last found
 	Details       json.RawMessage `json:"details"`
 }
 
@@ -62,7 +64,8 @@ func detectionView(d *store.Detection, name string) detectionJSON {
 	return detectionJSON{
 		ID: d.ID, Computer: computerRef{ID: d.ComputerID, Name: name}, OccurredAt: timeJSON(d.OccurredAt), ReceivedAt: timeJSON(d.ReceivedAt),
 		Signature: d.Signature, Path: d.Path, Kind: d.Kind, Action: d.Action, SHA256: d.SHA256, EngineVersion: d.EngineVersion,
-		State: d.State, ResolvedBy: d.ResolvedBy, ResolvedAt: timeJSON(d.ResolvedAt), Details: rawOr(d.Data, "{}"),
+		State: d.State, ResolvedBy: d.ResolvedBy, ResolvedAt: timeJSON(d.ResolvedAt), Occurrences: d.Occurrences, LastSeenAt: timeJSON(d.LastSeenAt),
+		Details: rawOr(d.Data, "{}"),
 	}
 }
 

@@ -37,6 +37,10 @@ type Detection struct {
 	State         string
 	ResolvedBy    string
 	ResolvedAt    time.Time
+	// Occurrences counts the times it was found while unresolved (1 the
+	// first time); LastSeenAt is when it was last found.
+	Occurrences int64
+	LastSeenAt  time.Time
 }
 
 // detectionFields is what the store reads from a detection event.
@@ -51,17 +55,32 @@ type detectionFields struct {
 
 // indexDetection inserts the detection row of a detection.found event (in
 // the event's transaction). Events without a signature and path are kept as
-// events only.
-func indexDetection(ctx context.Context, tx *sql.Tx, c *CheckIn, e *Event) error {
+// events only. The same find (computer, signature, path, content) while an
+// earlier one is unresolved counts on that one instead (repeat true): a
+// scan that only reports finds the same file every day.
+func indexDetection(ctx context.Context, tx *sql.Tx, c *CheckIn, e *Event) (repeat bool, err error) {
 	var f detectionFields
 	if json.Unmarshal([]byte(e.Data), &f) != nil || f.Signature == "" || f.Path == "" {
-		return nil
+		return false, nil
 	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO detections (id, computer_id, occurred_at, received_at, signature, path, kind, action, sha256, engine_version, data)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
-		e.ID, c.ComputerID, ms(e.OccurredAt), ms(c.Now), clip(f.Signature, 256), clip(f.Path, 4096), clip(f.Kind, 32),
-		clip(f.Action, 32), clip(f.SHA256, 64), f.EngineVersion, e.Data)
-	return err
+	sig, path, sum, action := clip(f.Signature, 256), clip(f.Path, 4096), clip(f.SHA256, 64), clip(f.Action, 32)
+	seen := e.OccurredAt
+	if seen.IsZero() {
+		seen = c.Now
+	}
+	res, err := tx.ExecContext(ctx, `UPDATE detections SET occurrences = occurrences + 1, last_seen_at = ?, action = ?, engine_version = ?
+		WHERE computer_id = ? AND state = 'unresolved' AND signature = ? AND path = ? AND sha256 = ? AND id <> ?`,
+		ms(seen), action, f.EngineVersion, c.ComputerID, sig, path, sum, e.ID)
+	if err != nil {
+		return false, err
+	}
+	if n, _ := res.RowsAffected(); n > 0 {
+		return true, nil
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO detections (id, computer_id, occurred_at, received_at, signature, path, kind, action, sha256, engine_version, data, last_seen_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+		e.ID, c.ComputerID, ms(e.OccurredAt), ms(c.Now), sig, path, clip(f.Kind, 32), action, sum, f.EngineVersion, e.Data, ms(seen))
+	return false, err
 }
 
 func clip(s string, n int) string {
@@ -88,17 +107,20 @@ type DetectionFilter struct {
 }
 
 const detectionColumns = `d.id, d.computer_id, d.occurred_at, d.received_at, d.signature, d.path, d.kind, d.action, d.sha256, d.engine_version,
-	d.data, d.state, d.resolved_by, d.resolved_at`
+	d.data, d.state, d.resolved_by, d.resolved_at, d.occurrences, d.last_seen_at`
 
 func scanDetection(row interface{ Scan(...any) error }) (*Detection, error) {
 	d := &Detection{}
-	var occ, rec int64
+	var occ, rec, last int64
 	var resolved sql.NullInt64
 	if err := row.Scan(&d.ID, &d.ComputerID, &occ, &rec, &d.Signature, &d.Path, &d.Kind, &d.Action, &d.SHA256, &d.EngineVersion,
-		&d.Data, &d.State, &d.ResolvedBy, &resolved); err != nil {
+		&d.Data, &d.State, &d.ResolvedBy, &resolved, &d.Occurrences, &last); err != nil {
 		return nil, err
 	}
-	d.OccurredAt, d.ReceivedAt, d.ResolvedAt = fromMS(occ), fromMS(rec), fromNullMS(resolved)
+	d.OccurredAt, d.ReceivedAt, d.ResolvedAt, d.LastSeenAt = fromMS(occ), fromMS(rec), fromNullMS(resolved), fromMS(last)
+	if d.LastSeenAt.IsZero() { // stored before repeats were counted
+		d.LastSeenAt = d.OccurredAt
+	}
 	return d, nil
 }
 

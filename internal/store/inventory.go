@@ -102,8 +102,12 @@ func (db *DB) ApplyCheckIns(ctx context.Context, cs []*CheckIn) (inserted []int,
 				if n > 0 {
 					switch e.Type {
 					case DetectionEventType:
-						if err := indexDetection(ctx, tx, c, &e); err != nil {
+						repeat, err := indexDetection(ctx, tx, c, &e)
+						if err != nil {
 							return err
+						}
+						if repeat {
+							break // counted on the unresolved detection; triggers fire for new ones
 						}
 						if err := addEventData(ctx, tx, c.Now, "detection.found", c.ComputerID, e.ID, "{}"); err != nil {
 							return err

@@ -128,6 +128,7 @@ var suite = []group{
 	{"Detections", []test{
 		{"DetectionEventsAreIndexedOnce", testDetectionsIndexedOnce},
 		{"FiltersAndStates", testDetectionsFiltersAndStates},
+		{"AFindRepeatedWhileUnresolvedCountsOnIt", testDetectionRepeats},
 		{"ApplyCheckInsWritesABatchAtomically", testApplyCheckInsBatch},
 	}},
 	{"GroupTree", []test{
@@ -1839,6 +1840,60 @@ func testDetectionsIndexedOnce(t *testing.T, db *store.DB) {
 	}
 	if _, n, _ := db.ComputerEvents(t.Context(), c.ID, store.EventFilter{}); n != 3 {
 		t.Fatalf("%d events stored, want 3 (the malformed detection stays an event)", n)
+	}
+}
+
+// The same find (signature, path, content) on the same computer while the
+// first is unresolved counts on it, raises no second detection.found
+// server event, and leaves the event history whole; a find after the
+// resolution, or of another file, is a new detection.
+func testDetectionRepeats(t *testing.T, db *store.DB) {
+	ctx := t.Context()
+	c := oneComputer(t, db)
+	checkIn := func(at time.Time, es ...store.Event) {
+		t.Helper()
+		_, err := db.ApplyCheckIn(ctx, &store.CheckIn{ComputerID: c.ID, Now: at, Events: es})
+		must(t, err)
+	}
+	foundEvents := func() int {
+		evs, err := db.ServerEventsAfter(ctx, 0, []string{"detection.found"}, 1000)
+		must(t, err)
+		return len(evs)
+	}
+	checkIn(T0, detectionEvent("day1", "EICAR-Test-File", "/srv/eicar.com", T0))
+	checkIn(T0.Add(24*time.Hour), detectionEvent("day2", "EICAR-Test-File", "/srv/eicar.com", T0.Add(24*time.Hour)))
+	checkIn(T0.Add(48*time.Hour), detectionEvent("day3", "EICAR-Test-File", "/srv/eicar.com", T0.Add(48*time.Hour)),
+		detectionEvent("other", "EICAR-Test-File", "/srv/other.com", T0.Add(48*time.Hour)))
+	ds, total, err := db.ListDetections(ctx, store.DetectionFilter{})
+	must(t, err)
+	byID := map[string]*store.Detection{}
+	for _, d := range ds {
+		byID[d.ID] = d
+	}
+	first, other := byID["day1"], byID["other"]
+	if total != 2 || first == nil || other == nil || first.Occurrences != 3 || !first.LastSeenAt.Equal(T0.Add(48*time.Hour)) ||
+		!first.OccurredAt.Equal(T0) || other.Occurrences != 1 {
+		t.Fatalf("detections %d: day1 %+v, other %+v", total, first, other)
+	}
+	if got := computer(t, db, c.ID); got.UnresolvedDetections != 2 {
+		t.Fatalf("UnresolvedDetections = %d, want 2", got.UnresolvedDetections)
+	}
+	if n := foundEvents(); n != 2 {
+		t.Fatalf("%d detection.found server events, want 2 (repeats fire no trigger)", n)
+	}
+	if _, n, _ := db.ComputerEvents(ctx, c.ID, store.EventFilter{Type: store.DetectionEventType}); n != 4 {
+		t.Fatalf("%d detection events in the computer's history, want 4", n)
+	}
+	// Resolved, then found again: a new detection.
+	must(t, db.SetDetectionState(ctx, "day1", store.DetectionResolved, "alice", T0.Add(49*time.Hour)))
+	checkIn(T0.Add(72*time.Hour), detectionEvent("day4", "EICAR-Test-File", "/srv/eicar.com", T0.Add(72*time.Hour)))
+	d, err := db.DetectionByID(ctx, "day4")
+	must(t, err)
+	if d.State != store.DetectionUnresolved || d.Occurrences != 1 {
+		t.Fatalf("found after the resolution: %+v", d)
+	}
+	if d, _ := db.DetectionByID(ctx, "day1"); d.Occurrences != 3 || d.State != store.DetectionResolved {
+		t.Fatalf("the resolved one changed: %+v", d)
 	}
 }
 
