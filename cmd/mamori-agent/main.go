@@ -172,11 +172,17 @@ func configCmd(args []string, stdout, stderr io.Writer) error {
 	if len(rest) == 0 {
 		return errcode.New(errcode.Invalid, "config needs a subcommand: show, set KEY VALUE or unset KEY")
 	}
-	// Flags may also follow the subcommand: config show --state DIR.
-	if err := fs.FlagSet.Parse(rest[1:]); err != nil {
-		return errcode.New(errcode.Invalid, "%v", err)
+	// Flags may also follow the subcommand and its arguments:
+	// config set KEY VALUE --state DIR.
+	var pos []string
+	for len(rest) > 0 {
+		pos = append(pos, rest[0])
+		if err := fs.FlagSet.Parse(rest[1:]); err != nil {
+			return errcode.New(errcode.Invalid, "%v", err)
+		}
+		rest = fs.Args()
 	}
-	rest = append([]string{rest[0]}, fs.Args()...)
+	rest = pos
 	switch {
 	case rest[0] == "show" && len(rest) == 1:
 		m, err := agentcfg.Open(*state, slog.New(slog.DiscardHandler))

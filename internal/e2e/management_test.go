@@ -237,7 +237,8 @@ func TestPolicies_AChangeReachesConnectedAgentsWithinSecondsAndForcedValuesCanno
 	if b, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(b), "forced") {
 		t.Fatalf("setting a forced value: %v %s", err, b)
 	}
-	if b, err := exec.Command(bin("mamori-agent"), "config", "set", "--state", state, "agent.check_in_interval", "20s").CombinedOutput(); err != nil {
+	// Flags may come last too.
+	if b, err := exec.Command(bin("mamori-agent"), "config", "set", "agent.check_in_interval", "20s", "--state", state).CombinedOutput(); err != nil {
 		t.Fatalf("setting a local value: %v %s", err, b)
 	}
 	if out := show(); !regexpLine(out, `agent\.check_in_interval\s+"20s"\s+local`) {
