@@ -400,10 +400,12 @@ func TestScheduler_EventTriggersRunOnTheCausingComputerWithinTargets(t *testing.
 	// An event before the scheduler started is history, not a cause.
 	old := b.task(tasks.Scan, `{"paths":["/"]}`)
 	b.trigger(old.ID, `{"kind":"event","event":"agent_connected"}`, tasks.Target{Type: tasks.TargetStaticGroup, ID: store.GroupAll})
+	// Each call is a new detection (another file): the same file found again
+	// while unresolved counts on the first and causes nothing.
 	detect := func(id string) {
 		t.Helper()
 		if _, err := b.db.ApplyCheckIn(ctx, &store.CheckIn{ComputerID: id, Now: b.now, Events: []store.Event{{ID: uuid.NewString(),
-			Type: store.DetectionEventType, OccurredAt: b.now, Data: `{"path":"/tmp/x","signature":"EICAR","action":"quarantined","sha256":"` +
+			Type: store.DetectionEventType, OccurredAt: b.now, Data: `{"path":"/tmp/` + uuid.NewString() + `","signature":"EICAR","action":"quarantined","sha256":"` +
 				strings.Repeat("a", 64) + `"}`}}}); err != nil {
 			t.Fatal(err)
 		}

@@ -29,7 +29,9 @@ const (
 	ServerStarted Kind = "server_started"       // the server started
 )
 
-// Events an event trigger can follow.
+// Events an event trigger can follow. detection_found is a new detection:
+// the same file found again while its detection is unresolved is counted on
+// it and causes nothing.
 var Events = []string{"detection_found", "agent_connected", "task_failed"}
 
 // NthWeekday is "the 2nd Monday" (N 1..5) or "the last Friday" (N -1).
