@@ -2,7 +2,6 @@ package auth
 
 import (
 	"context"
-	"encoding/json"
 	"strings"
 	"unicode/utf8"
 
@@ -82,17 +81,12 @@ type PolicyStore interface {
 // LoadPolicy returns the stored policy with defaults, and its version (0
 // when never set).
 func LoadPolicy(ctx context.Context, st PolicyStore) (Policy, int64, error) {
-	s, err := st.SettingByKey(ctx, PolicyKey)
+	var p Policy
+	v, err := store.LoadJSONSetting(ctx, st, PolicyKey, &p)
 	if err != nil {
 		return Policy{}, 0, err
 	}
-	var p Policy
-	if s.Value != "" {
-		if err := json.Unmarshal([]byte(s.Value), &p); err != nil {
-			return Policy{}, 0, err
-		}
-	}
-	return p.Defaults(), s.Version, nil
+	return p.Defaults(), v, nil
 }
 
 // SavePolicy validates and writes p if the stored version is still version.
@@ -100,12 +94,7 @@ func SavePolicy(ctx context.Context, st PolicyStore, p Policy, version int64) (i
 	if err := p.Validate(); err != nil {
 		return 0, err
 	}
-	b, _ := json.Marshal(p.Defaults())
-	s := &store.Setting{Key: PolicyKey, Value: string(b), Version: version}
-	if err := st.PutSetting(ctx, s); err != nil {
-		return 0, err
-	}
-	return s.Version, nil
+	return store.SaveJSONSetting(ctx, st, PolicyKey, p.Defaults(), version)
 }
 
 // common holds passwords refused whatever their length (the most used ones

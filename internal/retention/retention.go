@@ -8,7 +8,6 @@ package retention
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"io/fs"
 	"log/slog"
@@ -69,24 +68,19 @@ func (s Settings) Validate() error {
 
 // SettingsStore reads and writes the setting.
 type SettingsStore interface {
-	SettingByKey(ctx context.Context, key string) (*store.Setting, error)
-	PutSetting(ctx context.Context, s *store.Setting) error
+	store.SettingReader
+	store.SettingWriter
 }
 
 // Load returns the stored settings with defaults, and their version (0
 // when never set).
 func Load(ctx context.Context, st SettingsStore) (Settings, int64, error) {
-	s, err := st.SettingByKey(ctx, SettingsKey)
+	var s Settings
+	v, err := store.LoadJSONSetting(ctx, st, SettingsKey, &s)
 	if err != nil {
 		return Settings{}, 0, err
 	}
-	var out Settings
-	if s.Value != "" {
-		if err := json.Unmarshal([]byte(s.Value), &out); err != nil {
-			return Settings{}, 0, err
-		}
-	}
-	return out.Defaults(), s.Version, nil
+	return s.Defaults(), v, nil
 }
 
 // Save validates and writes s if the stored version is still version.
@@ -94,12 +88,7 @@ func Save(ctx context.Context, st SettingsStore, s Settings, version int64) (int
 	if err := s.Validate(); err != nil {
 		return 0, err
 	}
-	b, _ := json.Marshal(s.Defaults())
-	row := &store.Setting{Key: SettingsKey, Value: string(b), Version: version}
-	if err := st.PutSetting(ctx, row); err != nil {
-		return 0, err
-	}
-	return row.Version, nil
+	return store.SaveJSONSetting(ctx, st, SettingsKey, s.Defaults(), version)
 }
 
 // Store is what the pruner deletes from (internal/store).

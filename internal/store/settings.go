@@ -3,7 +3,9 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/mamori/mamori/internal/errcode"
@@ -55,4 +57,43 @@ func (db *DB) PutSetting(ctx context.Context, s *Setting) (err error) {
 	s.Version++
 	s.UpdatedAt = now
 	return nil
+}
+
+// SettingReader reads settings (*DB).
+type SettingReader interface {
+	SettingByKey(ctx context.Context, key string) (*Setting, error)
+}
+
+// SettingWriter writes settings (*DB).
+type SettingWriter interface {
+	PutSetting(ctx context.Context, s *Setting) error
+}
+
+// LoadJSONSetting decodes the setting key into v, which is left as it is
+// when the setting was never written, and returns its version (0 then).
+func LoadJSONSetting(ctx context.Context, st SettingReader, key string, v any) (int64, error) {
+	s, err := st.SettingByKey(ctx, key)
+	if err != nil {
+		return 0, err
+	}
+	if s.Value != "" {
+		if err := json.Unmarshal([]byte(s.Value), v); err != nil {
+			return 0, fmt.Errorf("setting %q: %w", key, err)
+		}
+	}
+	return s.Version, nil
+}
+
+// SaveJSONSetting writes v as the setting key if its stored version is
+// still version (conflict otherwise) and returns the new version.
+func SaveJSONSetting(ctx context.Context, st SettingWriter, key string, v any, version int64) (int64, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return 0, err
+	}
+	s := &Setting{Key: key, Value: string(b), Version: version}
+	if err := st.PutSetting(ctx, s); err != nil {
+		return 0, err
+	}
+	return s.Version, nil
 }
