@@ -10,6 +10,7 @@ import (
 	"os/user"
 	"time"
 
+	"github.com/mamori/mamori/internal/auth"
 	"github.com/mamori/mamori/internal/enrollment"
 	"github.com/mamori/mamori/internal/errcode"
 	"github.com/mamori/mamori/internal/flagenv"
@@ -101,4 +102,42 @@ func osUser() string {
 		return u.Username
 	}
 	return "unknown"
+}
+
+// runRecover: mamori recover --data DIR [--database URL] [--user admin]
+// [--remove-totp] — a new password for a user, offline (auth.Recover).
+func runRecover(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flagenv.New("mamori recover")
+	fs.SetOutput(os.Stderr)
+	data := fs.String("data", "MAMORI_DATA", "", "server data directory (required; works while the server runs)")
+	database := fs.String("database", "MAMORI_DATABASE", "", "the server's PostgreSQL URL, if it has one (as mamori server --database)")
+	username := fs.String("user", "", "admin", "the user to recover")
+	removeTOTP := fs.Bool("remove-totp", false, "also remove the user's second factor (a lost device)")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if *data == "" {
+		return usageError{errors.New("--data is required")}
+	}
+	if _, err := pki.LoadCACert(*data); err != nil {
+		return noServerData(*data, err)
+	}
+	db, err := store.Open(ctx, *database, *data, store.Options{})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	svc := &auth.Service{Store: db}
+	pw, u, err := svc.Recover(ctx, db, *username, *removeTOTP)
+	if err != nil {
+		return err
+	}
+	diff := fmt.Sprintf(`{"password":["(old)","(recovered)"],"must_change_password":[null,true],"disabled":[null,false],"api_tokens":[null,"revoked"],"second_factor_removed":[null,%t]}`, *removeTOTP)
+	if err := db.AppendAudit(ctx, &store.AuditEntry{At: time.Now().UTC(), Username: osUser(), Via: "cli", Domain: "users",
+		Action: "recover", ObjectID: u.ID, ObjectName: u.Username, Result: store.AuditSuccess, Diff: diff}); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "New password of %s (change it at the next login): %s\n", u.Username, pw)
+	fmt.Fprintln(stdout, "The account is enabled and unlocked; its sessions and API tokens are gone.")
+	return nil
 }

@@ -39,6 +39,7 @@ commands:
   server            run the management server
   token create      create an agent enrollment token
   ca fingerprint    print the CA fingerprint agents pin
+  recover           a new password for a user, on the server's machine (lost password, locked out)
   engine build      compile signature sources into an engine database
   engine info       describe an engine database
   repo              publish engine updates (init, publish, refresh, prune, rotate-root, status)
@@ -68,6 +69,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runServer(ctx, rest, stderr)
 	case cmd == "token" && len(rest) > 0 && rest[0] == "create":
 		err = runTokenCreate(ctx, rest[1:], stdout)
+	case cmd == "recover":
+		err = runRecover(ctx, rest, stdout)
 	case cmd == "ca" && len(rest) > 0 && rest[0] == "fingerprint":
 		err = runCAFingerprint(rest[1:], stdout)
 	case cmd == "engine" && len(rest) > 0 && rest[0] == "build":
