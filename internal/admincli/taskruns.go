@@ -90,6 +90,30 @@ func (w *waited) unfinished() int {
 	return n
 }
 
+// progress says what the wait waits for: runs not delivered yet wait for
+// their computer (offline, or a random delay), so a long wait is explained.
+func (w *waited) progress() string {
+	if !w.fired {
+		return "waiting for the runs to be planned"
+	}
+	by := map[string]int{}
+	for i := range w.runs {
+		if !w.runs[i].Finished() {
+			by[w.runs[i].State]++
+		}
+	}
+	msg := fmt.Sprintf("waiting for %d of %d runs:", w.unfinished(), len(w.runs))
+	for _, s := range []string{"planned", "delivered", "running"} {
+		if by[s] > 0 {
+			msg += fmt.Sprintf(" %d %s", by[s], s)
+		}
+	}
+	if by["planned"] > 0 {
+		msg += " (planned: not handed to their computer yet; offline ones get it when they connect)"
+	}
+	return msg
+}
+
 // waitRuns follows the runs a run-now started until all finished or
 // waitFor passed, and prints them.
 func (inv *invocation) waitRuns(g *globals, c *apiclient.Client, t *apiclient.Task, started *apiclient.RunStarted, waitFor time.Duration) error {
@@ -97,12 +121,17 @@ func (inv *invocation) waitRuns(g *globals, c *apiclient.Client, t *apiclient.Ta
 	defer cancel()
 	var st *waited
 	pause := 100 * time.Millisecond
+	said := ""
 	for {
 		cur, err := inv.pollRuns(ctx, c, t, started)
 		if err == nil {
 			st = cur
 			if st.fired && st.unfinished() == 0 {
 				break
+			}
+			if p := st.progress(); p != said { // on stderr: stdout keeps the results alone
+				fmt.Fprintln(inv.stderr, p)
+				said = p
 			}
 		} else if ctx.Err() == nil {
 			return err

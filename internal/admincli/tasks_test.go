@@ -239,6 +239,9 @@ func TestTasks_RunWaitAndRuns(t *testing.T) {
 	if got := row(t, r.stdout, "off-01"); got[1] != "planned" || got[2] != "-" {
 		t.Errorf("off-01 row %q", got)
 	}
+	if !strings.Contains(r.stderr, "waiting for 1 of 1 runs: 1 planned (planned: not handed to their computer yet") {
+		t.Errorf("the wait does not say what it waits for: %q", r.stderr)
+	}
 
 	// Runs list, with filters.
 	var runs list[taskRun]
