@@ -665,7 +665,7 @@ func (inv *invocation) policiesUnassign(args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := c.UnassignPolicy(inv.ctx, p.ID, a.ID); err != nil {
+	if err := c.UnassignPolicy(inv.ctx, p.ID, a.ID, a.Version); err != nil {
 		return err
 	}
 	inv.done(g, "Policy %s no longer assigned to %s.", p.Name, assignmentTarget(a))
@@ -698,7 +698,7 @@ func (inv *invocation) policiesRank(args []string) error {
 	if err != nil {
 		return err
 	}
-	a, err = c.RankAssignment(inv.ctx, p.ID, a.ID, *rank)
+	a, err = c.RankAssignment(inv.ctx, p.ID, a.ID, *rank, a.Version)
 	if err != nil {
 		return err
 	}

@@ -87,17 +87,25 @@ func TestClient_ManagementAgainstRealServer(t *testing.T) {
 	if err != nil || a2.Target.Path != name {
 		t.Fatalf("assign to a dynamic group %+v, %v", a2, err)
 	}
-	if a, err = c.RankAssignment(ctx, p.ID, a.ID, -4); err != nil || a.Rank != -4 {
+	if a.Version != 1 {
+		t.Fatalf("a new assignment's version %d", a.Version)
+	}
+	if a, err = c.RankAssignment(ctx, p.ID, a.ID, -4, a.Version); err != nil || a.Rank != -4 || a.Version != 2 {
 		t.Fatalf("rank %+v, %v", a, err)
 	}
+	// Someone else's rank change since: a conflict, nothing changes.
+	_, err = c.RankAssignment(ctx, p.ID, a.ID, 9, 1)
+	wantCode(t, err, errcode.Conflict, "changed by someone else")
 	as, err := c.ListAssignments(ctx, p.ID)
 	if err != nil || as.Total != 2 {
 		t.Fatalf("assignments %+v, %v", as, err)
 	}
-	if err := c.UnassignPolicy(ctx, p.ID, a2.ID); err != nil {
+	err = c.UnassignPolicy(ctx, p.ID, a2.ID, a2.Version+1)
+	wantCode(t, err, errcode.Conflict, "changed by someone else")
+	if err := c.UnassignPolicy(ctx, p.ID, a2.ID, a2.Version); err != nil {
 		t.Fatal(err)
 	}
-	err = c.UnassignPolicy(ctx, p.ID, a2.ID)
+	err = c.UnassignPolicy(ctx, p.ID, a2.ID, a2.Version)
 	wantCode(t, err, errcode.NotFound, "assignment not found")
 	err = c.DeletePolicy(ctx, p.ID, p.Version)
 	wantCode(t, err, errcode.Conflict, "")

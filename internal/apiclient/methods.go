@@ -575,16 +575,17 @@ func (c *Client) AssignPolicy(ctx context.Context, policyID string, req AssignRe
 	return callAs[Assignment](ctx, c, request{method: "POST", path: "/api/v1/policies/" + esc(policyID) + "/assignments", body: req})
 }
 
-// RankAssignment sets an assignment's rank: its order among the policies
-// of its target (lower first).
-func (c *Client) RankAssignment(ctx context.Context, policyID, assignmentID string, rank int) (*Assignment, error) {
+// RankAssignment sets an assignment's rank (its order among the policies
+// of its target, lower first) if the assignment is still at version.
+func (c *Client) RankAssignment(ctx context.Context, policyID, assignmentID string, rank int, version int64) (*Assignment, error) {
 	return callAs[Assignment](ctx, c, request{method: "PATCH", path: "/api/v1/policies/" + esc(policyID) + "/assignments/" + esc(assignmentID),
-		body: map[string]int{"rank": rank}})
+		body: map[string]int64{"rank": int64(rank), "version": version}})
 }
 
-// UnassignPolicy removes an assignment.
-func (c *Client) UnassignPolicy(ctx context.Context, policyID, assignmentID string) error {
-	return c.callJSON(ctx, request{method: "DELETE", path: "/api/v1/policies/" + esc(policyID) + "/assignments/" + esc(assignmentID)}, nil)
+// UnassignPolicy removes an assignment if it is still at version.
+func (c *Client) UnassignPolicy(ctx context.Context, policyID, assignmentID string, version int64) error {
+	q := url.Values{"version": {strconv.FormatInt(version, 10)}}
+	return c.callJSON(ctx, request{method: "DELETE", path: "/api/v1/policies/" + esc(policyID) + "/assignments/" + esc(assignmentID), query: q}, nil)
 }
 
 // EffectiveConfig returns a computer's effective configuration.

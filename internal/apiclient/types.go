@@ -364,6 +364,7 @@ type Assignment struct {
 	Target     GroupRef  `json:"target"`
 	Rank       int       `json:"rank"`
 	CreatedAt  time.Time `json:"created_at"`
+	Version    int64     `json:"version"`
 }
 
 // Policy assignment target types.

@@ -245,9 +245,14 @@ func TestPolicies_AChangeReachesConnectedAgentsWithinSecondsAndForcedValuesCanno
 		t.Fatalf("config show after a local change:\n%s", out)
 	}
 	// Removing the assignment reverts to the defaults, pushed again.
-	var as struct{ Items []struct{ ID string } }
+	var as struct {
+		Items []struct {
+			ID      string
+			Version int64
+		}
+	}
 	s.api.do(t, "GET", "/api/v1/policies/"+pol.ID+"/assignments", nil, &as)
-	if code := s.api.do(t, "DELETE", "/api/v1/policies/"+pol.ID+"/assignments/"+as.Items[0].ID, nil, nil); code != 204 {
+	if code := s.api.do(t, "DELETE", fmt.Sprintf("/api/v1/policies/%s/assignments/%s?version=%d", pol.ID, as.Items[0].ID, as.Items[0].Version), nil, nil); code != 204 {
 		t.Fatalf("unassign: %d", code)
 	}
 	first := eff.Version

@@ -176,7 +176,7 @@ func (w *world) target(rt route) (path, body string) {
 		"POST /api/v1/policies":                         `{"name":"p2","product":"agent","group":"Servers"}`,
 		"PATCH /api/v1/policies/{id}":                   `{"description":"x","version":1}`,
 		"POST /api/v1/policies/{id}/assignments":        `{"target_type":"static","target":"Servers","rank":1}`,
-		"PATCH /api/v1/policies/{id}/assignments/{aid}": `{"rank":5}`,
+		"PATCH /api/v1/policies/{id}/assignments/{aid}": `{"rank":5,"version":1}`,
 		"POST /api/v1/tasks":                            `{"name":"t2","type":"engine_update","group":"Servers"}`,
 		"PATCH /api/v1/tasks/{id}":                      `{"description":"x","version":1}`,
 		"POST /api/v1/tasks/{id}/run":                   `{"targets":[{"type":"computer","id":"c-srv"}]}`,
@@ -188,7 +188,7 @@ func (w *world) target(rt route) (path, body string) {
 		body = "{}"
 	}
 	if (rt.Pattern == "/api/v1/groups/{id}" || rt.Pattern == "/api/v1/dynamic-groups/{id}" || rt.Pattern == "/api/v1/policies/{id}" ||
-		rt.Pattern == "/api/v1/tasks/{id}") && rt.Method == "DELETE" {
+		rt.Pattern == "/api/v1/tasks/{id}" || rt.Pattern == "/api/v1/policies/{id}/assignments/{aid}") && rt.Method == "DELETE" {
 		path += "?version=1"
 	}
 	if rt.Pattern == "/api/v1/dynamic-groups/preview" {

@@ -26,8 +26,8 @@ type policyStore interface {
 	PolicyAssignments(ctx context.Context, policyID string) ([]*store.PolicyAssignment, error)
 	PolicyAssignmentByID(ctx context.Context, id string) (*store.PolicyAssignment, error)
 	AssignPolicy(ctx context.Context, a *store.PolicyAssignment) error
-	SetAssignmentRank(ctx context.Context, id string, rank int) error
-	Unassign(ctx context.Context, id string) error
+	SetAssignmentRank(ctx context.Context, id string, rank int, version int64) error
+	Unassign(ctx context.Context, id string, version int64) error
 	ComputerConfigState(ctx context.Context, id string) (*store.ConfigState, error)
 }
 
@@ -278,6 +278,7 @@ type assignmentJSON struct {
 	Target     groupRef `json:"target"` // id and, for static groups, path (name for others)
 	Rank       int      `json:"rank"`
 	CreatedAt  *string  `json:"created_at"`
+	Version    int64    `json:"version"`
 }
 
 // assignmentViews shows assignments. A target is named only to a caller
@@ -293,7 +294,7 @@ func (a *API) assignmentViews(r *http.Request, as []*store.PolicyAssignment) []a
 	}
 	var dyn map[string]*store.DynamicGroup
 	for _, x := range as {
-		v := assignmentJSON{ID: x.ID, PolicyID: x.PolicyID, TargetType: x.TargetType, Target: groupRef{ID: x.TargetID}, Rank: x.Rank,
+		v := assignmentJSON{ID: x.ID, PolicyID: x.PolicyID, TargetType: x.TargetType, Target: groupRef{ID: x.TargetID}, Rank: x.Rank, Version: x.Version,
 			CreatedAt: timeJSON(x.CreatedAt)}
 		switch {
 		case err != nil:
@@ -411,7 +412,8 @@ func (a *API) assignPolicy(w http.ResponseWriter, r *http.Request) error {
 }
 
 type rankRequest struct {
-	Rank *int `json:"rank"`
+	Rank    *int   `json:"rank"`
+	Version *int64 `json:"version"` // or If-Match
 }
 
 func (a *API) assignmentFor(r *http.Request) (*store.PolicyRow, *store.PolicyAssignment, error) {
@@ -462,12 +464,17 @@ func (a *API) rankAssignment(w http.ResponseWriter, r *http.Request) error {
 	if *req.Rank < -1_000_000 || *req.Rank > 1_000_000 {
 		return errcode.New(errcode.Invalid, "rank must be between -1000000 and 1000000")
 	}
-	if err := a.cfg.Store.SetAssignmentRank(r.Context(), as.ID, *req.Rank); err != nil {
+	version, err := versionOf(r, req.Version)
+	if err != nil {
+		return err
+	}
+	if err := a.cfg.Store.SetAssignmentRank(r.Context(), as.ID, *req.Rank, version); err != nil {
 		return err
 	}
 	auditDiff(r, map[string]int{"rank": as.Rank}, map[string]int{"rank": *req.Rank})
-	as.Rank = *req.Rank
+	as.Rank, as.Version = *req.Rank, version+1
 	a.requeue(nil)
+	writeETag(w, as.Version)
 	writeJSON(w, http.StatusOK, a.assignmentView(r, as))
 	return nil
 }
@@ -477,7 +484,11 @@ func (a *API) unassignPolicy(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := a.cfg.Store.Unassign(r.Context(), as.ID); err != nil {
+	version, err := deleteVersion(r)
+	if err != nil {
+		return err
+	}
+	if err := a.cfg.Store.Unassign(r.Context(), as.ID, version); err != nil {
 		return err
 	}
 	auditDiff(r, map[string]any{"assignment": a.assignmentView(r, as)}, nil)

@@ -60,7 +60,8 @@ func TestPolicies_AssignOrderForceAndRevertWithProvenance(t *testing.T) {
 		t.Fatalf("db-01 interval %+v", e)
 	}
 	// Removing the Web assignment reverts to the next policy down.
-	if rec := f.call(t, "DELETE", "/api/v1/policies/"+web.ID+"/assignments/"+aw.ID, ""); rec.Code != http.StatusNoContent {
+	wantError(t, f.call(t, "DELETE", "/api/v1/policies/"+web.ID+"/assignments/"+aw.ID, ""), http.StatusBadRequest, errcode.Invalid) // no version
+	if rec := f.call(t, "DELETE", fmt.Sprintf("/api/v1/policies/%s/assignments/%s?version=%d", web.ID, aw.ID, aw.Version), ""); rec.Code != http.StatusNoContent {
 		t.Fatalf("unassign %d %s", rec.Code, rec.Body)
 	}
 	if e := effectiveOf(t, f, "c-web01", "agent.servers"); fmt.Sprint(e.Value) != "[a.example:2222]" {
@@ -94,7 +95,12 @@ func TestPolicies_DynamicGroupAssignmentAndRanks(t *testing.T) {
 	if e := effectiveOf(t, f, "c-web01", "updates.interval"); e.Value != "3h0m0s" || e.Source.TargetType != "dynamic" || e.Source.TargetName != "Debian" {
 		t.Fatalf("rank 2 wins: %+v %+v", e, e.Source)
 	}
-	decodeAs[assignmentJSON](t, f.call(t, "PATCH", "/api/v1/policies/"+p1.ID+"/assignments/"+a1.ID, `{"rank":3}`), http.StatusOK)
+	ranked := decodeAs[assignmentJSON](t, f.call(t, "PATCH", "/api/v1/policies/"+p1.ID+"/assignments/"+a1.ID, fmt.Sprintf(`{"rank":3,"version":%d}`, a1.Version)), http.StatusOK)
+	if ranked.Version != a1.Version+1 || ranked.Rank != 3 {
+		t.Fatalf("ranked %+v", ranked)
+	}
+	// Another administrator's rank from the old version is refused.
+	wantError(t, f.call(t, "PATCH", "/api/v1/policies/"+p1.ID+"/assignments/"+a1.ID, fmt.Sprintf(`{"rank":0,"version":%d}`, a1.Version)), http.StatusConflict, errcode.Conflict)
 	if e := effectiveOf(t, f, "c-web01", "updates.interval"); e.Value != "2h0m0s" {
 		t.Fatalf("after re-ranking: %+v", e)
 	}

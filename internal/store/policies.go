@@ -29,6 +29,7 @@ type PolicyAssignment struct {
 	TargetID   string
 	Rank       int
 	CreatedAt  time.Time
+	Version    int64
 }
 
 const policyColumns = `id, name, product, description, group_id, settings, created_at, updated_at, version`
@@ -123,12 +124,12 @@ func (db *DB) DeletePolicy(ctx context.Context, id string, version int64) (err e
 	return db.deleteVersioned(ctx, "policies", "policy", id, version)
 }
 
-const assignmentColumns = `id, policy_id, target_type, target_id, rank, created_at`
+const assignmentColumns = `id, policy_id, target_type, target_id, rank, created_at, version`
 
 func scanAssignment(row interface{ Scan(...any) error }) (*PolicyAssignment, error) {
 	a := &PolicyAssignment{}
 	var c int64
-	if err := row.Scan(&a.ID, &a.PolicyID, &a.TargetType, &a.TargetID, &a.Rank, &c); err != nil {
+	if err := row.Scan(&a.ID, &a.PolicyID, &a.TargetType, &a.TargetID, &a.Rank, &c, &a.Version); err != nil {
 		return nil, err
 	}
 	a.CreatedAt = fromMS(c)
@@ -171,7 +172,7 @@ func (db *DB) PolicyAssignmentByID(ctx context.Context, id string) (_ *PolicyAss
 func (db *DB) AssignPolicy(ctx context.Context, a *PolicyAssignment) (err error) {
 	defer db.track("assign_policy", time.Now(), &err)
 	now := time.Now().UTC().Truncate(time.Millisecond)
-	a.CreatedAt = now
+	a.CreatedAt, a.Version = now, 1
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		table := map[string]string{"static": "static_groups", "dynamic": "dynamic_groups", "computer": "computers"}[a.TargetType]
 		if table == "" {
@@ -199,30 +200,26 @@ func (db *DB) AssignPolicy(ctx context.Context, a *PolicyAssignment) (err error)
 	})
 }
 
-// SetAssignmentRank changes an assignment's order within its target.
-func (db *DB) SetAssignmentRank(ctx context.Context, id string, rank int) (err error) {
+// SetAssignmentRank changes an assignment's order within its target if it
+// is still at version (conflict otherwise).
+func (db *DB) SetAssignmentRank(ctx context.Context, id string, rank int, version int64) (err error) {
 	defer db.track("set_assignment_rank", time.Now(), &err)
-	res, err := db.rw.ExecContext(ctx, `UPDATE policy_assignments SET rank = ? WHERE id = ?`, rank, id)
-	if err != nil {
-		return err
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return errcode.New(errcode.NotFound, "assignment not found")
-	}
-	return nil
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE policy_assignments SET rank = ?, version = version + 1 WHERE id = ? AND version = ?`, rank, id, version)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return versionConflict(ctx, tx, "policy_assignments", id, "assignment")
+		}
+		return nil
+	})
 }
 
-// Unassign removes an assignment.
-func (db *DB) Unassign(ctx context.Context, id string) (err error) {
+// Unassign removes an assignment if it is still at version.
+func (db *DB) Unassign(ctx context.Context, id string, version int64) (err error) {
 	defer db.track("unassign_policy", time.Now(), &err)
-	res, err := db.rw.ExecContext(ctx, `DELETE FROM policy_assignments WHERE id = ?`, id)
-	if err != nil {
-		return err
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return errcode.New(errcode.NotFound, "assignment not found")
-	}
-	return nil
+	return db.deleteVersioned(ctx, "policy_assignments", "assignment", id, version)
 }
 
 // ConfigState is what is known about a computer's configuration.

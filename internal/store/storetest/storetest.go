@@ -188,6 +188,9 @@ var suite = []group{
 		{"RevokeUnknownComputerIsNotFound", testRevokeUnknown},
 		{"AgentCertificateBySerial", testAgentCertificateBySerial},
 	}},
+	{"PolicyAssignments", []test{
+		{"RankAndUnassignNameTheirVersion", testAssignmentVersions},
+	}},
 	{"Retention", []test{
 		{"DeletesWhatOutlivedItAndNothingElse", testRetention},
 	}},
