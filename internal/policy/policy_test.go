@@ -278,3 +278,14 @@ func TestSecrets_ProxyPasswordsHiddenAndKeptOnlyForTheSameProxy(t *testing.T) {
 		t.Fatalf("with no previous value: %v", next["proxy"].Value)
 	}
 }
+
+// A refused proxy URL is named without its password: the message reaches
+// the caller and the audit log.
+func TestSecrets_ARefusedProxyURLHidesItsPassword(t *testing.T) {
+	for _, bad := range []string{"https://agent:S3cretPw@proxy:3128", "socks5://agent:S3cretPw@proxy:1080", "http://agent:S3cretPw@", "http://agent:S3cretPw@proxy:3128/%zz"} {
+		_, err := ParseSettings(ProductAgent, map[string]json.RawMessage{"proxy": json.RawMessage(`{"flag":"apply","value":"` + bad + `"}`)})
+		if err == nil || strings.Contains(err.Error(), "S3cretPw") {
+			t.Errorf("%s: %v", bad, err)
+		}
+	}
+}

@@ -265,10 +265,15 @@ func hostPort(s string) error {
 	return nil
 }
 
+// proxyURL checks a proxy URL; its error never repeats a password (it is
+// shown to the caller and kept in the audit log).
 func proxyURL(s string) error {
 	u, err := url.Parse(s)
-	if err != nil || u.Scheme != "http" || u.Host == "" {
-		return fmt.Errorf("%q must be an http:// proxy URL", s)
+	if err != nil {
+		return fmt.Errorf("must be an http:// proxy URL (the value does not parse as a URL)")
+	}
+	if u.Scheme != "http" || u.Host == "" {
+		return fmt.Errorf("%q must be an http:// proxy URL", u.Redacted())
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"sort"
 	"strings"
@@ -20,6 +21,16 @@ import (
 // diagnosticFiles are the state files a bundle carries. The identity's
 // private key and the outbox database are never included (identity.json holds the key: the agent adds its public parts).
 var diagnosticFiles = []string{"config.json", "local-config.json", "scan.json", ledgerFile}
+
+// urlPassword matches the password of a URL ("http://user:PASSWORD@host"),
+// in JSON or text.
+var urlPassword = regexp.MustCompile(`(://[^:/@\s"']+:)[^@/\s"']+@`)
+
+// redactURLPasswords hides URL passwords (a proxy's, set by a policy or on
+// the command line): whoever may download a bundle may not read them.
+func redactURLPasswords(b []byte) []byte {
+	return urlPassword.ReplaceAll(b, []byte("${1}xxxxx@"))
+}
 
 // maxDiagnosticFile bounds one file in a bundle.
 const maxDiagnosticFile = 4 << 20
@@ -88,6 +99,7 @@ func (r *Runner) writeBundle(w io.Writer, limit int64) ([]string, error) {
 	var names []string
 	now := r.Now()
 	add := func(name string, data []byte) error {
+		data = redactURLPasswords(data)
 		if cw.n+int64(len(data))/4 > limit-64<<10 { // leave room; data compresses
 			return nil
 		}

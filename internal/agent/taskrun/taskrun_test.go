@@ -322,11 +322,16 @@ func TestDiagnostics_BundleLeavesTheKeyOut(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "scan.json"), []byte(`{"action":"report"}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.WriteFile(filepath.Join(dir, "local-config.json"), []byte(`{"agent.proxy":"http://agent:S3cretPw@proxy:3128"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	out := newRecorder()
 	r, _ := newRunner(t, dir, out)
 	up := &fakeUpload{}
 	r.Upload = up
-	r.Diagnostics = func() map[string][]byte { return map[string][]byte{"agent-log.txt": []byte("line 1\nline 2\n")} }
+	r.Diagnostics = func() map[string][]byte {
+		return map[string][]byte{"agent-log.txt": []byte("line 1\nline 2\n"), "identity-public.json": []byte(`{"proxy":"http://u:Pw0rd@p:8080"}`)}
+	}
 	push(r, run("diag", "diagnostics", `{}`))
 	f := out.finished(t, "diag")
 	if f["state"] != "succeeded" || !strings.HasPrefix(up.name, "diagnostics-") {
@@ -353,9 +358,15 @@ func TestDiagnostics_BundleLeavesTheKeyOut(t *testing.T) {
 		t.Fatalf("bundle files %v", keys(files))
 	}
 	for name, content := range files {
-		if strings.Contains(content, "PRIVATE") || strings.Contains(name, "identity") {
+		if strings.Contains(content, "PRIVATE") || name == "state/identity.json" {
 			t.Fatalf("the private key leaked into %s", name)
 		}
+		if strings.Contains(content, "S3cretPw") || strings.Contains(content, "Pw0rd") {
+			t.Fatalf("a proxy password leaked into %s: %s", name, content)
+		}
+	}
+	if !strings.Contains(files["state/local-config.json"], "http://agent:xxxxx@proxy:3128") {
+		t.Fatalf("the proxy is not kept, hidden: %q", files["state/local-config.json"])
 	}
 	up.err = fmt.Errorf("server refused")
 	push(r, run("diag2", "diagnostics", `{}`))
