@@ -527,12 +527,22 @@ func TestAuthorization_UsersWriteDoesNotTakeOverAStrongerAccount(t *testing.T) {
 		t.Fatal(err)
 	}
 	helpdesk := w.asUser(t, "helpdesk", store.GroupAll, ps.ID)
+	boss := &store.User{ID: uuid.NewString(), Username: "boss", PasswordHash: "x", HomeGroupID: store.GroupAll, PermissionSetIDs: []string{store.PermSetAdministrator}}
+	if err := w.db.CreateUser(t.Context(), boss); err != nil {
+		t.Fatal(err)
+	}
+	boss.TOTPRequired = true
+	if err := w.db.UpdateUser(t.Context(), boss); err != nil {
+		t.Fatal(err)
+	}
 	admin := decodeAs[userJSON](t, w.call(t, "GET", "/api/v1/users/"+testUserID, ""), http.StatusOK)
 	for _, rq := range []request{
+		{method: "PATCH", path: "/api/v1/users/" + boss.ID, body: fmt.Sprintf(`{"totp_required":false,"version":%d}`, boss.Version)},
 		{method: "POST", path: "/api/v1/users/" + testUserID + "/password", body: `{"password":"helpdesk owns this one","must_change":false}`},
 		{method: "DELETE", path: "/api/v1/users/" + testUserID + "/totp"},
 		{method: "PATCH", path: "/api/v1/users/" + testUserID, body: fmt.Sprintf(`{"disabled":true,"version":%d}`, admin.Version)},
 		{method: "DELETE", path: fmt.Sprintf("/api/v1/users/%s?version=%d", testUserID, admin.Version)},
+		{method: "PATCH", path: "/api/v1/users/" + testUserID, body: fmt.Sprintf(`{"unlock":true,"version":%d}`, admin.Version)},
 	} {
 		rq.cookie = helpdesk
 		if msg := wantError(t, w.serve(t, rq), http.StatusForbidden, errcode.Forbidden); !strings.Contains(msg, "grants more than you hold") {

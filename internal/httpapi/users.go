@@ -278,8 +278,19 @@ func (a *API) updateUser(w http.ResponseWriter, r *http.Request) error {
 		}
 		u.Disabled = *req.Disabled
 	}
-	if req.TOTPRequired != nil {
+	if req.TOTPRequired != nil && *req.TOTPRequired != u.TOTPRequired {
+		if !*req.TOTPRequired { // dropping a stronger account's second factor requirement
+			if err := a.checkOutranked(r, u, "drop the second factor requirement of"); err != nil {
+				return err
+			}
+		}
 		u.TOTPRequired = *req.TOTPRequired
+	}
+	if req.Unlock && !me {
+		// An attacker's guesses locked it; only who holds as much may lift that.
+		if err := a.checkOutranked(r, u, "unlock"); err != nil {
+			return err
+		}
 	}
 	if req.PermissionSets != nil && !slices.Equal(sortedCopy(*req.PermissionSets), sortedCopy(u.PermissionSetIDs)) {
 		if me {
