@@ -828,3 +828,27 @@ func TestGroups_AnIDWorksWhereAPathIsAsked(t *testing.T) {
 		wantError(t, rec, http.StatusNotFound, errcode.NotFound)
 	}
 }
+
+// New settings of a policy reach every computer it is assigned to: who may
+// edit the policy but not write computers where it is assigned cannot
+// change them; its name stays theirs to change.
+func TestAuthorization_PolicySettingsNeedTheAssignmentsComputers(t *testing.T) {
+	w := newWorld(t)
+	lap := w.cookies["laptops-admin"]
+	p := decodeAs[policyJSON](t, w.serve(t, request{method: "POST", path: "/api/v1/policies",
+		body: `{"name":"lap agent","product":"protection","settings":{"action_on_detection":{"flag":"apply","value":"quarantine"}}}`, cookie: lap}), http.StatusCreated)
+	if rec := w.call(t, "POST", "/api/v1/policies/"+p.ID+"/assignments", `{"target_type":"static","target":"All/Servers"}`); rec.Code != http.StatusCreated {
+		t.Fatalf("the administrator's assignment: %d %s", rec.Code, rec.Body)
+	}
+	rec := w.serve(t, request{method: "PATCH", path: "/api/v1/policies/" + p.ID, cookie: lap,
+		body: fmt.Sprintf(`{"settings":{"action_on_detection":{"flag":"apply","value":"report"},"scan_exclusions":{"flag":"apply","value":["/"]}},"version":%d}`, p.Version)})
+	if msg := wantError(t, rec, http.StatusForbidden, errcode.Forbidden); strings.Contains(msg, "Servers") {
+		t.Fatalf("the refusal names the hidden group: %q", msg)
+	}
+	if got := decodeAs[policyJSON](t, w.call(t, "GET", "/api/v1/policies/"+p.ID, ""), http.StatusOK); got.Version != p.Version {
+		t.Fatalf("the policy changed: %+v", got)
+	}
+	if rec := w.serve(t, request{method: "PATCH", path: "/api/v1/policies/" + p.ID, cookie: lap, body: fmt.Sprintf(`{"name":"renamed","version":%d}`, p.Version)}); rec.Code != http.StatusOK {
+		t.Fatalf("renaming: %d %s", rec.Code, rec.Body)
+	}
+}

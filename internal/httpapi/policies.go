@@ -226,11 +226,17 @@ func (a *API) updatePolicy(w http.ResponseWriter, r *http.Request) error {
 	}
 	tree, _ := a.groups(r)
 	before, _ := policyView(p, tree)
+	settings := p.Settings
 	if err := a.applyPolicy(r, p, req); err != nil {
 		return err
 	}
 	if err := a.allow(r, authz.Policies, authz.Write, p.GroupID); err != nil {
 		return err
+	}
+	if p.Settings != settings {
+		if err := a.allowSettingsChange(r, p); err != nil {
+			return err
+		}
 	}
 	p.Version = version
 	if err := a.cfg.Store.UpdatePolicy(r.Context(), p); err != nil {
@@ -416,6 +422,49 @@ type rankRequest struct {
 	Version *int64 `json:"version"` // or If-Match
 }
 
+// assignmentGroup is the static group whose computers an assignment
+// configures: a static group itself, the one a dynamic group sits under, a
+// computer's.
+func (a *API) assignmentGroup(r *http.Request, as *store.PolicyAssignment) (string, error) {
+	switch as.TargetType {
+	case policy.TargetDynamic:
+		all, err := a.dynIndex(r)
+		if err != nil {
+			return "", err
+		}
+		return rootOf(all[as.TargetID], all), nil
+	case policy.TargetComputer:
+		c, err := a.cfg.Store.ComputerByID(r.Context(), as.TargetID)
+		if err != nil {
+			return "", err
+		}
+		return c.GroupID, nil
+	}
+	return as.TargetID, nil
+}
+
+// allowSettingsChange is the check for new settings of an assigned policy:
+// they reach every computer its assignments configure, so the caller needs
+// write on computers there, as assigning it asked.
+func (a *API) allowSettingsChange(r *http.Request, p *store.PolicyRow) error {
+	as, err := a.cfg.Store.PolicyAssignments(r.Context(), p.ID)
+	if err != nil {
+		return err
+	}
+	for _, x := range as {
+		group, err := a.assignmentGroup(r, x)
+		if errcode.Of(err) == errcode.NotFound {
+			continue
+		} else if err != nil {
+			return err
+		}
+		if a.allow(r, authz.Computers, authz.Write, group) != nil {
+			return errcode.New(errcode.Forbidden, "the policy is assigned where you may not write computers; new settings would reach them (unassign it there, or ask someone who may)")
+		}
+	}
+	return nil
+}
+
 func (a *API) assignmentFor(r *http.Request) (*store.PolicyRow, *store.PolicyAssignment, error) {
 	p, err := a.policyFor(r, r.PathValue("id"), authz.Use)
 	if err != nil {
@@ -425,20 +474,9 @@ func (a *API) assignmentFor(r *http.Request) (*store.PolicyRow, *store.PolicyAss
 	if err != nil || as.PolicyID != p.ID {
 		return nil, nil, errcode.New(errcode.NotFound, "assignment not found")
 	}
-	group := as.TargetID // a static group
-	switch as.TargetType {
-	case policy.TargetDynamic:
-		all, err := a.dynIndex(r)
-		if err != nil {
-			return nil, nil, err
-		}
-		group = rootOf(all[as.TargetID], all)
-	case policy.TargetComputer:
-		c, err := a.cfg.Store.ComputerByID(r.Context(), as.TargetID)
-		if err != nil {
-			return nil, nil, err
-		}
-		group = c.GroupID
+	group, err := a.assignmentGroup(r, as)
+	if err != nil {
+		return nil, nil, err
 	}
 	if err := a.allowObject(r, authz.Computers, authz.Write, group, "assignment"); err != nil {
 		return nil, nil, err
