@@ -852,3 +852,28 @@ func TestAuthorization_PolicySettingsNeedTheAssignmentsComputers(t *testing.T) {
 		t.Fatalf("renaming: %d %s", rec.Code, rec.Body)
 	}
 }
+
+// Moving a computer takes its detections along: who may write computers at
+// both ends but read detections only at the destination cannot move one
+// there to read them.
+func TestAuthorization_MovingAComputerDoesNotWidenWhatTheCallerReaches(t *testing.T) {
+	w := newWorld(t)
+	ps := func(name string, groups []string, g map[string]int) string {
+		p := &store.PermissionSet{ID: uuid.NewString(), Name: name, GroupID: store.GroupAll, Groups: groups, Grants: g}
+		if err := w.db.CreatePermissionSet(t.Context(), p); err != nil {
+			t.Fatal(err)
+		}
+		return p.ID
+	}
+	mover := w.asUser(t, "mover", store.GroupAll,
+		ps("computers", []string{w.servers, w.laptops}, map[string]int{string(authz.Computers): int(authz.Write)}),
+		ps("lap detections", []string{w.laptops}, map[string]int{string(authz.Detections): int(authz.Read)}))
+	c := decodeAs[computerJSON](t, w.call(t, "GET", "/api/v1/computers/c-srv", ""), http.StatusOK)
+	rec := w.serve(t, request{method: "POST", path: "/api/v1/computers/c-srv/move", body: fmt.Sprintf(`{"group":"All/Laptops","version":%d}`, c.Version), cookie: mover})
+	if msg := wantError(t, rec, http.StatusForbidden, errcode.Forbidden); !strings.Contains(msg, "detections") {
+		t.Fatalf("refusal %q", msg)
+	}
+	if got := decodeAs[computerJSON](t, w.call(t, "GET", "/api/v1/computers/c-srv", ""), http.StatusOK); got.Group.ID != w.servers {
+		t.Fatalf("the computer moved to %+v", got.Group)
+	}
+}

@@ -570,6 +570,10 @@ func (a *API) moveComputer(w http.ResponseWriter, r *http.Request) error {
 	if err := a.allow(r, authz.Computers, authz.Write, dest.ID); err != nil {
 		return err
 	}
+	// Its detections and task history go with it: no right there may widen.
+	if err := a.allowNoWidening(r, c.GroupID, dest.ID); err != nil {
+		return err
+	}
 	from, _ := tree.Get(c.GroupID)
 	if err := a.cfg.Store.MoveComputer(r.Context(), c.ID, dest.ID, version); err != nil {
 		return err

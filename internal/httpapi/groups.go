@@ -202,6 +202,12 @@ func (a *API) allowCarry(r *http.Request, from, to string) error {
 			}
 		}
 	}
+	return a.allowNoWidening(r, from, to)
+}
+
+// allowNoWidening refuses taking objects from group from to group to when
+// the caller holds a right at to, in any area, that they lack at from.
+func (a *API) allowNoWidening(r *http.Request, from, to string) error {
 	tree, err := a.groups(r)
 	if err != nil {
 		return err
@@ -213,7 +219,7 @@ func (a *API) allowCarry(r *http.Request, from, to string) error {
 		}
 		for _, l := range []authz.Level{authz.Read, authz.Use, authz.Write} {
 			if p.Allows(f, l, to, tree) && !p.Allows(f, l, from, tree) {
-				return errcode.New(errcode.Forbidden, "you hold %s on %s where the group would go but not where it is; moving it would widen what you may do", l, f)
+				return errcode.New(errcode.Forbidden, "you hold %s on %s where it would go but not where it is; moving it would widen what you may do", l, f)
 			}
 		}
 	}
