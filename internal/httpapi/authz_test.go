@@ -690,7 +690,12 @@ func TestAuthorization_TaskParametersNeedTheTriggersComputers(t *testing.T) {
 	if rec.Code != http.StatusOK {
 		t.Fatalf("renaming: %d %s", rec.Code, rec.Body)
 	}
-	// Whoever may use the computers there may change the parameters.
+	// Whoever may use the computers there may change the parameters; a
+	// trigger aimed at a group deleted since runs nothing and is no bar.
+	if err := w.db.CreateTrigger(t.Context(), &store.TriggerRow{ID: uuid.NewString(), TaskID: task.ID, Spec: `{"kind":"daily","at":"04:00"}`,
+		Targets: `[{"type":"static_group","id":"a-deleted-group"}]`, Enabled: true, CreatedAt: w.now}); err != nil {
+		t.Fatal(err)
+	}
 	rec = w.call(t, "PATCH", "/api/v1/tasks/"+task.ID, `{"params":{"command":"uptime"},"version":2}`)
 	if rec.Code != http.StatusOK {
 		t.Fatalf("the administrator's edit: %d %s", rec.Code, rec.Body)
@@ -758,6 +763,13 @@ func TestAuthorization_HiddenTargetsAreAsMissingAsAbsentOnes(t *testing.T) {
 	}
 	if hidden, missing := assign(`{"target_type":"dynamic","target":"`+w.dyn+`"}`), assign(`{"target_type":"dynamic","target":"d-nope"}`); hidden != missing {
 		t.Fatalf("assigning to a hidden dynamic group: %q; to a missing one: %q", hidden, missing)
+	}
+	trigger := func(dyn string) string {
+		return wantError(t, w.serve(t, request{method: "POST", path: "/api/v1/tasks/" + task.ID + "/triggers",
+			body: `{"trigger":{"kind":"joined_dynamic_group","dynamic_group_id":"` + dyn + `"}}`, cookie: lap}), http.StatusNotFound, errcode.NotFound)
+	}
+	if hidden, missing := trigger(w.dyn), trigger("d-nope"); strings.Replace(hidden, w.dyn, "d-nope", 1) != missing {
+		t.Fatalf("a trigger on a hidden dynamic group: %q; on a missing one: %q", hidden, missing)
 	}
 }
 

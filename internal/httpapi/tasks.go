@@ -284,13 +284,17 @@ func (a *API) allowServerTask(r *http.Request, t *store.TaskRow) error {
 	if !tasks.IsServer(tasks.Type(t.Type)) {
 		return nil
 	}
-	var p struct {
-		Group string `json:"group"`
-	}
+	var p map[string]any
 	_ = json.Unmarshal([]byte(t.Params), &p)
-	g, err := a.resolveGroup(r, p.Group)
+	group, _ := p["group"].(string)
+	g, err := a.resolveGroup(r, group)
 	if err != nil {
 		return errcode.New(errcode.Invalid, "%s.group: %s", t.Type, errcode.Message(err))
+	}
+	if group != g.Path { // given by id: the scheduler reads a path
+		p["group"] = g.Path
+		b, _ := json.Marshal(p)
+		t.Params = string(b)
 	}
 	return a.allow(r, authz.Computers, authz.Write, g.ID)
 }
@@ -345,7 +349,11 @@ func (a *API) allowTriggersOf(r *http.Request, t *store.TaskRow) error {
 		for _, x := range ts {
 			switch x.Type {
 			case tasks.TargetStaticGroup:
-				groups = append(groups, x.ID)
+				if tree, err := a.groups(r); err != nil {
+					return err
+				} else if _, ok := tree.Get(x.ID); ok { // a deleted group runs nothing
+					groups = append(groups, x.ID)
+				}
 			case tasks.TargetDynamicGroup:
 				if root, ok, err := dynRoot(x.ID); err != nil {
 					return err
@@ -601,6 +609,9 @@ func (a *API) checkTrigger(r *http.Request, t *store.TaskRow, rawSpec json.RawMe
 			return nil, nil, errcode.New(errcode.NotFound, "dynamic group %q not found", spec.DynamicGroupID)
 		}
 		if err := a.allowObject(r, authz.Computers, authz.Use, rootOf(g, dyn), "dynamic group"); err != nil {
+			if errcode.Of(err) == errcode.NotFound { // as a missing one says
+				return nil, nil, errcode.New(errcode.NotFound, "dynamic group %q not found", spec.DynamicGroupID)
+			}
 			return nil, nil, err
 		}
 	} else if len(in) == 0 {

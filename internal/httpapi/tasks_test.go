@@ -68,8 +68,21 @@ func TestTasks_CreateValidatesTypeAndParameters(t *testing.T) {
 	}
 	wantError(t, f.call(t, "PATCH", "/api/v1/tasks/"+got.ID, `{"description":"stale","version":1}`), http.StatusConflict, errcode.Conflict)
 	srv := decodeAs[taskJSON](t, f.call(t, "POST", "/api/v1/tasks", `{"name":"Forget old","type":"delete_not_connecting","params":{"days":30,"group":"Laptops"}}`), http.StatusCreated)
-	if !srv.Server {
-		t.Fatalf("server task %+v", srv)
+	if !srv.Server || !strings.Contains(string(srv.Params), `"group":"All/Laptops"`) {
+		t.Fatalf("server task %+v %s", srv, srv.Params)
+	}
+	// A group given by id is kept as its path, which the scheduler reads.
+	tree, err := f.db.Groups(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lap, err := tree.Resolve("Laptops")
+	if err != nil {
+		t.Fatal(err)
+	}
+	byID := decodeAs[taskJSON](t, f.call(t, "POST", "/api/v1/tasks", `{"name":"Forget old by id","type":"delete_not_connecting","params":{"days":30,"group":"`+lap.ID+`"}}`), http.StatusCreated)
+	if !strings.Contains(string(byID.Params), `"group":"All/Laptops"`) {
+		t.Fatalf("server task given the group's id: %s", byID.Params)
 	}
 	types := decodeAs[map[string]any](t, f.call(t, "GET", "/api/v1/tasks/types", ""), http.StatusOK)
 	if n := len(types["types"].([]any)); n != len(tasks.Types) {
