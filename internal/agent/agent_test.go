@@ -19,6 +19,8 @@ import (
 	"github.com/mamori/mamori/internal/agent/agentcfg"
 	"github.com/mamori/mamori/internal/agentproto"
 	"github.com/mamori/mamori/internal/errcode"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // stepClock is moved by the test; every reading is announced on read so
@@ -408,6 +410,30 @@ func waitFor(t *testing.T, cond func() bool) {
 	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("condition not met in 10s")
+		}
+	}
+}
+
+// A web server's answer (the API port given for the agent port) is a
+// configuration error; a gateway's 5xx or 429 stays retryable.
+func TestWebServerAnswer_OnlyForAnswersNotWorthRetrying(t *testing.T) {
+	for _, tc := range []struct {
+		code    codes.Code
+		msg     string
+		invalid bool
+	}{
+		{codes.Unimplemented, "unexpected HTTP status code received from server: 404 (Not Found); transport: received unexpected content-type \"application/json\"\ndata: \"{...}\"", true},
+		{codes.Unavailable, "unexpected HTTP status code received from server: 503 (Service Unavailable)", false},
+		{codes.Unavailable, "unexpected HTTP status code received from server: 502 (Bad Gateway)", false},
+		{codes.Unimplemented, "unknown service mamori.agent.v1.Agent", false},
+	} {
+		err := webServerAnswer("mamori:8443", status.New(tc.code, tc.msg))
+		if got := err != nil; got != tc.invalid {
+			t.Errorf("%v %q: %v", tc.code, tc.msg, err)
+			continue
+		}
+		if err != nil && (errcode.Of(err) != errcode.Invalid || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), "is it the API port")) {
+			t.Errorf("%v: %q", tc.code, err)
 		}
 	}
 }

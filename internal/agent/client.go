@@ -193,6 +193,18 @@ func (d *Direct) release(server string, failed *grpc.ClientConn) {
 // rpcError turns a failed call into an error with a code: the server's own
 // code and message, or a pin mismatch, or unavailable. A call that failed
 // for want of a connection releases it (c: the connection it used).
+// webServerAnswer is the error for a web server that answered instead of
+// the agent endpoint (most often the API port given for the agent port),
+// or nil. 429, 502, 503 and 504 come as Unavailable (a gateway, or a server
+// busy or restarting) and stay retryable.
+func webServerAnswer(server string, st *status.Status) error {
+	if st.Code() == codes.Unavailable || !strings.Contains(st.Message(), "unexpected HTTP status code") {
+		return nil
+	}
+	return errcode.New(errcode.Invalid, "server %s answered as a web server, not as Mamori's agent endpoint: is it the API port? "+
+		"Agents connect to the server's agent port (--agent-listen, default 2222) (%s)", server, firstClause(st.Message()))
+}
+
 // firstClause is msg up to its first ";" or line break (gRPC's messages
 // about an HTTP answer go on with the answer's body).
 func firstClause(msg string) string {
@@ -226,11 +238,8 @@ func (d *Direct) rpcError(server string, c *grpc.ClientConn, err error) error {
 	if !ok {
 		return errcode.New(errcode.Unavailable, "server %s: %v", server, err)
 	}
-	if strings.Contains(st.Message(), "unexpected HTTP status code") {
-		// A web server answered, not the agent endpoint: most often the
-		// API port given instead of the agent port.
-		return errcode.New(errcode.Invalid, "server %s answered as a web server, not as Mamori's agent endpoint: is it the API port? "+
-			"Agents connect to the server's agent port (--agent-listen, default 2222) (%s)", server, firstClause(st.Message()))
+	if e := webServerAnswer(server, st); e != nil {
+		return e
 	}
 	e := StatusError(server, st.Code(), st.Message())
 	if refused && errcode.Of(e) == errcode.Unavailable {
