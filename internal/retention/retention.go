@@ -190,7 +190,9 @@ func (p *Pruner) Pass(ctx context.Context) (Result, error) {
 		}},
 		{KindTaskRuns, func() (int64, error) {
 			n, files, err := p.Store.DeleteFinishedRunsBefore(ctx, ago(s.TaskRunsDays), p.Batch)
-			p.count(res, KindFiles, p.removeFiles(files))
+			if err == nil { // the runs are gone: their files may go
+				p.count(res, KindFiles, p.removeFiles(files))
+			}
 			return n, err
 		}},
 	}

@@ -2,6 +2,7 @@ package retention_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"sync"
@@ -146,5 +147,28 @@ func TestPruner_RunPassesUntilStopped(t *testing.T) {
 	case <-done:
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not stop with its context")
+	}
+}
+
+// failingRuns is a store whose run deletion fails after naming files.
+type failingRuns struct {
+	*store.DB
+}
+
+func (failingRuns) DeleteFinishedRunsBefore(context.Context, time.Time, int) (int64, []string, error) {
+	return 0, []string{"r1.tar.gz"}, errors.New("the transaction was cut short")
+}
+
+// Files are removed only with their runs: a failed deletion keeps both.
+func TestPruner_KeepsTheFilesOfRunsItCouldNotDelete(t *testing.T) {
+	db := openStore(t)
+	dir := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(dir, "r1.tar.gz"), []byte("bundle"), 0o600))
+	p := &retention.Pruner{Store: failingRuns{db}, AttachmentDir: dir}
+	if _, err := p.Pass(t.Context()); err == nil {
+		t.Fatal("the failure was not reported")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "r1.tar.gz")); err != nil {
+		t.Fatalf("the file of a run still there is gone: %v", err)
 	}
 }

@@ -97,5 +97,8 @@ func (db *DB) DeleteFinishedRunsBefore(ctx context.Context, t time.Time, limit i
 		n, err = res.RowsAffected()
 		return err
 	})
-	return n, attachments, err
+	if err != nil {
+		return 0, nil, err // nothing deleted: no file may go
+	}
+	return n, attachments, nil
 }
