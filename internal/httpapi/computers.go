@@ -500,15 +500,13 @@ func (a *API) computerParam(r *http.Request, f authz.Functionality, v string) (s
 	} else if errcode.Of(err) != errcode.NotFound {
 		return "", err
 	}
-	cs, _, err := a.cfg.Store.ListComputers(r.Context(), store.ComputerFilter{Name: v, GroupIDs: visible, IncludeRevoked: true, Limit: store.MaxLimit})
+	cs, _, err := a.cfg.Store.ListComputers(r.Context(), store.ComputerFilter{ExactName: v, GroupIDs: visible, IncludeRevoked: true, Limit: 2})
 	if err != nil {
 		return "", err
 	}
 	var ids []string
 	for _, c := range cs {
-		if c.Name == v {
-			ids = append(ids, c.ID)
-		}
+		ids = append(ids, c.ID)
 	}
 	switch len(ids) {
 	case 0:
@@ -516,7 +514,7 @@ func (a *API) computerParam(r *http.Request, f authz.Functionality, v string) (s
 	case 1:
 		return ids[0], nil
 	}
-	return "", errcode.New(errcode.Invalid, "%d computers are named %q; give the id", len(ids), v)
+	return "", errcode.New(errcode.Invalid, "several computers are named %q; give the id", v)
 }
 
 // intersect returns the elements of a that are also in b.

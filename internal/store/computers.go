@@ -150,6 +150,8 @@ type ComputerFilter struct {
 	// selected.
 	EngineBelow    uint64
 	IncludeRevoked bool
+	// ExactName keeps only the computers named exactly so.
+	ExactName string
 	// Sort is a field name, optionally prefixed with "-" for descending:
 	// name (default), last_seen, status, enrolled_at, os_name, engine.
 	Sort   string
@@ -188,6 +190,10 @@ func (db *DB) ListComputers(ctx context.Context, f ComputerFilter) (_ []*Compute
 		where = append(where, "revoked_at IS NOT NULL")
 	case !f.IncludeRevoked:
 		where = append(where, "revoked_at IS NULL")
+	}
+	if f.ExactName != "" {
+		where = append(where, "name = ?")
+		args = append(args, f.ExactName)
 	}
 	if f.Name != "" {
 		// Both sides are folded by the database's LOWER: folding the pattern

@@ -1452,6 +1452,12 @@ func testListPaging(t *testing.T, db *store.DB) {
 	if !slices.Equal(ids(cs), []string{"c4"}) || total != 2 {
 		t.Errorf("online limit 1 = %q total %d, want [c4] total 2", ids(cs), total)
 	}
+	// An exact name matches that name only, not names or hosts holding it.
+	for name, want := range map[string][]string{"alpha": {"c2"}, "alph": nil, "db-1": nil} {
+		if cs, total := list(t, db, store.ComputerFilter{ExactName: name}); !slices.Equal(ids(cs), want) || total != len(want) {
+			t.Errorf("exact name %q = %q total %d, want %q", name, ids(cs), total, want)
+		}
+	}
 }
 
 func testListRevoked(t *testing.T, db *store.DB) {
