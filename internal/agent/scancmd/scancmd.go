@@ -259,6 +259,9 @@ func Scan(ctx context.Context, args []string, defaultState string, stdout, stder
 	}
 	_, idErr := agent.LoadIdentity(state)
 	enrolled := idErr == nil
+	if !enrolled {
+		fmt.Fprintf(stderr, "mamori-agent scan: note: no enrolled agent in %s; detections are not reported to a server (give the agent's --state)\n", state)
+	}
 	var spoolErr error
 	if enrolled {
 		hooks.OnDetection = func(d scanner.Detection, qid string) {

@@ -72,6 +72,9 @@ func TestScan_BadSettingsIsAnErrorAndNotEnrolledSpoolsNothing(t *testing.T) {
 	if _, err := os.Stat(spool.Dir(state)); !os.IsNotExist(err) {
 		t.Fatal("a scan in a state directory that is not enrolled spooled events")
 	}
+	if !strings.Contains(errb.String(), "detections are not reported to a server") {
+		t.Fatalf("no note that nothing is reported: %q", errb.String())
+	}
 	os.WriteFile(filepath.Join(state, SettingsFile), []byte(`{"action":"explode"}`), 0o600)
 	errb.Reset()
 	if code := Scan(context.Background(), []string{"--state", state, files}, "/unused", &out, &errb); code != 2 || !strings.Contains(errb.String(), "action must be") {

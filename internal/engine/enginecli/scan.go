@@ -39,12 +39,15 @@ archives). Prints "PATH: SIGNATURE FOUND" per detection, or with --json one
 JSON object per detection and a final {"summary": true, ...} object.
 
 Flags:
+  --state DIR            the agent's state directory (default /var/lib/mamori-agent, or
+                         MAMORI_AGENT_STATE): its engine, settings and quarantine; when
+                         that agent is enrolled, detections are reported to its server
   --engine FILE          engine database (default: the agent's engine, else built-in)
   --exclude GLOB         skip paths whose full path or base name matches (repeatable)
   --max-filesize SIZE    skip files larger than SIZE (e.g. 100M; default: no limit)
   --json                 JSON Lines output
   --quarantine           move detected files into the quarantine
-  --quarantine-dir DIR   quarantine directory (default $MAMORI_QUARANTINE_DIR or the system one)
+  --quarantine-dir DIR   quarantine directory (default STATE/quarantine)
   --workers N            files scanned in parallel (default: number of CPUs)
   --all-match            report every matching signature, not only the first per file
   --follow-symlinks      follow symbolic links found while walking (roots are always followed)
