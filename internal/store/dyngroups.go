@@ -164,6 +164,9 @@ func (db *DB) DeleteDynamicGroup(ctx context.Context, id string, version int64) 
 		if _, err := tx.ExecContext(ctx, `DELETE FROM policy_assignments WHERE target_type = 'dynamic' AND target_id = ?`, id); err != nil {
 			return err
 		}
+		if err := dropTriggerTargets(ctx, tx, "dynamic_group", id); err != nil {
+			return err
+		}
 		_, err := tx.ExecContext(ctx, `DELETE FROM dynamic_groups WHERE id = ?`, id)
 		return err
 	})

@@ -362,6 +362,9 @@ func (db *DB) DeleteGroup(ctx context.Context, id, moveTo string, version int64)
 		if _, err := tx.ExecContext(ctx, `DELETE FROM policy_assignments WHERE target_type = 'static' AND target_id = ?`, id); err != nil {
 			return err
 		}
+		if err := dropTriggerTargets(ctx, tx, "static_group", id); err != nil {
+			return err
+		}
 		_, err = tx.ExecContext(ctx, `DELETE FROM static_groups WHERE id = ?`, id)
 		return err
 	})

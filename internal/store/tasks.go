@@ -744,3 +744,66 @@ func markUnmanaged(ctx context.Context, tx *sql.Tx, id string, now time.Time) er
 	}
 	return bumpChange(ctx, tx, id)
 }
+
+// dropTriggerTargets takes a deleted group (targetType static_group or
+// dynamic_group) out of the triggers aimed at it, in the deletion's
+// transaction: a trigger left with no target, or following the joins of a
+// deleted dynamic group, is disabled rather than kept firing at nothing.
+func dropTriggerTargets(ctx context.Context, tx *sql.Tx, targetType, id string) error {
+	pat := "%" + escapeLike(id) + "%"
+	rows, err := tx.QueryContext(ctx, `SELECT id, targets, spec FROM task_triggers WHERE targets LIKE ? ESCAPE '\' OR spec LIKE ? ESCAPE '\'`, pat, pat)
+	if err != nil {
+		return err
+	}
+	type change struct {
+		id, targets string
+		enabled     bool
+	}
+	var changes []change
+	for rows.Next() {
+		var tid, raw, spec string
+		if err := rows.Scan(&tid, &raw, &spec); err != nil {
+			rows.Close()
+			return err
+		}
+		var targets []struct {
+			Type string `json:"type"`
+			ID   string `json:"id"`
+		}
+		if json.Unmarshal([]byte(raw), &targets) != nil {
+			continue
+		}
+		kept := targets[:0]
+		for _, t := range targets {
+			if t.Type != targetType || t.ID != id {
+				kept = append(kept, t)
+			}
+		}
+		var s struct {
+			Kind           string `json:"kind"`
+			DynamicGroupID string `json:"dynamic_group_id"`
+		}
+		_ = json.Unmarshal([]byte(spec), &s)
+		follows := targetType == "dynamic_group" && s.DynamicGroupID == id
+		if len(kept) == len(targets) && !follows {
+			continue // the id only appeared elsewhere in the text
+		}
+		b, _ := json.Marshal(kept)
+		changes = append(changes, change{id: tid, targets: string(b), enabled: len(kept) > 0 && !follows})
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, c := range changes {
+		q := `UPDATE task_triggers SET targets = ?, version = version + 1 WHERE id = ?`
+		args := []any{c.targets, c.id}
+		if !c.enabled {
+			q = `UPDATE task_triggers SET targets = ?, enabled = 0, next_fire_at = 0, version = version + 1 WHERE id = ?`
+		}
+		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -188,8 +188,9 @@ var suite = []group{
 		{"RevokeUnknownComputerIsNotFound", testRevokeUnknown},
 		{"AgentCertificateBySerial", testAgentCertificateBySerial},
 	}},
-	{"PolicyAssignments", []test{
+	{"AssignmentsAndTriggers", []test{
 		{"RankAndUnassignNameTheirVersion", testAssignmentVersions},
+		{"TriggersLoseDeletedGroups", testTriggersLoseDeletedGroups},
 	}},
 	{"Retention", []test{
 		{"DeletesWhatOutlivedItAndNothingElse", testRetention},
