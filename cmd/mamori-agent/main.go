@@ -133,7 +133,8 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		return errcode.New(errcode.Invalid, "%v", err)
 	}
-	log, levelVar, err := logging.NewVar(stderr, *level, *format)
+	recent := logging.NewRing(recentLogBytes) // for diagnostics bundles
+	log, levelVar, err := logging.NewVar(io.MultiWriter(stderr, recent), *level, *format)
 	if err != nil {
 		return errcode.New(errcode.Invalid, "%v", err)
 	}
@@ -141,7 +142,7 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 		Notify: taskrun.FileNotifier{StateDir: *state, Command: *messageCmd, Log: log}}
 	a, err := agent.New(agent.Config{
 		StateDir: *state, Servers: *servers, Token: *token, CAFingerprint: *pin, Instance: *instance,
-		Proxy: *proxy, Interval: *interval, Version: version, Log: log, LogLevel: levelVar, Tasks: runner,
+		Proxy: *proxy, Interval: *interval, Version: version, Log: log, LogLevel: levelVar, RecentLog: recent.Bytes, Tasks: runner,
 	})
 	if err != nil {
 		return err
@@ -154,6 +155,9 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	return err
 }
+
+// recentLogBytes is how much of its log the agent keeps for diagnostics.
+const recentLogBytes = 512 << 10
 
 // configCmd: mamori-agent config show|set KEY VALUE|unset KEY.
 func configCmd(args []string, stdout, stderr io.Writer) error {

@@ -71,6 +71,9 @@ type Config struct {
 	SpoolInterval time.Duration
 	// Log is the logger; default slog.Default().
 	Log *slog.Logger
+	// RecentLog, when set, returns the agent's recent log lines; a
+	// diagnostics bundle carries them as agent-log.txt.
+	RecentLog func() []byte
 	// LogLevel, when set, follows the configuration's agent.log_level
 	// (while the configuration leaves it at its default, the level given
 	// here stays).
@@ -593,8 +596,9 @@ func (a *Agent) unenroll(ob *outbox.Outbox, stopAuto func(), done chan error) er
 	return ErrUnmanaged
 }
 
-// diagnostics is the agent's part of a diagnostics bundle: status and the
-// public parts of the identity (never the key).
+// diagnostics is the agent's part of a diagnostics bundle: status, the
+// public parts of the identity (never the key), the configuration in
+// effect and the recent log.
 func (a *Agent) diagnostics() map[string][]byte {
 	out := map[string][]byte{}
 	st := a.Status()
@@ -612,6 +616,9 @@ func (a *Agent) diagnostics() map[string][]byte {
 	}
 	b, _ = json.MarshalIndent(a.config.Effective(), "", "  ")
 	out["effective-config.json"] = b
+	if a.cfg.RecentLog != nil {
+		out["agent-log.txt"] = a.cfg.RecentLog()
+	}
 	return out
 }
 

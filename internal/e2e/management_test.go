@@ -328,6 +328,7 @@ func TestTasks_DiagnosticsRestartAndStopManagingOnARealAgent(t *testing.T) {
 	}
 	tr := tar.NewReader(gz)
 	var names []string
+	var agentLog string
 	for {
 		h, err := tr.Next()
 		if err != nil {
@@ -338,9 +339,17 @@ func TestTasks_DiagnosticsRestartAndStopManagingOnARealAgent(t *testing.T) {
 		if bytes.Contains(b, []byte("PRIVATE KEY")) {
 			t.Fatalf("%s carries a private key", h.Name)
 		}
+		if h.Name == "agent-log.txt" {
+			agentLog = string(b)
+		}
 	}
 	if !slices.Contains(names, "status.json") || !slices.Contains(names, "identity-public.json") {
 		t.Fatalf("bundle holds %v", names)
+	}
+	// The agent's recent log travels with it (the agent logs to a console
+	// no one can fetch remotely).
+	if !strings.Contains(agentLog, "level=INFO") || !strings.Contains(agentLog, "diagnostics") {
+		t.Fatalf("agent-log.txt in the bundle:\n%s", agentLog)
 	}
 
 	// Restart through the power command.
