@@ -261,10 +261,15 @@ func TestUpdates_ServerRefusesAMirrorWithoutARootOfTrustAndBadLimits(t *testing.
 		{[]string{"--updates-upstream", t.TempDir(), "--updates-root", "/nonexistent/root.json"}, "update root"},
 		{[]string{"--task-delivery-rate", "0"}, "--task-delivery-rate"},
 	} {
-		args := append([]string{"server", "--data", filepath.Join(t.TempDir(), "d"), "--agent-listen", freeAddr(t), "--api-listen", freeAddr(t)}, c.args...)
+		data := filepath.Join(t.TempDir(), "d")
+		args := append([]string{"server", "--data", data, "--agent-listen", freeAddr(t), "--api-listen", freeAddr(t)}, c.args...)
 		out, err := exec.Command(bin("mamori"), args...).CombinedOutput()
 		if code := exitCode(err); code != 2 || !strings.Contains(string(out), c.want) {
 			t.Errorf("%v: exit %d, output:\n%s", c.args, code, out)
+		}
+		// Refused before anything was made: no CA, no admin, no store.
+		if entries, _ := os.ReadDir(data); len(entries) > 0 {
+			t.Errorf("%v: the refused start left %d files in the data directory", c.args, len(entries))
 		}
 	}
 }

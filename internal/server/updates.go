@@ -38,7 +38,10 @@ type updatesMirror struct {
 	pin string // sha256 of the mirror's verified 1.root.json, once known
 }
 
-func newUpdatesMirror(cfg Config, s *Server) (*updatesMirror, error) {
+// updatesRoot checks the built-in mirror's settings and returns the root
+// file given (nil when none). New calls it before it creates anything, so
+// that a first start with a missing root of trust leaves no CA behind.
+func updatesRoot(cfg Config) ([]byte, error) {
 	var root []byte
 	if cfg.UpdatesRootFile != "" {
 		b, err := os.ReadFile(cfg.UpdatesRootFile)
@@ -47,12 +50,25 @@ func newUpdatesMirror(cfg Config, s *Server) (*updatesMirror, error) {
 		}
 		root = b
 	}
-	dir := filepath.Join(cfg.DataDir, MirrorDir)
 	if cfg.UpdatesRootSHA256 == "" && root == nil {
-		if _, err := os.Stat(filepath.Join(dir, "metadata", "1.root.json")); err != nil {
+		if _, err := os.Stat(filepath.Join(cfg.DataDir, MirrorDir, "metadata", "1.root.json")); err != nil {
 			return nil, errcode.New(errcode.Invalid, "--updates-upstream needs --updates-root-sha256 (the repository's 1.root.json) or --updates-root FILE on first use")
 		}
 	}
+	if cfg.UpdatesURL == "" {
+		if _, _, err := net.SplitHostPort(cfg.APIListen); err != nil {
+			return nil, errcode.New(errcode.Invalid, "API listen address: %v", err)
+		}
+	}
+	return root, nil
+}
+
+func newUpdatesMirror(cfg Config, s *Server) (*updatesMirror, error) {
+	root, err := updatesRoot(cfg)
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(cfg.DataDir, MirrorDir)
 	m, err := mirror.New(mirror.Config{
 		Dir: dir, Upstream: cfg.UpdatesUpstream, TrustedRoot: root, RootSHA256: cfg.UpdatesRootSHA256,
 		SyncInterval: cfg.UpdatesSyncInterval, Rate: cfg.UpdatesRate, ClientRate: cfg.UpdatesClientRate,
