@@ -87,6 +87,22 @@ func TestDetection_ScanOnAnAgentReachesTheServerOnceAndCanBeResolved(t *testing.
 	if list.Total != 1 {
 		t.Fatalf("%d detections, want 1", list.Total)
 	}
+	// Restored on the computer: the server's detection says so.
+	var item struct {
+		ID string `json:"id"`
+	}
+	qj, err := exec.Command(bin("mamori-agent"), "quarantine", "list", "--state", state, "--json").Output()
+	if err != nil || json.Unmarshal(qj, &item) != nil || item.ID == "" {
+		t.Fatalf("quarantine list --json: %v\n%s", err, qj)
+	}
+	if out, err := exec.Command(bin("mamori-agent"), "quarantine", "restore", item.ID, "--state", state).CombinedOutput(); err != nil {
+		t.Fatalf("restore: %v\n%s", err, out)
+	}
+	waitFor(t, 30*time.Second, "the restore reported", func() (bool, string) {
+		var got detection
+		s.api.do(t, "GET", "/api/v1/detections/"+d.ID, nil, &got)
+		return got.Action == "restored", got.Action
+	})
 }
 
 func exitCode(err error) int {

@@ -217,3 +217,31 @@ func (db *DB) SetDetectionState(ctx context.Context, id, state, by string, now t
 		return err
 	})
 }
+
+// Events of a quarantined file released on its computer (an administrator
+// there restored or deleted it).
+const (
+	EventQuarantineRestored = "quarantine.restored"
+	EventQuarantineDeleted  = "quarantine.deleted"
+)
+
+// applyQuarantineEvent tells the detection whose file was quarantined as
+// the event's item what became of it: its action turns restored or
+// deleted (in the check-in's transaction). Other computers' detections are
+// never touched.
+func applyQuarantineEvent(ctx context.Context, tx *sql.Tx, c *CheckIn, e *Event) error {
+	var q struct {
+		QuarantineID string `json:"quarantine_id"`
+	}
+	if json.Unmarshal([]byte(e.Data), &q) != nil || q.QuarantineID == "" || len(q.QuarantineID) > 128 {
+		return nil
+	}
+	action := "restored"
+	if e.Type == EventQuarantineDeleted {
+		action = "deleted"
+	}
+	item, _ := json.Marshal(q.QuarantineID)
+	_, err := tx.ExecContext(ctx, `UPDATE detections SET action = ? WHERE computer_id = ? AND action = 'quarantined' AND data LIKE ? ESCAPE '\'`,
+		action, c.ComputerID, `%"quarantine_id":`+escapeLike(string(item))+`%`)
+	return err
+}

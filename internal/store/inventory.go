@@ -116,6 +116,10 @@ func (db *DB) ApplyCheckIns(ctx context.Context, cs []*CheckIn) (inserted []int,
 						if err := applyTaskEvent(ctx, tx, c, &e); err != nil {
 							return err
 						}
+					case EventQuarantineRestored, EventQuarantineDeleted:
+						if err := applyQuarantineEvent(ctx, tx, c, &e); err != nil {
+							return err
+						}
 					}
 				}
 			}

@@ -294,5 +294,29 @@ func Quarantine(args []string, defaultState string, stdout, stderr io.Writer) in
 	if !hasFlag(rest, "dir") {
 		rest = append(rest, "--dir", filepath.Join(state, "quarantine"))
 	}
-	return enginecli.Quarantine(rest, stdout, stderr)
+	var hooks enginecli.QuarantineHooks
+	if _, err := agent.LoadIdentity(state); err == nil {
+		// The server's detection says "quarantined" until told otherwise.
+		report := func(typ, id, dest string) {
+			if _, err := spool.Write(state, typ, QuarantineEvent{QuarantineID: id, RestoredTo: dest}); err != nil {
+				fmt.Fprintf(stderr, "mamori-agent quarantine: the server could not be told (%v)\n", err)
+			}
+		}
+		hooks.OnRestore = func(id, dest string) { report(EventQuarantineRestored, id, dest) }
+		hooks.OnDelete = func(id string) { report(EventQuarantineDeleted, id, "") }
+	}
+	return enginecli.Quarantine(rest, stdout, stderr, hooks)
+}
+
+// Events of quarantine items released on the computer.
+const (
+	EventQuarantineRestored = "quarantine.restored"
+	EventQuarantineDeleted  = "quarantine.deleted"
+)
+
+// QuarantineEvent names the item an administrator restored or deleted on
+// the computer.
+type QuarantineEvent struct {
+	QuarantineID string `json:"quarantine_id"`
+	RestoredTo   string `json:"restored_to,omitempty"`
 }

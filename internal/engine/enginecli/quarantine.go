@@ -39,9 +39,20 @@ type jsonItem struct {
 	QuarantinedAt   time.Time `json:"quarantined_at"`
 }
 
+// QuarantineHooks hear what `mamori-agent quarantine` did, after it did it
+// (the agent reports it to its server).
+type QuarantineHooks struct {
+	OnRestore func(id, dest string)
+	OnDelete  func(id string)
+}
+
 // Quarantine implements `mamori-agent quarantine`. args are the arguments
 // after "quarantine".
-func Quarantine(args []string, stdout, stderr io.Writer) int {
+func Quarantine(args []string, stdout, stderr io.Writer, hooks ...QuarantineHooks) int {
+	var h QuarantineHooks
+	if len(hooks) > 0 {
+		h = hooks[0]
+	}
 	const prog = "mamori-agent quarantine"
 	fs := newFlagSet(prog)
 	dir := fs.String("dir", "", "quarantine directory")
@@ -111,6 +122,9 @@ func Quarantine(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "%s: %v\n", prog, err)
 			return ExitFound
 		}
+		if h.OnRestore != nil {
+			h.OnRestore(pos[1], dest)
+		}
 		if *asJSON {
 			writeJSON(stdout, map[string]any{"id": pos[1], "restored_to": dest})
 		} else {
@@ -120,6 +134,9 @@ func Quarantine(args []string, stdout, stderr io.Writer) int {
 		if err := store.Delete(pos[1]); err != nil {
 			fmt.Fprintf(stderr, "%s: %v\n", prog, err)
 			return ExitFound
+		}
+		if h.OnDelete != nil {
+			h.OnDelete(pos[1])
 		}
 		if *asJSON {
 			writeJSON(stdout, map[string]any{"id": pos[1], "deleted": true})

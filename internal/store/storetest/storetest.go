@@ -129,6 +129,7 @@ var suite = []group{
 		{"DetectionEventsAreIndexedOnce", testDetectionsIndexedOnce},
 		{"FiltersAndStates", testDetectionsFiltersAndStates},
 		{"AFindRepeatedWhileUnresolvedCountsOnIt", testDetectionRepeats},
+		{"QuarantinedFilesReleasedOnTheComputer", testQuarantineReleased},
 		{"ApplyCheckInsWritesABatchAtomically", testApplyCheckInsBatch},
 	}},
 	{"GroupTree", []test{
@@ -1904,6 +1905,37 @@ func testDetectionRepeats(t *testing.T, db *store.DB) {
 	}
 	if d, _ := db.DetectionByID(ctx, "day1"); d.Occurrences != 3 || d.State != store.DetectionResolved {
 		t.Fatalf("the resolved one changed: %+v", d)
+	}
+}
+
+// A quarantined file restored or deleted on its computer changes the
+// action its detection shows; another computer's detection with the same
+// item id is not touched.
+func testQuarantineReleased(t *testing.T, db *store.DB) {
+	ctx := t.Context()
+	tok := NewToken(t, db, store.GroupLostFound, 0)
+	a, b := Enroll(t, db, tok, T0, store.Computer{}), Enroll(t, db, tok, T0, store.Computer{})
+	quarantined := func(id, path, item string) store.Event {
+		return store.Event{ID: id, Type: store.DetectionEventType, OccurredAt: T0,
+			Data: `{"signature":"EICAR","path":"` + path + `","action":"quarantined","quarantine_id":"` + item + `","sha256":"` + id + `"}`}
+	}
+	checkIn := func(c string, es ...store.Event) {
+		t.Helper()
+		_, err := db.ApplyCheckIn(ctx, &store.CheckIn{ComputerID: c, Now: T0, Events: es})
+		must(t, err)
+	}
+	checkIn(a.ID, quarantined("a1", "/a1", "q1"), quarantined("a2", "/a2", "q2"))
+	checkIn(b.ID, quarantined("b1", "/b1", "q1"))
+	// An id holding a LIKE wildcard matches nothing but itself.
+	checkIn(a.ID, store.Event{ID: "bad", Type: store.EventQuarantineDeleted, OccurredAt: T0, Data: `{"quarantine_id":"%"}`})
+	checkIn(a.ID, store.Event{ID: "r1", Type: store.EventQuarantineRestored, OccurredAt: T0, Data: `{"quarantine_id":"q1","restored_to":"/a1"}`},
+		store.Event{ID: "d2", Type: store.EventQuarantineDeleted, OccurredAt: T0, Data: `{"quarantine_id":"q2"}`})
+	for id, want := range map[string]string{"a1": "restored", "a2": "deleted", "b1": "quarantined"} {
+		d, err := db.DetectionByID(ctx, id)
+		must(t, err)
+		if d.Action != want {
+			t.Errorf("detection %s: action %q, want %q", id, d.Action, want)
+		}
 	}
 }
 
