@@ -20,6 +20,7 @@ func NewRing(max int) *Ring { return &Ring{max: max} }
 
 // Write appends p, dropping the oldest whole lines beyond the bound.
 func (r *Ring) Write(p []byte) (int, error) {
+	n := len(p) // all of p is taken, kept or not (io.MultiWriter checks)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(p) > r.max {
@@ -34,7 +35,7 @@ func (r *Ring) Write(p []byte) (int, error) {
 		r.buf = append(r.buf[:0], r.buf[cut:]...)
 		r.full = true
 	}
-	return len(p), nil
+	return n, nil
 }
 
 // Bytes returns a copy of what is kept, with a first line saying when

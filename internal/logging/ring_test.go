@@ -23,8 +23,11 @@ func TestRing_KeepsTheLastWholeLines(t *testing.T) {
 	if len(body) > 64 || !strings.HasPrefix(body, "line ") {
 		t.Fatalf("kept %d bytes, first line cut: %q", len(body), body)
 	}
-	// One write larger than the ring keeps its end.
-	r.Write([]byte(strings.Repeat("x", 100) + "\nlast\n"))
+	// One write larger than the ring keeps its end, and counts as whole.
+	big := []byte(strings.Repeat("x", 100) + "\nlast\n")
+	if n, err := r.Write(big); n != len(big) || err != nil {
+		t.Fatalf("Write of %d bytes = %d, %v", len(big), n, err)
+	}
 	if got := string(r.Bytes()); !strings.HasSuffix(got, "last\n") || len(got) > 64+len("[older lines dropped]\n") {
 		t.Fatalf("after a large write: %q", got)
 	}
