@@ -190,30 +190,19 @@ func (inv *invocation) usersCreate(args []string) error {
 }
 
 func (inv *invocation) usersSetDisabled(args []string, disabled bool) error {
-	fs := inv.flags("ID_OR_NAME")
-	g := inv.globalFlags(fs, true)
-	pos, err := inv.parse(fs, args, 1, 1)
-	if err != nil {
-		return err
-	}
-	c, err := inv.client(g)
-	if err != nil {
-		return err
-	}
-	u, err := inv.findUser(c, pos[0])
-	if err != nil {
-		return err
-	}
-	u, err = c.UpdateUser(inv.ctx, u.ID, apiclient.UserUpdate{Disabled: &disabled, Version: u.Version})
-	if err != nil {
-		return err
-	}
-	return inv.printUser(g, u)
+	return inv.usersUpdate(args, "ID_OR_NAME", func(up *apiclient.UserUpdate) { up.Disabled = &disabled })
 }
 
 // usersUnlock clears a lockout after repeated failed logins.
 func (inv *invocation) usersUnlock(args []string) error {
-	fs := inv.flags("ID_OR_NAME\n\nClears the user's failed logins and a lockout they caused (a password reset does too).")
+	return inv.usersUpdate(args, "ID_OR_NAME\n\nClears the user's failed logins and a lockout they caused (a password reset does too).",
+		func(up *apiclient.UserUpdate) { up.Unlock = true })
+}
+
+// usersUpdate finds the user its one argument names, applies edit to an
+// update at the user's version and prints the user as the server returns it.
+func (inv *invocation) usersUpdate(args []string, synopsis string, edit func(*apiclient.UserUpdate)) error {
+	fs := inv.flags(synopsis)
 	g := inv.globalFlags(fs, true)
 	pos, err := inv.parse(fs, args, 1, 1)
 	if err != nil {
@@ -227,8 +216,9 @@ func (inv *invocation) usersUnlock(args []string) error {
 	if err != nil {
 		return err
 	}
-	u, err = c.UpdateUser(inv.ctx, u.ID, apiclient.UserUpdate{Unlock: true, Version: u.Version})
-	if err != nil {
+	up := apiclient.UserUpdate{Version: u.Version}
+	edit(&up)
+	if u, err = c.UpdateUser(inv.ctx, u.ID, up); err != nil {
 		return err
 	}
 	return inv.printUser(g, u)
