@@ -311,6 +311,10 @@ func (a *API) allowTriggersOf(r *http.Request, t *store.TaskRow) error {
 	if err != nil {
 		return err
 	}
+	tree, err := a.groups(r)
+	if err != nil {
+		return err
+	}
 	var dyn map[string]*store.DynamicGroup
 	dynRoot := func(id string) (string, bool, error) {
 		if dyn == nil {
@@ -349,9 +353,7 @@ func (a *API) allowTriggersOf(r *http.Request, t *store.TaskRow) error {
 		for _, x := range ts {
 			switch x.Type {
 			case tasks.TargetStaticGroup:
-				if tree, err := a.groups(r); err != nil {
-					return err
-				} else if _, ok := tree.Get(x.ID); ok { // a deleted group runs nothing
+				if _, ok := tree.Get(x.ID); ok { // a group deleted before its triggers were cleaned runs nothing
 					groups = append(groups, x.ID)
 				}
 			case tasks.TargetDynamicGroup:
