@@ -44,14 +44,7 @@ func TestCluster_AgentOnOneServerIsManagedThroughTheOther(t *testing.T) {
 	})
 
 	// A policy assigned through A, applied by the agent on B.
-	var pol struct{ ID string }
-	if code := a.api.do(t, "POST", "/api/v1/policies", map[string]any{"name": "Agents", "product": "agent",
-		"settings": map[string]any{"log_level": map[string]string{"flag": "force", "value": "warn"}}}, &pol); code != 201 {
-		t.Fatalf("create policy: %d", code)
-	}
-	if code := a.api.do(t, "POST", "/api/v1/policies/"+pol.ID+"/assignments", map[string]any{"target_type": "static", "target": "All"}, nil); code != 201 {
-		t.Fatalf("assign: %d", code)
-	}
+	a.api.policyOnAll(t, "Agents", "agent", "log_level", "force", "warn")
 	waitConfig(t, a, c.ID, 15*time.Second, "configuration pushed by B", func(e effectiveConfig) bool { return e.Version != "" && e.AppliedVersion == e.Version })
 
 	// Revoked through A: B drops the connection and refuses the agent.

@@ -106,22 +106,9 @@ func TestTasks_ScanOnADynamicGroupFindsEICAROnTheOneComputerInIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The task names no action: the computers' policy (report only) decides.
-	var pol struct{ ID string }
-	if code := s.api.do(t, "POST", "/api/v1/policies", map[string]any{"name": "Report only", "product": "protection",
-		"settings": map[string]any{"action_on_detection": map[string]string{"flag": "apply", "value": "report"}}}, &pol); code != 201 {
-		t.Fatalf("create policy: %d", code)
-	}
-	if code := s.api.do(t, "POST", "/api/v1/policies/"+pol.ID+"/assignments", map[string]any{"target_type": "static", "target": "All"}, nil); code != 201 {
-		t.Fatalf("assign: %d", code)
-	}
-	waitFor(t, 20*time.Second, "the policy applied on the infected computer", func() (bool, string) {
-		var eff struct {
-			Version        string `json:"version"`
-			AppliedVersion string `json:"applied_version"`
-		}
-		s.api.do(t, "GET", "/api/v1/computers/"+infected.ID+"/effective-config", nil, &eff)
-		return eff.Version != "" && eff.AppliedVersion == eff.Version, fmt.Sprintf("%+v", eff)
-	})
+	s.api.policyOnAll(t, "Report only", "protection", "action_on_detection", "apply", "report")
+	waitConfig(t, s, infected.ID, 20*time.Second, "the policy applied on the infected computer",
+		func(e effectiveConfig) bool { return e.Version != "" && e.AppliedVersion == e.Version })
 	task := s.api.createTask(t, fmt.Sprintf(`{"name":"Scan suspicious","type":"scan","params":{"paths":[%q]}}`, files))
 	s.api.runNow(t, task, `{"targets":[{"type":"dynamic_group","id":"`+dg.ID+`"}]}`)
 	runs := s.api.finished(t, task, 1, 60*time.Second)
@@ -270,6 +257,21 @@ type effectiveConfig struct {
 	AgentError     string `json:"agent_error"`
 }
 
+// policyOnAll creates a policy setting one key of product (flag apply or
+// force) and assigns it to All; it returns the policy's id.
+func (c *apiClient) policyOnAll(t *testing.T, name, product, key, flag, value string) string {
+	t.Helper()
+	var pol struct{ ID string }
+	if code := c.do(t, "POST", "/api/v1/policies", map[string]any{"name": name, "product": product,
+		"settings": map[string]any{key: map[string]string{"flag": flag, "value": value}}}, &pol); code != 201 {
+		t.Fatalf("create policy %s: %d", name, code)
+	}
+	if code := c.do(t, "POST", "/api/v1/policies/"+pol.ID+"/assignments", map[string]any{"target_type": "static", "target": "All"}, nil); code != 201 {
+		t.Fatalf("assign %s: %d", name, code)
+	}
+	return pol.ID
+}
+
 // waitConfig polls a computer's effective configuration until ok holds
 // (within timeout) and returns it with the time it took.
 func waitConfig(t *testing.T, s *server, id string, timeout time.Duration, what string, ok func(effectiveConfig) bool) (effectiveConfig, time.Duration) {
@@ -393,14 +395,7 @@ func TestPolicies_AnAgentAwayDuringAChangeGetsItOnReconnectAndNoMore(t *testing.
 	a.stop()
 	s.api.waitStatus(t, "away", "offline", 20*time.Second)
 
-	var pol struct{ ID string }
-	if code := s.api.do(t, "POST", "/api/v1/policies", map[string]any{"name": "While away", "product": "agent",
-		"settings": map[string]any{"check_in_interval": map[string]string{"flag": "apply", "value": "50s"}}}, &pol); code != 201 {
-		t.Fatalf("create policy: %d", code)
-	}
-	if code := s.api.do(t, "POST", "/api/v1/policies/"+pol.ID+"/assignments", map[string]any{"target_type": "static", "target": "All"}, nil); code != 201 {
-		t.Fatalf("assign: %d", code)
-	}
+	s.api.policyOnAll(t, "While away", "agent", "check_in_interval", "apply", "50s")
 	old := eff.Version
 	waitConfig(t, s, c.ID, 15*time.Second, "new version computed", func(e effectiveConfig) bool { return e.Version != old })
 	// (The version shown is computed when asked; the recorded one may

@@ -116,14 +116,7 @@ func TestUpdates_AgentUpdatesFromTheServersMirrorByScheduleAndTaskAndRollsBack(t
 
 	s := startServer(t, "--updates-upstream", repoDir, "--updates-root-sha256", pin, "--updates-sync-interval", "1s")
 	// No random delay before the first automatic attempt.
-	var pol struct{ ID string }
-	if code := s.api.do(t, "POST", "/api/v1/policies", map[string]any{"name": "Updates now", "product": "updates",
-		"settings": map[string]any{"random_splay": map[string]string{"flag": "apply", "value": "0s"}}}, &pol); code != 201 {
-		t.Fatalf("create policy: %d", code)
-	}
-	if code := s.api.do(t, "POST", "/api/v1/policies/"+pol.ID+"/assignments", map[string]any{"target_type": "static", "target": "All"}, nil); code != 201 {
-		t.Fatalf("assign: %d", code)
-	}
+	s.api.policyOnAll(t, "Updates now", "updates", "random_splay", "apply", "0s")
 	state := filepath.Join(t.TempDir(), "agent")
 	s.agent(t, state, nil, append(s.enrollArgs(s.token()), "--instance", "updated")...)
 	c, _ := s.api.waitStatus(t, "updated", "online", 20*time.Second)
