@@ -262,8 +262,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
+	var updatesTrust []byte
 	if cfg.UpdatesUpstream != "" { // before anything is created
-		if _, err := updatesRoot(cfg); err != nil {
+		var err error
+		if updatesTrust, err = updatesRoot(cfg); err != nil {
 			return nil, err
 		}
 	}
@@ -375,7 +377,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.svc.configs = s.pusher
 	s.svc.connected = s.sched.Connected
 	if cfg.UpdatesUpstream != "" {
-		if s.updates, err = newUpdatesMirror(cfg, s); err != nil {
+		if s.updates, err = newUpdatesMirror(cfg, s, updatesTrust); err != nil {
 			return nil, err
 		}
 		s.svc.updates = s.updates

@@ -63,11 +63,9 @@ func updatesRoot(cfg Config) ([]byte, error) {
 	return root, nil
 }
 
-func newUpdatesMirror(cfg Config, s *Server) (*updatesMirror, error) {
-	root, err := updatesRoot(cfg)
-	if err != nil {
-		return nil, err
-	}
+// newUpdatesMirror builds the built-in mirror; root is what updatesRoot
+// returned for cfg (New checks it before creating anything).
+func newUpdatesMirror(cfg Config, s *Server, root []byte) (*updatesMirror, error) {
 	dir := filepath.Join(cfg.DataDir, MirrorDir)
 	m, err := mirror.New(mirror.Config{
 		Dir: dir, Upstream: cfg.UpdatesUpstream, TrustedRoot: root, RootSHA256: cfg.UpdatesRootSHA256,
