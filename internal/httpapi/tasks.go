@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -558,10 +559,7 @@ func (a *API) targets(r *http.Request, in []targetRequest) ([]tasks.Target, erro
 			}
 			// Authorized before anything is said of it: a computer the
 			// caller may not read is as missing as one that does not exist.
-			if err := a.allowObject(r, authz.Computers, authz.Use, c.GroupID, "target"); err != nil {
-				if errcode.Of(err) == errcode.NotFound {
-					return nil, errcode.New(errcode.NotFound, "computer %q not found", t.ID)
-				}
+			if err := a.allowObject(r, authz.Computers, authz.Use, c.GroupID, fmt.Sprintf("computer %q", t.ID)); err != nil {
 				return nil, err
 			}
 			if !c.RevokedAt.IsZero() {
@@ -572,10 +570,8 @@ func (a *API) targets(r *http.Request, in []targetRequest) ([]tasks.Target, erro
 		default:
 			return nil, errcode.New(errcode.Invalid, "target type %q: must be computer, static_group or dynamic_group", t.Type)
 		}
-		if err := a.allowObject(r, authz.Computers, authz.Use, group, "target"); err != nil {
-			if errcode.Of(err) == errcode.NotFound {
-				return nil, errcode.New(errcode.NotFound, "%s %q not found", strings.ReplaceAll(t.Type, "_", " "), cmp.Or(t.Path, t.ID))
-			}
+		// A hidden one is as missing as one that does not exist.
+		if err := a.allowObject(r, authz.Computers, authz.Use, group, fmt.Sprintf("%s %q", strings.ReplaceAll(t.Type, "_", " "), cmp.Or(t.Path, t.ID))); err != nil {
 			return nil, err
 		}
 		out = append(out, tasks.Target{Type: t.Type, ID: id})
@@ -610,10 +606,7 @@ func (a *API) checkTrigger(r *http.Request, t *store.TaskRow, rawSpec json.RawMe
 		if !ok {
 			return nil, nil, errcode.New(errcode.NotFound, "dynamic group %q not found", spec.DynamicGroupID)
 		}
-		if err := a.allowObject(r, authz.Computers, authz.Use, rootOf(g, dyn), "dynamic group"); err != nil {
-			if errcode.Of(err) == errcode.NotFound { // as a missing one says
-				return nil, nil, errcode.New(errcode.NotFound, "dynamic group %q not found", spec.DynamicGroupID)
-			}
+		if err := a.allowObject(r, authz.Computers, authz.Use, rootOf(g, dyn), fmt.Sprintf("dynamic group %q", spec.DynamicGroupID)); err != nil {
 			return nil, nil, err
 		}
 	} else if len(in) == 0 {
