@@ -150,8 +150,8 @@ func runEcho(ctx context.Context, args []string) error {
 	debugListen := fs.String("debug-listen", "", "", "serve /metrics and pprof here (plain HTTP; use a loopback address)")
 	transport := fs.String("agent-transport", "MAMORI_AGENT_TRANSPORT", "lean", "the server's --agent-transport: lean or grpc")
 	reusePort := fs.BoolEnv("reuse-port", "", false, "let several echo endpoints listen on --listen (SO_REUSEPORT), as servers with --reuse-port")
-	kaTime := fs.Duration("keepalive-time", "", 15e9, "the server's --keepalive-time")
-	kaTimeout := fs.Duration("keepalive-timeout", "", 10e9, "the server's --keepalive-timeout")
+	kaTime := fs.Duration("keepalive-time", "", 30e9, "the server's --keepalive-time")
+	kaTimeout := fs.Duration("keepalive-timeout", "", 20e9, "the server's --keepalive-timeout")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

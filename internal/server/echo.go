@@ -42,7 +42,7 @@ type EchoConfig struct {
 	// servers sharing a store do: one process holds at most as many
 	// agents as it may open files.
 	ReusePort bool
-	// KeepaliveTime/KeepaliveTimeout as in Config; defaults 15s and 10s.
+	// KeepaliveTime/KeepaliveTimeout as in Config; defaults 30s and 20s.
 	KeepaliveTime, KeepaliveTimeout time.Duration
 	// Log is the logger; default slog.Default().
 	Log *slog.Logger
@@ -78,10 +78,10 @@ func NewEcho(cfg EchoConfig) (*Echo, error) {
 		cfg.Listen = ":2223"
 	}
 	if cfg.KeepaliveTime == 0 {
-		cfg.KeepaliveTime = 15 * time.Second
+		cfg.KeepaliveTime = 30 * time.Second
 	}
 	if cfg.KeepaliveTimeout == 0 {
-		cfg.KeepaliveTimeout = 10 * time.Second
+		cfg.KeepaliveTimeout = 20 * time.Second
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()

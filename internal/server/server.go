@@ -74,8 +74,8 @@ type Config struct {
 	// theirs (default 60s on the agent).
 	CheckInInterval time.Duration
 	// KeepaliveTime is the idle time after which the server pings an agent;
-	// default 15s. KeepaliveTimeout is how long it waits for the answer
-	// before declaring the connection dead; default 10s. A silently dead
+	// default 30s. KeepaliveTimeout is how long it waits for the answer
+	// before declaring the connection dead; default 20s. A silently dead
 	// network is detected within their sum plus one presence flush.
 	KeepaliveTime, KeepaliveTimeout time.Duration
 	// PresenceFlush is how often status changes are written; default 1s.
@@ -170,8 +170,8 @@ func (c *Config) setDefaults() error {
 	if c.APIListen == "" {
 		c.APIListen = ":8443"
 	}
-	def(&c.KeepaliveTime, 15*time.Second)
-	def(&c.KeepaliveTimeout, 10*time.Second)
+	def(&c.KeepaliveTime, 30*time.Second)
+	def(&c.KeepaliveTimeout, 20*time.Second)
 	def(&c.PresenceFlush, time.Second)
 	def(&c.LastSeenFlush, 10*time.Second)
 	def(&c.OfflineWarning, 48*time.Hour)
