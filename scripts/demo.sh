@@ -105,7 +105,7 @@ Try:
        -d '{"username":"admin","password":"$PASSWORD"}' $API/api/v1/session
   curl --cacert $DATA/ca.crt -b /tmp/mamori.jar '$API/api/v1/computers?sort=name'
   curl --cacert $DATA/ca.crt -b /tmp/mamori.jar -X POST $API/api/v1/computers/<id>/wakeup
-  curl --cacert $DATA/ca.crt $API/metrics | grep ^mamori_
+  curl --cacert $DATA/ca.crt -b /tmp/mamori.jar $API/metrics | grep ^mamori_
 
   Or with the CLI:
   $BIN/mamori login --server $API --user admin --ca-fingerprint $FP

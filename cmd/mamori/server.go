@@ -44,7 +44,8 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 	returnRate := fs.Int("return-rate", "MAMORI_RETURN_RATE", 2000, "when the server stops on purpose, agents told to come back per second after --return-after (100,000 over 50 s)")
 	memLimit := fs.String("memory-limit", "MAMORI_MEMORY_LIMIT", "", "soft memory limit of the Go runtime, e.g. 3GiB (see docs/benchmarks.md); default GOMEMLIMIT or none")
 	sync := fs.String("sqlite-synchronous", "MAMORI_SQLITE_SYNCHRONOUS", "FULL", "SQLite synchronous mode: FULL (survives power loss) or NORMAL")
-	debug := fs.String("debug-listen", "MAMORI_DEBUG_LISTEN", "", "serve pprof profiles here (no authentication; use a loopback address)")
+	debug := fs.String("debug-listen", "MAMORI_DEBUG_LISTEN", "", "serve pprof profiles and /metrics here (no authentication; use a loopback address)")
+	metricsListen := fs.String("metrics-listen", "MAMORI_METRICS_LISTEN", "", "also serve /metrics here without credentials (plain HTTP; a private interface or loopback); the API's /metrics needs an API token")
 	pushRate := fs.Int("config-push-rate", "MAMORI_CONFIG_PUSH_RATE", 2000, "configuration pushes per second to agents after a policy change")
 	taskRate := fs.Int("task-delivery-rate", "MAMORI_TASK_DELIVERY_RATE", 2000, "task runs handed to agents per second")
 	upstream := fs.String("updates-upstream", "MAMORI_UPDATES_UPSTREAM", "", "built-in update mirror: repository or mirror URL, folder or bundle .tar to sync from (empty: no mirror)")
@@ -98,7 +99,7 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 		DataDir: *data, Database: *database, ReusePort: *reusePort, AgentListen: *agentListen, APIListen: *apiListen, Hosts: *hosts,
 		APICertFile: *apiCert, APIKeyFile: *apiKey, AdminPassword: os.Getenv("MAMORI_ADMIN_PASSWORD"),
 		CheckInInterval: *interval, KeepaliveTime: *kaTime, KeepaliveTimeout: *kaTimeout,
-		OfflineWarning: *warn, OfflineCritical: *crit, SQLiteSynchronous: *sync, DebugListen: *debug, WakeupRate: *wakeRate, Log: log,
+		OfflineWarning: *warn, OfflineCritical: *crit, SQLiteSynchronous: *sync, DebugListen: *debug, MetricsListen: *metricsListen, WakeupRate: *wakeRate, Log: log,
 		AgentTransport: *transport, HandshakeSlots: *hsSlots, HandshakeQueue: *hsQueue, HandshakeTimeout: *hsTimeout, MaxSessionSetups: *setups,
 		ReturnAfter: *returnAfter, ReturnRate: *returnRate,
 		ConfigPushRate: *pushRate, TaskDeliveryPerSecond: *taskRate,

@@ -446,7 +446,6 @@ func TestSession_WhoamiThenLogoutEndsTheSession(t *testing.T) {
 var publicRoutes = []string{
 	"GET /healthz",
 	"GET /readyz",
-	"GET /metrics",
 	"GET /api/v1/ca",
 	"GET /api/v1/openapi.json",
 	"POST /api/v1/session",
@@ -573,7 +572,7 @@ func TestRouting_WrongMethodIsJSON405WithAllow(t *testing.T) {
 
 // ---- operational endpoints ---------------------------------------------------
 
-func TestOps_ProbesMetricsAndCA(t *testing.T) {
+func TestOps_ProbesAndCA(t *testing.T) {
 	f := newFixture(t)
 	if got := decodeAs[map[string]string](t, f.serve(t, request{method: "GET", path: "/healthz"}), http.StatusOK); got["status"] != "ok" {
 		t.Errorf("/healthz = %v", got)
@@ -585,16 +584,32 @@ func TestOps_ProbesMetricsAndCA(t *testing.T) {
 	if ca["fingerprint"] != testFingerprint || ca["certificate_pem"] != testCAPEM {
 		t.Errorf("/api/v1/ca = %v, want fingerprint %q and the PEM", ca, testFingerprint)
 	}
-	m := f.serve(t, request{method: "GET", path: "/metrics"})
-	if m.Code != http.StatusOK || m.Body.String() != "mamori_up 1\n" {
-		t.Errorf("/metrics = %d %q", m.Code, m.Body)
+}
+
+// Metrics tell the fleet's size and the server's state: only a user who may
+// read the server settings everywhere gets them, with a session or, as
+// Prometheus scrapes, an API token.
+func TestOps_MetricsNeedServerSettingsReadOnAll(t *testing.T) {
+	w := newWorld(t)
+	wantError(t, w.serve(t, request{method: "GET", path: "/metrics"}), http.StatusUnauthorized, errcode.Unauthorized)
+	wantError(t, w.serveBearer(t, request{method: "GET", path: "/metrics"}, "mmt_not-a-token"), http.StatusUnauthorized, errcode.Unauthorized)
+	for _, who := range []string{"nobody", "laptops-admin"} { // laptops-admin holds server_settings, but not on All
+		wantError(t, w.serve(t, request{method: "GET", path: "/metrics", cookie: w.cookies[who]}), http.StatusForbidden, errcode.Forbidden)
+	}
+	if m := w.call(t, "GET", "/metrics", ""); m.Code != http.StatusOK || m.Body.String() != "mamori_up 1\n" {
+		t.Errorf("administrator: /metrics = %d %q", m.Code, m.Body)
+	}
+	tok := decodeAs[apiTokenJSON](t, w.serve(t, request{method: "POST", path: "/api/v1/tokens", body: `{"name":"prometheus"}`,
+		cookie: w.cookies["reviewer"]}), http.StatusCreated)
+	if m := w.serveBearer(t, request{method: "GET", path: "/metrics"}, tok.Token); m.Code != http.StatusOK || m.Body.String() != "mamori_up 1\n" {
+		t.Errorf("reviewer's API token: /metrics = %d %q", m.Code, m.Body)
 	}
 }
 
 func TestOps_MetricsDisabledIs404(t *testing.T) {
-	f := newFixture(t)
+	f := newLoggedIn(t)
 	f.api = New(Config{Store: f.db, Auth: &auth.Service{Store: f.db}, Log: slog.New(slog.DiscardHandler)})
-	wantError(t, f.serve(t, request{method: "GET", path: "/metrics"}), http.StatusNotFound, errcode.NotFound)
+	wantError(t, f.call(t, "GET", "/metrics", ""), http.StatusNotFound, errcode.NotFound)
 }
 
 func TestOps_ReadyzIs503AfterTheStoreCloses(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/mamori/mamori/internal/authz"
 	"github.com/mamori/mamori/internal/errcode"
 )
 
@@ -23,7 +24,12 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// metrics serves Prometheus metrics to a user who may read the server's
+// settings everywhere.
 func (a *API) metrics(w http.ResponseWriter, r *http.Request) error {
+	if err := a.allowGlobal(r, authz.ServerSettings, authz.Read); err != nil {
+		return err
+	}
 	if a.cfg.Metrics == nil {
 		return errcode.New(errcode.NotFound, "metrics are disabled")
 	}

@@ -42,11 +42,13 @@ var (
 // routes is the one table of every endpoint.
 func (a *API) routes() []route {
 	return []route{
-		// Operational probes and metrics carry no secrets and are scraped
-		// by tooling without credentials.
+		// Operational probes carry nothing but up or down and are polled by
+		// load balancers without credentials.
 		{Method: "GET", Pattern: "/healthz", Audience: public, Handler: a.healthz},
 		{Method: "GET", Pattern: "/readyz", Audience: public, Handler: a.readyz},
-		{Method: "GET", Pattern: "/metrics", Audience: public, Handler: a.metrics},
+		// Metrics tell the fleet's size and the server's state: a scraper
+		// sends a user's API token (or uses the server's --metrics-listen).
+		{Method: "GET", Pattern: "/metrics", Audience: user, Handler: a.metrics},
 		// The CA fingerprint is what installers pin; it is public by nature.
 		{Method: "GET", Pattern: "/api/v1/ca", Audience: public, Handler: a.getCA},
 		// The API description is public documentation.

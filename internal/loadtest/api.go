@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -24,6 +25,7 @@ type apiClient struct {
 	base     string
 	password string
 	c        *http.Client
+	mu       sync.Mutex // guards loggedIn: the progress lines read metrics while a scenario calls the API
 	loggedIn bool
 }
 
@@ -36,6 +38,8 @@ func newAPI(base string, ca *x509.Certificate, password string) *apiClient {
 }
 
 func (a *apiClient) login() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	if a.loggedIn {
 		return nil
 	}
@@ -143,12 +147,23 @@ func (a *apiClient) wakeGroup(group string) (int, error) {
 	return r.Connected, err
 }
 
+// relogin opens a new session after the server answered 401 (the session
+// idled out during a long run).
+func (a *apiClient) relogin() error {
+	a.mu.Lock()
+	a.loggedIn = false
+	a.mu.Unlock()
+	return a.login()
+}
+
 // metricsSource reads a Prometheus text endpoint; gcURL, when set, is a
-// pprof base URL used to make the process collect garbage first.
+// pprof base URL used to make the process collect garbage first. With
+// api set, the endpoint is the server's API, which needs a login.
 type metricsSource struct {
 	url   string
 	gcURL string
 	c     *http.Client
+	api   *apiClient
 }
 
 // read returns the unlabelled samples, and labelled ones under their full
@@ -169,7 +184,7 @@ func (m *metricsSource) read(gc bool) (map[string]float64, error) {
 			r.Body.Close()
 		}
 	}
-	resp, err := m.c.Get(m.url)
+	resp, err := m.get()
 	if err != nil {
 		return nil, err
 	}
@@ -194,4 +209,22 @@ func (m *metricsSource) read(gc bool) (map[string]float64, error) {
 		}
 	}
 	return out, sc.Err()
+}
+
+func (m *metricsSource) get() (*http.Response, error) {
+	if m.api == nil {
+		return m.c.Get(m.url)
+	}
+	if err := m.api.login(); err != nil {
+		return nil, err
+	}
+	resp, err := m.c.Get(m.url)
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
+		return resp, err
+	}
+	resp.Body.Close()
+	if err := m.api.relogin(); err != nil {
+		return nil, err
+	}
+	return m.c.Get(m.url)
 }

@@ -135,9 +135,13 @@ type Config struct {
 	// RetentionInterval is the time between retention passes (default 1 h;
 	// the first pass comes after at most a minute).
 	RetentionInterval time.Duration
-	// DebugListen, if set, serves Go's pprof profiles (plain HTTP, no
-	// authentication: bind it to loopback). Empty disables it.
+	// DebugListen, if set, serves Go's pprof profiles and /metrics (plain
+	// HTTP, no authentication: bind it to loopback). Empty disables it.
 	DebugListen string
+	// MetricsListen, if set, serves /metrics without credentials (plain
+	// HTTP) for a scraper on a private interface; the API's /metrics needs
+	// a user who may read the server settings. Empty disables it.
+	MetricsListen string
 	// Log is the logger; default slog.Default().
 	Log *slog.Logger
 }
@@ -239,6 +243,7 @@ type Server struct {
 	agentTLS *tls.Config
 	apiLn    net.Listener
 	debugLn  net.Listener
+	metricLn net.Listener
 	conns    sync.Map // accepted agent connections by remote address
 	svc      *agentService
 	dyn      *dyngroup.Evaluator
@@ -400,7 +405,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		AttachmentDir:   attachments,
 		CAFingerprint:   ca.Fingerprint(),
 		CAPEM:           pki.EncodeCert(ca.Cert.Raw),
-		Metrics:         promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}),
+		Metrics:         s.promHandler(),
 		Log:             s.log,
 		OfflineWarning:  cfg.OfflineWarning,
 		OfflineCritical: cfg.OfflineCritical,
@@ -425,6 +430,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.DebugListen != "" {
 		if s.debugLn, err = net.Listen("tcp", cfg.DebugListen); err != nil {
 			return nil, fmt.Errorf("debug listener: %w", err)
+		}
+	}
+	if cfg.MetricsListen != "" {
+		if s.metricLn, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
+			return nil, fmt.Errorf("metrics listener: %w", err)
 		}
 	}
 	s.agent = newAgentEndpoint(endpointOptions{
@@ -470,6 +480,19 @@ func (s *Server) bootstrapAdmin(ctx context.Context) error {
 		HomeGroupID: store.GroupAll, PermissionSetIDs: []string{store.PermSetAdministrator}})
 }
 
+// promHandler serves the server's metrics in the Prometheus text format.
+func (s *Server) promHandler() http.Handler {
+	return promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})
+}
+
+// MetricsAddr is the bound --metrics-listen address ("" when off).
+func (s *Server) MetricsAddr() string {
+	if s.metricLn == nil {
+		return ""
+	}
+	return s.metricLn.Addr().String()
+}
+
 // AgentAddr is the bound agent listener address.
 func (s *Server) AgentAddr() string { return s.agentLn.Addr().String() }
 
@@ -513,10 +536,19 @@ func (s *Server) Run(ctx context.Context) error {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.Handle("/metrics", s.promHandler())
 		dbg := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go dbg.Serve(s.debugLn)
 		defer dbg.Close()
 		s.log.Warn("pprof debug endpoint enabled (no authentication)", "listen", s.debugLn.Addr().String())
+	}
+	if s.metricLn != nil {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", s.promHandler())
+		ms := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: time.Minute}
+		go ms.Serve(s.metricLn)
+		defer ms.Close()
+		s.log.Info("metrics endpoint enabled (no authentication)", "listen", s.metricLn.Addr().String())
 	}
 	hubDone := make(chan struct{})
 	go func() { defer close(hubDone); s.hub.run(ctx) }()
@@ -607,6 +639,9 @@ func (s *Server) Close() error {
 		}
 		if s.debugLn != nil {
 			s.debugLn.Close()
+		}
+		if s.metricLn != nil {
+			s.metricLn.Close()
 		}
 		if s.db != nil {
 			errs = append(errs, s.db.Close())
