@@ -21,6 +21,8 @@ cd "$(dirname "$0")/.."
 SCENARIO=${SCENARIO:-steady}
 AGENTS=${AGENTS:-5000}
 export BENCH_DIR=${BENCH_DIR:-/tmp/mamori-bench-agent}
+. scripts/admin-password.sh
+admin_password "$BENCH_DIR/admin-password" "$BENCH_DIR/data"
 AGENT_ADDR=${BENCH_AGENT_ADDR:-127.0.0.1:32222}
 API_ADDR=${BENCH_API_ADDR:-127.0.0.1:31443}
 DEBUG_ADDR=${BENCH_DEBUG_ADDR:-127.0.0.1:31060}

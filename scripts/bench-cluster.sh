@@ -39,6 +39,8 @@ AGENTS=${AGENTS:-100000}
 SCENARIO=${SCENARIO:-steady}
 AT_DELAY=${AT_DELAY:-300}
 export BENCH_DIR=${BENCH_DIR:-/tmp/mamori-bench-cluster}
+. scripts/admin-password.sh
+admin_password "$BENCH_DIR/admin-password" "$BENCH_DIR/data"
 AGENT_PORT=${BENCH_AGENT_PORT:-22222}
 API_PORT=${BENCH_API_PORT:-28443}
 DEBUG_BASE=${BENCH_DEBUG_BASE:-26060}

@@ -21,6 +21,8 @@ DEBUG_ADDR=${BENCH_DEBUG_ADDR:-127.0.0.1:31060}
 ECHO_ADDR=${BENCH_ECHO_ADDR:-127.0.0.1:32223}
 ECHO_DEBUG_ADDR=${BENCH_ECHO_DEBUG_ADDR:-127.0.0.1:31061}
 mkdir -p "$WORK"
+. scripts/admin-password.sh
+admin_password "$WORK/admin-password" "$WORK/data"
 
 stop_pid() { # pidfile
   [ -f "$1" ] || return 0

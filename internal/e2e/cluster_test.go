@@ -17,7 +17,7 @@ func TestCluster_AgentOnOneServerIsManagedThroughTheOther(t *testing.T) {
 	t.Parallel()
 	a := startServerOn(t, storetest.PostgresSchema(t, storetest.PostgresURL(t)))
 	b := a.peer(t)
-	if b.password() != a.password() || b.fingerprint() != a.fingerprint() {
+	if b.initialPassword() != a.initialPassword() || b.fingerprint() != a.fingerprint() {
 		t.Fatal("the peer does not share the first server's data")
 	}
 	args := []string{"--server", b.agentAddr, "--token", a.token(), "--ca-fingerprint", a.fingerprint(), "--instance", "far", "--interval", "1h"}
@@ -66,7 +66,7 @@ func TestCluster_AgentOnOneServerIsManagedThroughTheOther(t *testing.T) {
 func TestCluster_ServersShareAddressesWithReusePort(t *testing.T) {
 	t.Parallel()
 	a := startServerOn(t, storetest.PostgresSchema(t, storetest.PostgresURL(t)), "--reuse-port")
-	b := &server{t: t, data: a.data, agentAddr: a.agentAddr, apiAddr: a.apiAddr, database: a.database, extra: []string{"--reuse-port"}}
+	b := &server{t: t, data: a.data, agentAddr: a.agentAddr, apiAddr: a.apiAddr, database: a.database, extra: []string{"--reuse-port"}, adminPW: a.adminPW}
 	b.launch()
 	token := a.token()
 	const agents = 6

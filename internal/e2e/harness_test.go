@@ -193,6 +193,17 @@ type server struct {
 	database  string // --database: a PostgreSQL URL, or "" for SQLite
 	extra     []string
 	api       *apiClient
+	// adminPW is admin's password after the harness's first login changed
+	// the generated one; firstLogin is what that login was allowed.
+	adminPW    string
+	firstLogin firstLogin
+}
+
+// firstLogin records the harness's first login as admin with the generated
+// password: its restriction, and what GET /api/v1/computers answered then.
+type firstLogin struct {
+	restriction   string
+	computersCode int
 }
 
 func startServer(t *testing.T, extra ...string) *server {
@@ -214,7 +225,7 @@ func startServerOn(t *testing.T, database string, extra ...string) *server {
 // its own unless extra says otherwise.
 func (s *server) peer(t *testing.T, extra ...string) *server {
 	t.Helper()
-	p := &server{t: t, data: s.data, agentAddr: freeAddr(t), apiAddr: freeAddr(t), database: s.database, extra: extra}
+	p := &server{t: t, data: s.data, agentAddr: freeAddr(t), apiAddr: freeAddr(t), database: s.database, extra: extra, adminPW: s.adminPW}
 	p.launch()
 	return p
 }
@@ -263,7 +274,11 @@ func (s *server) launch() {
 	})
 	if s.api == nil {
 		s.api = s.client()
-		s.api.login(s.t, "admin", s.password())
+		if s.adminPW == "" {
+			s.adminPW, s.firstLogin = s.api.firstAdminLogin(s.t, s.initialPassword())
+		} else {
+			s.api.login(s.t, "admin", s.adminPW)
+		}
 	}
 }
 
@@ -275,7 +290,16 @@ func (s *server) restart() {
 	s.launch()
 }
 
+// password is admin's password now.
 func (s *server) password() string {
+	if s.adminPW != "" {
+		return s.adminPW
+	}
+	return s.initialPassword()
+}
+
+// initialPassword is the password the first start generated.
+func (s *server) initialPassword() string {
 	b, err := os.ReadFile(filepath.Join(s.data, "initial-admin-password"))
 	if err != nil {
 		s.t.Fatal(err)
@@ -368,9 +392,38 @@ func (c *apiClient) do(t *testing.T, method, path string, body any, out any) int
 
 func (c *apiClient) login(t *testing.T, user, pw string) {
 	t.Helper()
-	if code := c.do(t, "POST", "/api/v1/session", map[string]string{"username": user, "password": pw}, nil); code != 200 {
-		t.Fatalf("login: %d", code)
+	var sess struct {
+		Restriction string `json:"restriction"`
 	}
+	if code := c.do(t, "POST", "/api/v1/session", map[string]string{"username": user, "password": pw}, &sess); code != 200 || sess.Restriction != "" {
+		t.Fatalf("login: %d, restriction %q", code, sess.Restriction)
+	}
+}
+
+// firstAdminLogin logs in as admin with the generated password, which
+// must be changed first: it changes it, logs in again and returns the new
+// password with what the first login allowed.
+func (c *apiClient) firstAdminLogin(t *testing.T, generated string) (string, firstLogin) {
+	t.Helper()
+	var first firstLogin
+	var sess struct {
+		Restriction string `json:"restriction"`
+	}
+	if code := c.do(t, "POST", "/api/v1/session", map[string]string{"username": "admin", "password": generated}, &sess); code != 200 {
+		t.Fatalf("first login: %d", code)
+	}
+	first.restriction = sess.Restriction
+	first.computersCode = c.do(t, "GET", "/api/v1/computers", nil, nil)
+	pw := generated
+	if sess.Restriction == "password_change" {
+		pw = "changed at first login " + generated[:8]
+		body := map[string]string{"current_password": generated, "new_password": pw}
+		if code := c.do(t, "POST", "/api/v1/session/password", body, nil); code != 204 {
+			t.Fatalf("changing the generated password: %d", code)
+		}
+	}
+	c.login(t, "admin", pw)
+	return pw, first
 }
 
 type computer struct {

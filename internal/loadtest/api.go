@@ -46,8 +46,15 @@ func (a *apiClient) login() error {
 	if a.password == "" {
 		return errors.New("the admin password is needed: MAMORI_ADMIN_PASSWORD, or DATA/initial-admin-password with --data")
 	}
-	if err := a.post("/api/v1/session", map[string]string{"username": "admin", "password": a.password}, nil); err != nil {
+	var sess struct {
+		Restriction string `json:"restriction"`
+	}
+	if err := a.post("/api/v1/session", map[string]string{"username": "admin", "password": a.password}, &sess); err != nil {
 		return fmt.Errorf("logging in to %s: %w", a.base, err)
+	}
+	if sess.Restriction != "" {
+		// The generated first password opens only its change.
+		return fmt.Errorf("logging in to %s: the admin account must first complete %q (log in once with `mamori login`; then give the new password in MAMORI_ADMIN_PASSWORD), or start a new server with MAMORI_ADMIN_PASSWORD set", a.base, sess.Restriction)
 	}
 	a.loggedIn = true
 	return nil

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 )
@@ -56,5 +57,16 @@ func TestMetrics_LogInFirstAndAgainWhenTheSessionEnded(t *testing.T) {
 	got, err = m.read(false)
 	if err != nil || got["process_resident_memory_bytes"] != 1234 || f.logins.Load() != 2 {
 		t.Fatalf("read after the session ended: %v, %v after %d logins, want 2", got, err, f.logins.Load())
+	}
+}
+
+func TestMetrics_ARestrictedLoginIsAClearError(t *testing.T) {
+	f, m := newFakeAPI(t, "password_change")
+	_, err := m.read(false)
+	if err == nil || !strings.Contains(err.Error(), `"password_change"`) || !strings.Contains(err.Error(), "MAMORI_ADMIN_PASSWORD") {
+		t.Fatalf("read with a login restricted to a password change: %v", err)
+	}
+	if _, err := m.read(false); err == nil || f.logins.Load() != 2 {
+		t.Fatalf("the restricted login was kept as a login: %v after %d logins", err, f.logins.Load())
 	}
 }

@@ -472,11 +472,13 @@ func (s *Server) bootstrapAdmin(ctx context.Context) error {
 		if err := os.WriteFile(path, []byte(pw+"\n"), 0o600); err != nil {
 			return fmt.Errorf("writing %s: %w", path, err)
 		}
-		s.log.Info("created first admin user; its password is in the data directory", "username", "admin", "file", path)
+		s.log.Info("created first admin user; its password is in the data directory, to be changed at the first login", "username", "admin", "file", path)
 	} else {
 		s.log.Info("created first admin user with the password from MAMORI_ADMIN_PASSWORD", "username", "admin")
 	}
-	return s.db.CreateUser(ctx, &store.User{ID: uuid.NewString(), Username: "admin", PasswordHash: hash,
+	// A generated password sits in a file until someone reads it: it opens
+	// only the password change. One the operator chose is theirs to keep.
+	return s.db.CreateUser(ctx, &store.User{ID: uuid.NewString(), Username: "admin", PasswordHash: hash, MustChangePassword: generated,
 		HomeGroupID: store.GroupAll, PermissionSetIDs: []string{store.PermSetAdministrator}})
 }
 
