@@ -487,14 +487,6 @@ func (s *Server) promHandler() http.Handler {
 	return promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})
 }
 
-// MetricsAddr is the bound --metrics-listen address ("" when off).
-func (s *Server) MetricsAddr() string {
-	if s.metricLn == nil {
-		return ""
-	}
-	return s.metricLn.Addr().String()
-}
-
 // AgentAddr is the bound agent listener address.
 func (s *Server) AgentAddr() string { return s.agentLn.Addr().String() }
 
