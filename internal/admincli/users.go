@@ -124,6 +124,9 @@ func (inv *invocation) printUser(g *globals, u *apiclient.User) error {
 		fmt.Fprintf(w, "username:\t%s\nid:\t%s\ndescription:\t%s\nhome group:\t%s\ndisabled:\t%s\n", u.Username, u.ID, orDash(u.Description), u.HomeGroup.Path, yes(u.Disabled))
 		fmt.Fprintf(w, "second factor:\t%s\nmust change password:\t%s\npermission sets:\t%s\n", twoFA(*u), yes(u.MustChangePassword), orDash(strings.Join(u.PermissionSets, ", ")))
 		fmt.Fprintf(w, "created:\t%s\nlast login:\t%s\n", ts(u.CreatedAt), ts(u.LastLoginAt))
+		if u.LastLoginAddr != "" {
+			fmt.Fprintf(w, "last login from:\t%s\n", u.LastLoginAddr)
+		}
 		if !u.LockedUntil.IsZero() {
 			fmt.Fprintf(w, "locked until:\t%s\n", ts(u.LockedUntil))
 		}

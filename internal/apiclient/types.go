@@ -116,6 +116,7 @@ type User struct {
 	PermissionSets     []string  `json:"permission_sets"`
 	CreatedAt          time.Time `json:"created_at"`
 	LastLoginAt        time.Time `json:"last_login_at"`
+	LastLoginAddr      string    `json:"last_login_addr"`
 	LockedUntil        time.Time `json:"locked_until"`
 	Version            int64     `json:"version"`
 }

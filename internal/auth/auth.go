@@ -30,7 +30,7 @@ type Store interface {
 	UserByID(ctx context.Context, id string) (*store.User, error)
 	UpdateUser(ctx context.Context, u *store.User) error
 	RecordLoginFailure(ctx context.Context, id string, maxFailures int, lockUntil time.Time) (time.Time, error)
-	RecordLoginSuccess(ctx context.Context, id string, at time.Time) error
+	RecordLoginSuccess(ctx context.Context, id string, at time.Time, addr string) error
 	UseTOTPStep(ctx context.Context, id string, step int64) (bool, error)
 	SetRecoveryCodes(ctx context.Context, userID string, hashes []string) error
 	UseRecoveryCode(ctx context.Context, userID, hash string, at time.Time) (bool, error)
@@ -151,8 +151,8 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (*LoginResult, er
 		s.ipFail(req.Remote, now)
 		return nil, errBadLogin
 	}
-	if now.Before(u.LockedUntil) {
-		return nil, errcode.New(errcode.TooManyRequests, "account locked after repeated failures until %s", u.LockedUntil.UTC().Format(time.RFC3339))
+	if err := locked(u, req.Remote, now); err != nil {
+		return nil, err
 	}
 	if verr := password.Verify(req.Password, u.PasswordHash); verr != nil {
 		if !errors.Is(verr, password.ErrMismatch) {
@@ -182,7 +182,7 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (*LoginResult, er
 	// A password without its second factor is not a login yet: clearing the
 	// failures here would let whoever has the password guess codes forever.
 	if secondFactor {
-		if err := s.Store.RecordLoginSuccess(ctx, u.ID, now); err != nil {
+		if err := s.Store.RecordLoginSuccess(ctx, u.ID, now, req.Remote); err != nil {
 			return nil, err
 		}
 	}
@@ -193,6 +193,17 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (*LoginResult, er
 		return nil, err
 	}
 	return &LoginResult{Token: token, User: u, ExpiresAt: expires, Restriction: restriction}, nil
+}
+
+// locked refuses a login while u's account is locked after failed logins,
+// except from the address of u's last full login: failures from elsewhere
+// must not lock the owner out of their usual place (they still count, and
+// the address itself is held to IPMaxFailures like any other).
+func locked(u *store.User, remote string, now time.Time) error {
+	if !now.Before(u.LockedUntil) || (remote != "" && remote == u.LastLoginAddr) {
+		return nil
+	}
+	return errcode.New(errcode.TooManyRequests, "account locked after repeated failures until %s", u.LockedUntil.UTC().Format(time.RFC3339))
 }
 
 // pendingRestriction is what a fully logged-in user must do first.
@@ -234,8 +245,8 @@ func (s *Service) CompleteSecondFactor(ctx context.Context, p *Principal, code, 
 		return err
 	}
 	now := s.now()
-	if now.Before(u.LockedUntil) {
-		return errcode.New(errcode.TooManyRequests, "account locked after repeated failures until %s", u.LockedUntil.UTC().Format(time.RFC3339))
+	if err := locked(u, remote, now); err != nil {
+		return err
 	}
 	if err := s.checkSecondFactor(ctx, u, code, recovery, now); err != nil {
 		if ferr := s.fail(ctx, u, remote, pol, now, err); errcode.Is(ferr, errcode.TooManyRequests) {
@@ -244,7 +255,7 @@ func (s *Service) CompleteSecondFactor(ctx context.Context, p *Principal, code, 
 		}
 		return err
 	}
-	if err := s.Store.RecordLoginSuccess(ctx, u.ID, now); err != nil {
+	if err := s.Store.RecordLoginSuccess(ctx, u.ID, now, remote); err != nil {
 		return err
 	}
 	return s.Store.CompleteSecondFactor(ctx, p.SessionHash)

@@ -227,6 +227,41 @@ func TestLogin_LockoutAfterFailuresUntilItExpires(t *testing.T) {
 	}
 }
 
+// Guessing from elsewhere locks the account, but not its owner out of the
+// address of their last full login.
+func TestLogin_ALockedAccountStillOpensFromItsLastLoginAddress(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.setPolicy(t, auth.Policy{LockoutFailures: 3, LockoutMinutes: 10})
+	f.addUser(t, "alice", nil)
+	f.login(t, "alice") // from remote, her usual address
+	if u := f.user(t, "id-alice"); u.LastLoginAddr != remote {
+		t.Fatalf("last login address %q, want %q", u.LastLoginAddr, remote)
+	}
+	const guesser, stranger = "203.0.113.5", "198.51.100.20"
+	for i := 1; i <= 3; i++ {
+		_, err := f.svc.Login(t.Context(), auth.LoginRequest{Username: "alice", Password: fmt.Sprintf("guess number %d", i), Remote: guesser})
+		if i < 3 {
+			wantCode(t, err, errcode.Unauthorized)
+		} else {
+			wantCode(t, err, errcode.TooManyRequests)
+		}
+	}
+	for _, addr := range []string{guesser, stranger, ""} { // the lock holds everywhere else, even with the right password
+		_, err := f.svc.Login(t.Context(), auth.LoginRequest{Username: "alice", Password: goodPassword, Remote: addr})
+		wantCode(t, err, errcode.TooManyRequests)
+	}
+	// From her address a wrong password is still a failure, not a way in.
+	_, err := f.svc.Login(t.Context(), auth.LoginRequest{Username: "alice", Password: "not her password", Remote: remote})
+	if c := errcode.Of(err); c != errcode.Unauthorized && c != errcode.TooManyRequests {
+		t.Fatalf("wrong password from the last login address while locked: %v", err)
+	}
+	f.login(t, "alice") // the right one opens
+	if u := f.user(t, "id-alice"); !u.LockedUntil.IsZero() || u.FailedLogins != 0 {
+		t.Fatalf("after her login: locked until %v, failures %d", u.LockedUntil, u.FailedLogins)
+	}
+}
+
 func TestLogin_AddressSprayingIsThrottledAloneUntilTheWindowEnds(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)

@@ -330,7 +330,12 @@ func (s *server) token(args ...string) string {
 	return r.Token
 }
 
-func (s *server) client() *apiClient {
+func (s *server) client() *apiClient { return s.clientFrom("") }
+
+// clientFrom is client connecting from the loopback address source (e.g.
+// 127.0.0.2: another machine as far as the server can tell); "" lets the
+// kernel choose.
+func (s *server) clientFrom(source string) *apiClient {
 	pem, err := os.ReadFile(filepath.Join(s.data, "ca.crt"))
 	if err != nil {
 		s.t.Fatal(err)
@@ -338,10 +343,11 @@ func (s *server) client() *apiClient {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)
 	jar, _ := cookiejar.New(nil)
-	return &apiClient{base: "https://" + s.apiAddr, http: &http.Client{
-		Jar: jar, Timeout: 10 * time.Second,
-		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}},
-	}}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}}
+	if source != "" {
+		tr.DialContext = (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(source)}}).DialContext
+	}
+	return &apiClient{base: "https://" + s.apiAddr, http: &http.Client{Jar: jar, Timeout: 10 * time.Second, Transport: tr}}
 }
 
 // agent starts `mamori-agent run` with a state directory.

@@ -16,7 +16,9 @@ import (
 func TestRecover_ALockedOutAdministratorGetsBackIn(t *testing.T) {
 	t.Parallel()
 	s := startServer(t)
-	c := s.client()
+	// Guesses from another address than admin's last login lock admin out
+	// of everywhere but that address.
+	c := s.clientFrom("127.0.0.2")
 	for range 6 {
 		c.do(t, "POST", "/api/v1/session", map[string]string{"username": "admin", "password": "a wrong guess 123"}, nil)
 	}
@@ -61,5 +63,26 @@ func TestRecover_ALockedOutAdministratorGetsBackIn(t *testing.T) {
 	}
 	if out, err := exec.Command(bin("mamori"), "recover", "--data", s.data, "--user", "nobody").CombinedOutput(); err == nil || !strings.Contains(string(out), "not found") {
 		t.Fatalf("recovering an unknown user: %v\n%s", err, out)
+	}
+}
+
+// Guessing admin's password from another address locks the account there
+// and everywhere else, but admin still logs in from where they last did.
+func TestLogin_GuessesFromElsewhereDoNotLockTheOwnerOut(t *testing.T) {
+	t.Parallel()
+	s := startServer(t) // the harness logged in as admin from 127.0.0.1
+	guesser := s.clientFrom("127.0.0.3")
+	for range 6 {
+		guesser.do(t, "POST", "/api/v1/session", map[string]string{"username": "admin", "password": "a wrong guess 123"}, nil)
+	}
+	for _, c := range []*apiClient{guesser, s.clientFrom("127.0.0.4")} {
+		if code := c.do(t, "POST", "/api/v1/session", map[string]string{"username": "admin", "password": s.password()}, nil); code != 429 {
+			t.Fatalf("the right password from another address while locked: %d, want 429", code)
+		}
+	}
+	owner := s.clientFrom("127.0.0.1")
+	owner.login(t, "admin", s.password())
+	if code := owner.do(t, "GET", "/api/v1/computers", nil, nil); code != 200 {
+		t.Fatalf("admin from their usual address: GET /api/v1/computers %d", code)
 	}
 }

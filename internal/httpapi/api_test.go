@@ -1493,15 +1493,18 @@ func TestLogin_AnAdministratorUnlocksALockedAccount(t *testing.T) {
 		t.Fatal(err)
 	}
 	failures := auth.Policy{}.Defaults().LockoutFailures
-	lock := func() {
+	// lock makes guesses lock bob's account and checks that his password is
+	// refused from elsewhere, an address he has not logged in from (his
+	// last login's address would still let him in).
+	lock := func(elsewhere string) {
 		t.Helper()
 		for i := range failures {
 			f.serve(t, request{method: "POST", path: "/api/v1/session", body: loginBody("bob", "guess"+strconv.Itoa(i)), remote: "203.0.113.5:5555"})
 		}
-		wantError(t, f.serve(t, request{method: "POST", path: "/api/v1/session", body: loginBody("bob", "bob's long password 1")}),
+		wantError(t, f.serve(t, request{method: "POST", path: "/api/v1/session", body: loginBody("bob", "bob's long password 1"), remote: elsewhere}),
 			http.StatusTooManyRequests, errcode.TooManyRequests)
 	}
-	lock()
+	lock("198.51.100.20:4444")
 	u := decodeAs[userJSON](t, f.call(t, "GET", "/api/v1/users/u-bob", ""), http.StatusOK)
 	if u.LockedUntil == nil {
 		t.Fatalf("locked user shows no lock: %+v", u)
@@ -1510,14 +1513,17 @@ func TestLogin_AnAdministratorUnlocksALockedAccount(t *testing.T) {
 	if u.LockedUntil != nil {
 		t.Fatalf("unlocked user still shows a lock: %+v", u)
 	}
-	if rec := f.serve(t, request{method: "POST", path: "/api/v1/session", body: loginBody("bob", "bob's long password 1")}); rec.Code != http.StatusOK {
+	if rec := f.serve(t, request{method: "POST", path: "/api/v1/session", body: loginBody("bob", "bob's long password 1"), remote: "198.51.100.20:4444"}); rec.Code != http.StatusOK {
 		t.Fatalf("login after the unlock: %d %s", rec.Code, rec.Body)
 	}
-	lock()
+	if u := decodeAs[userJSON](t, f.call(t, "GET", "/api/v1/users/u-bob", ""), http.StatusOK); u.LastLoginAddr != "198.51.100.20" {
+		t.Fatalf("last login address %q, want the login's 198.51.100.20 (port dropped)", u.LastLoginAddr)
+	}
+	lock("198.51.100.21:4444")
 	if rec := f.call(t, "POST", "/api/v1/users/u-bob/password", `{"password":"a brand new secret 2","must_change":false}`); rec.Code != http.StatusNoContent {
 		t.Fatalf("reset: %d %s", rec.Code, rec.Body)
 	}
-	if rec := f.serve(t, request{method: "POST", path: "/api/v1/session", body: loginBody("bob", "a brand new secret 2")}); rec.Code != http.StatusOK {
+	if rec := f.serve(t, request{method: "POST", path: "/api/v1/session", body: loginBody("bob", "a brand new secret 2"), remote: "198.51.100.21:4444"}); rec.Code != http.StatusOK {
 		t.Fatalf("login with the reset password: %d %s", rec.Code, rec.Body)
 	}
 }

@@ -44,6 +44,7 @@ type userJSON struct {
 	PermissionSets     []string `json:"permission_sets"`
 	CreatedAt          *string  `json:"created_at"`
 	LastLoginAt        *string  `json:"last_login_at"`
+	LastLoginAddr      string   `json:"last_login_addr"`
 	LockedUntil        *string  `json:"locked_until"`
 	Version            int64    `json:"version"`
 }
@@ -63,7 +64,7 @@ func (a *API) userView(u *store.User, tree *store.GroupTree) userJSON {
 	}
 	return userJSON{ID: u.ID, Username: u.Username, Description: u.Description, HomeGroup: g, Disabled: u.Disabled,
 		MustChangePassword: u.MustChangePassword, TOTPEnabled: u.TOTPEnabled, TOTPRequired: u.TOTPRequired, PermissionSets: sets,
-		CreatedAt: timeJSON(u.CreatedAt), LastLoginAt: timeJSON(u.LastLoginAt), LockedUntil: timeJSON(locked), Version: u.Version}
+		CreatedAt: timeJSON(u.CreatedAt), LastLoginAt: timeJSON(u.LastLoginAt), LastLoginAddr: u.LastLoginAddr, LockedUntil: timeJSON(locked), Version: u.Version}
 }
 
 // userFor loads a user and checks level on users in their home group.

@@ -27,6 +27,7 @@ type User struct {
 	FailedLogins       int
 	LockedUntil        time.Time
 	LastLoginAt        time.Time
+	LastLoginAddr      string // the remote address of the last full login
 	CreatedAt          time.Time
 	UpdatedAt          time.Time
 	Version            int64
@@ -36,14 +37,14 @@ type User struct {
 
 const userColumns = `u.id, u.username, u.password_hash, u.disabled, u.home_group_id, u.description, u.must_change_password,
 	u.password_changed_at, u.totp_secret, u.totp_pending, u.totp_enabled, u.totp_required, u.totp_last_step, u.failed_logins,
-	u.locked_until, u.last_login_at, u.created_at, u.updated_at, u.version`
+	u.locked_until, u.last_login_at, u.last_login_addr, u.created_at, u.updated_at, u.version`
 
 func scanUserRow(row interface{ Scan(...any) error }) (*User, error) {
 	u := &User{}
 	var pwChanged, locked, lastLogin, created, updated int64
 	err := row.Scan(&u.ID, &u.Username, &u.PasswordHash, &u.Disabled, &u.HomeGroupID, &u.Description, &u.MustChangePassword,
 		&pwChanged, &u.TOTPSecret, &u.TOTPPending, &u.TOTPEnabled, &u.TOTPRequired, &u.TOTPLastStep, &u.FailedLogins,
-		&locked, &lastLogin, &created, &updated, &u.Version)
+		&locked, &lastLogin, &u.LastLoginAddr, &created, &updated, &u.Version)
 	if err != nil {
 		return nil, err
 	}
@@ -333,10 +334,12 @@ func (db *DB) UnlockUser(ctx context.Context, id string) (err error) {
 	return nil
 }
 
-// RecordLoginSuccess clears the failure count and notes the login time.
-func (db *DB) RecordLoginSuccess(ctx context.Context, id string, at time.Time) (err error) {
+// RecordLoginSuccess clears the failure count and lock, and notes the
+// login's time and remote address.
+func (db *DB) RecordLoginSuccess(ctx context.Context, id string, at time.Time, addr string) (err error) {
 	defer db.track("login_success", time.Now(), &err)
-	_, err = db.rw.ExecContext(ctx, `UPDATE users SET failed_logins = 0, locked_until = 0, last_login_at = ? WHERE id = ?`, ms(at), id)
+	_, err = db.rw.ExecContext(ctx, `UPDATE users SET failed_logins = 0, locked_until = 0, last_login_at = ?, last_login_addr = ? WHERE id = ?`,
+		ms(at), addr, id)
 	return err
 }
 

@@ -753,9 +753,9 @@ func testListUsers(t *testing.T, db *store.DB) {
 	must(t, db.CreateUser(ctx, &store.User{ID: "u2", Username: "bob", PasswordHash: "h", HomeGroupID: g.ID}))
 	must(t, db.CreateUser(ctx, &store.User{ID: "u3", Username: "carol", PasswordHash: "h", HomeGroupID: g.ID}))
 	newUser(t, db, "u4", "dave_x")
-	must(t, db.RecordLoginSuccess(ctx, "u1", T0.Add(3*time.Hour)))
-	must(t, db.RecordLoginSuccess(ctx, "u2", T0.Add(1*time.Hour)))
-	must(t, db.RecordLoginSuccess(ctx, "u3", T0.Add(2*time.Hour)))
+	must(t, db.RecordLoginSuccess(ctx, "u1", T0.Add(3*time.Hour), "192.0.2.1"))
+	must(t, db.RecordLoginSuccess(ctx, "u2", T0.Add(1*time.Hour), "192.0.2.2"))
+	must(t, db.RecordLoginSuccess(ctx, "u3", T0.Add(2*time.Hour), "192.0.2.3"))
 
 	for _, tc := range []struct {
 		f     store.UserFilter
@@ -887,9 +887,16 @@ func testLoginFailureLocking(t *testing.T, db *store.DB) {
 		t.Fatalf("before success: failures %d, locked until %v", u.FailedLogins, u.LockedUntil)
 	}
 	at := T0.Add(2 * time.Hour)
-	must(t, db.RecordLoginSuccess(ctx, "u1", at))
-	if u := user(t, db, "u1"); u.FailedLogins != 0 || !u.LockedUntil.IsZero() || !u.LastLoginAt.Equal(at) {
-		t.Fatalf("after success: failures %d, locked until %v, last login %v", u.FailedLogins, u.LockedUntil, u.LastLoginAt)
+	if u := user(t, db, "u1"); u.LastLoginAddr != "" {
+		t.Fatalf("never logged in, last login address %q", u.LastLoginAddr)
+	}
+	must(t, db.RecordLoginSuccess(ctx, "u1", at, "2001:db8::7"))
+	if u := user(t, db, "u1"); u.FailedLogins != 0 || !u.LockedUntil.IsZero() || !u.LastLoginAt.Equal(at) || u.LastLoginAddr != "2001:db8::7" {
+		t.Fatalf("after success: failures %d, locked until %v, last login %v from %q", u.FailedLogins, u.LockedUntil, u.LastLoginAt, u.LastLoginAddr)
+	}
+	must(t, db.RecordLoginSuccess(ctx, "u1", at.Add(time.Minute), "192.0.2.9"))
+	if u, err := db.UserByName(ctx, "alice"); err != nil || u.LastLoginAddr != "192.0.2.9" {
+		t.Fatalf("second success: %+v, %v; want the last address 192.0.2.9", u, err)
 	}
 	if locked, err := db.RecordLoginFailure(ctx, "u1", 1, lock); err != nil || !locked.Equal(lock) {
 		t.Fatalf("maxFailures 1: locked %v, %v; want locked at the first failure", locked, err)
