@@ -29,7 +29,7 @@ type Store interface {
 	UserByName(ctx context.Context, username string) (*store.User, error)
 	UserByID(ctx context.Context, id string) (*store.User, error)
 	UpdateUser(ctx context.Context, u *store.User) error
-	RecordLoginFailure(ctx context.Context, id string, maxFailures int, lockUntil time.Time) (time.Time, error)
+	RecordLoginFailure(ctx context.Context, id string, fromLastAddr bool, maxFailures int, lockUntil time.Time) (time.Time, error)
 	RecordLoginSuccess(ctx context.Context, id string, at time.Time, addr string) error
 	UseTOTPStep(ctx context.Context, id string, step int64) (bool, error)
 	SetRecoveryCodes(ctx context.Context, userID string, hashes []string) error
@@ -195,15 +195,24 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (*LoginResult, er
 	return &LoginResult{Token: token, User: u, ExpiresAt: expires, Restriction: restriction}, nil
 }
 
-// locked refuses a login while u's account is locked after failed logins,
-// except from the address of u's last full login: failures from elsewhere
-// must not lock the owner out of their usual place (they still count, and
-// the address itself is held to IPMaxFailures like any other).
+// fromLastAddr tells whether remote is the address of u's last full
+// login. Failed logins from there count and lock apart from the others, so
+// guesses from elsewhere cannot lock the owner out of their usual address,
+// and guesses from that address lock it as fast as any other.
+func fromLastAddr(u *store.User, remote string) bool {
+	return remote != "" && remote == u.LastLoginAddr
+}
+
+// locked refuses a login while the lock that applies to remote holds.
 func locked(u *store.User, remote string, now time.Time) error {
-	if !now.Before(u.LockedUntil) || (remote != "" && remote == u.LastLoginAddr) {
+	until := u.LockedUntil
+	if fromLastAddr(u, remote) {
+		until = u.AddrLockedUntil
+	}
+	if !now.Before(until) {
 		return nil
 	}
-	return errcode.New(errcode.TooManyRequests, "account locked after repeated failures until %s", u.LockedUntil.UTC().Format(time.RFC3339))
+	return errcode.New(errcode.TooManyRequests, "account locked after repeated failures until %s", until.UTC().Format(time.RFC3339))
 }
 
 // pendingRestriction is what a fully logged-in user must do first.
@@ -220,7 +229,7 @@ func (s *Service) pendingRestriction(u *store.User, pol Policy, now time.Time) s
 
 func (s *Service) fail(ctx context.Context, u *store.User, remote string, pol Policy, now time.Time, err error) error {
 	s.ipFail(remote, now)
-	locked, lerr := s.Store.RecordLoginFailure(ctx, u.ID, pol.LockoutFailures, now.Add(time.Duration(pol.LockoutMinutes)*time.Minute))
+	locked, lerr := s.Store.RecordLoginFailure(ctx, u.ID, fromLastAddr(u, remote), pol.LockoutFailures, now.Add(time.Duration(pol.LockoutMinutes)*time.Minute))
 	if lerr != nil {
 		return lerr
 	}
@@ -245,6 +254,9 @@ func (s *Service) CompleteSecondFactor(ctx context.Context, p *Principal, code, 
 		return err
 	}
 	now := s.now()
+	if s.ipLocked(remote, now) {
+		return errcode.New(errcode.TooManyRequests, "too many failed logins from this address; try again later")
+	}
 	if err := locked(u, remote, now); err != nil {
 		return err
 	}

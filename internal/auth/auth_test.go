@@ -140,7 +140,7 @@ func TestLogin_OpensASessionAndRecordsTheLogin(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	u := f.addUser(t, "alice", func(u *store.User) { u.PermissionSetIDs = []string{store.PermSetReviewer} })
-	if _, err := f.db.RecordLoginFailure(t.Context(), u.ID, 5, T0.Add(time.Hour)); err != nil {
+	if _, err := f.db.RecordLoginFailure(t.Context(), u.ID, false, 5, T0.Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	res := f.login(t, "alice")
@@ -257,8 +257,23 @@ func TestLogin_ALockedAccountStillOpensFromItsLastLoginAddress(t *testing.T) {
 		t.Fatalf("wrong password from the last login address while locked: %v", err)
 	}
 	f.login(t, "alice") // the right one opens
-	if u := f.user(t, "id-alice"); !u.LockedUntil.IsZero() || u.FailedLogins != 0 {
-		t.Fatalf("after her login: locked until %v, failures %d", u.LockedUntil, u.FailedLogins)
+	if u := f.user(t, "id-alice"); !u.LockedUntil.IsZero() || u.FailedLogins != 0 || u.AddrFailedLogins != 0 {
+		t.Fatalf("after her login: locked until %v, failures %d and %d", u.LockedUntil, u.FailedLogins, u.AddrFailedLogins)
+	}
+	// Guesses from her address (a shared NAT) lock it as fast as anywhere:
+	// the exception is for the owner, not for unlimited guessing.
+	for i := 1; i <= 3; i++ {
+		_, err := f.svc.Login(t.Context(), auth.LoginRequest{Username: "alice", Password: fmt.Sprintf("neighbour guess %d", i), Remote: remote})
+		if i < 3 {
+			wantCode(t, err, errcode.Unauthorized)
+		} else {
+			wantCode(t, err, errcode.TooManyRequests)
+		}
+	}
+	_, err = f.svc.Login(t.Context(), auth.LoginRequest{Username: "alice", Password: goodPassword, Remote: remote})
+	wantCode(t, err, errcode.TooManyRequests)
+	if _, err := f.svc.Login(t.Context(), auth.LoginRequest{Username: "alice", Password: goodPassword, Remote: stranger}); err != nil {
+		t.Fatalf("her address's lock locked everywhere: %v", err)
 	}
 }
 

@@ -19,7 +19,7 @@ func TestRecover_MakesTheAccountUsableAgain(t *testing.T) {
 	if err := f.db.SetRecoveryCodes(ctx, u.ID, []string{"h1", "h2"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.db.RecordLoginFailure(ctx, u.ID, 1, f.now.Add(1e12)); err != nil {
+	if _, err := f.db.RecordLoginFailure(ctx, u.ID, false, 1, f.now.Add(1e12)); err != nil {
 		t.Fatal(err)
 	}
 	pw, _, err := f.svc.Recover(ctx, f.db, "root", false)

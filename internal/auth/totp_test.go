@@ -244,6 +244,47 @@ func TestCompleteSecondFactor_PasswordAloneDoesNotClearFailures(t *testing.T) {
 	wantCode(t, f.svc.CompleteSecondFactor(ctx, p, bad, "", remote), errcode.TooManyRequests)
 }
 
+// The second factor follows the same rule as the password: at the address
+// of the last full login it counts and locks apart from elsewhere.
+func TestCompleteSecondFactor_TheLastLoginAddressCountsApart(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := t.Context()
+	f.setPolicy(t, auth.Policy{LockoutFailures: 3})
+	f.addUser(t, "alice", nil)
+	f.withTOTP(t, "id-alice")
+	p := f.authenticate(t, f.login(t, "alice").Token)
+	if err := f.svc.CompleteSecondFactor(ctx, p, code(t, fixedSecret, f.now), "", remote); err != nil {
+		t.Fatal(err)
+	}
+	if u := f.user(t, "id-alice"); u.LastLoginAddr != remote {
+		t.Fatalf("the completed login recorded address %q, want %q", u.LastLoginAddr, remote)
+	}
+	const guesser = "203.0.113.5"
+	for range 3 {
+		f.svc.Login(ctx, auth.LoginRequest{Username: "alice", Password: "a wrong guess", Remote: guesser})
+	}
+	if u := f.user(t, "id-alice"); !f.now.Before(u.LockedUntil) {
+		t.Fatalf("guesses from elsewhere did not lock: %v", u.LockedUntil)
+	}
+	// From her address she gets in, second factor included.
+	f.advance(step)
+	p = f.authenticate(t, f.login(t, "alice").Token)
+	if err := f.svc.CompleteSecondFactor(ctx, p, code(t, fixedSecret, f.now), "", remote); err != nil {
+		t.Fatalf("second factor from her address while locked elsewhere: %v", err)
+	}
+	// Codes guessed from her address lock her address.
+	f.advance(step)
+	p = f.authenticate(t, f.login(t, "alice").Token)
+	bad := wrongCode(t, fixedSecret, f.now)
+	for range 2 {
+		wantCode(t, f.svc.CompleteSecondFactor(ctx, p, bad, "", remote), errcode.Unauthorized)
+	}
+	wantCode(t, f.svc.CompleteSecondFactor(ctx, p, bad, "", remote), errcode.TooManyRequests)
+	_, err := f.loginWith(t, auth.LoginRequest{TOTPCode: code(t, fixedSecret, f.now.Add(step))})
+	wantCode(t, err, errcode.TooManyRequests)
+}
+
 func TestRecoveryCodes_SingleUseAndReplaced(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)

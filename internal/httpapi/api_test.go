@@ -1526,4 +1526,18 @@ func TestLogin_AnAdministratorUnlocksALockedAccount(t *testing.T) {
 	if rec := f.serve(t, request{method: "POST", path: "/api/v1/session", body: loginBody("bob", "a brand new secret 2"), remote: "198.51.100.21:4444"}); rec.Code != http.StatusOK {
 		t.Fatalf("login with the reset password: %d %s", rec.Code, rec.Body)
 	}
+	// A lock of the last login's address alone shows as the user's lock too,
+	// and an unlock clears it.
+	addrLock := f.now.Add(7 * time.Minute)
+	if _, err := f.db.RecordLoginFailure(t.Context(), "u-bob", true, 1, addrLock); err != nil {
+		t.Fatal(err)
+	}
+	u = decodeAs[userJSON](t, f.call(t, "GET", "/api/v1/users/u-bob", ""), http.StatusOK)
+	if u.LockedUntil == nil || *u.LockedUntil != addrLock.UTC().Format("2006-01-02T15:04:05.000Z") {
+		t.Fatalf("locked_until %v, want the address's lock %v", u.LockedUntil, addrLock)
+	}
+	u = decodeAs[userJSON](t, f.call(t, "PATCH", "/api/v1/users/u-bob", fmt.Sprintf(`{"unlock":true,"version":%d}`, u.Version)), http.StatusOK)
+	if u.LockedUntil != nil {
+		t.Fatalf("unlock left locked_until %v", *u.LockedUntil)
+	}
 }

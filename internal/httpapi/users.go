@@ -58,9 +58,13 @@ func (a *API) userView(u *store.User, tree *store.GroupTree) userJSON {
 	if sets == nil {
 		sets = []string{}
 	}
+	// Either lock refuses some logins: failed logins from the address of
+	// the last login lock it apart from everywhere else.
 	locked := time.Time{}
-	if a.cfg.Now().Before(u.LockedUntil) {
-		locked = u.LockedUntil
+	for _, l := range []time.Time{u.LockedUntil, u.AddrLockedUntil} {
+		if a.cfg.Now().Before(l) && l.After(locked) {
+			locked = l
+		}
 	}
 	return userJSON{ID: u.ID, Username: u.Username, Description: u.Description, HomeGroup: g, Disabled: u.Disabled,
 		MustChangePassword: u.MustChangePassword, TOTPEnabled: u.TOTPEnabled, TOTPRequired: u.TOTPRequired, PermissionSets: sets,
@@ -316,7 +320,7 @@ func (a *API) updateUser(w http.ResponseWriter, r *http.Request) error {
 		if err := a.cfg.Store.UnlockUser(r.Context(), u.ID); err != nil {
 			return err
 		}
-		u.LockedUntil = time.Time{}
+		u.LockedUntil, u.AddrLockedUntil = time.Time{}, time.Time{}
 	}
 	after := a.userView(u, tree)
 	auditDiff(r, before, after)

@@ -28,27 +28,31 @@ type User struct {
 	LockedUntil        time.Time
 	LastLoginAt        time.Time
 	LastLoginAddr      string // the remote address of the last full login
-	CreatedAt          time.Time
-	UpdatedAt          time.Time
-	Version            int64
+	// AddrFailedLogins and AddrLockedUntil count and lock failed logins
+	// from LastLoginAddr apart from the others (FailedLogins, LockedUntil).
+	AddrFailedLogins int
+	AddrLockedUntil  time.Time
+	CreatedAt        time.Time
+	UpdatedAt        time.Time
+	Version          int64
 	// PermissionSetIDs is filled by UserByID/UserByName/ListUsers.
 	PermissionSetIDs []string
 }
 
 const userColumns = `u.id, u.username, u.password_hash, u.disabled, u.home_group_id, u.description, u.must_change_password,
 	u.password_changed_at, u.totp_secret, u.totp_pending, u.totp_enabled, u.totp_required, u.totp_last_step, u.failed_logins,
-	u.locked_until, u.last_login_at, u.last_login_addr, u.created_at, u.updated_at, u.version`
+	u.locked_until, u.last_login_at, u.last_login_addr, u.addr_failed_logins, u.addr_locked_until, u.created_at, u.updated_at, u.version`
 
 func scanUserRow(row interface{ Scan(...any) error }) (*User, error) {
 	u := &User{}
-	var pwChanged, locked, lastLogin, created, updated int64
+	var pwChanged, locked, lastLogin, addrLocked, created, updated int64
 	err := row.Scan(&u.ID, &u.Username, &u.PasswordHash, &u.Disabled, &u.HomeGroupID, &u.Description, &u.MustChangePassword,
 		&pwChanged, &u.TOTPSecret, &u.TOTPPending, &u.TOTPEnabled, &u.TOTPRequired, &u.TOTPLastStep, &u.FailedLogins,
-		&locked, &lastLogin, &u.LastLoginAddr, &created, &updated, &u.Version)
+		&locked, &lastLogin, &u.LastLoginAddr, &u.AddrFailedLogins, &addrLocked, &created, &updated, &u.Version)
 	if err != nil {
 		return nil, err
 	}
-	u.PasswordChangedAt, u.LockedUntil, u.LastLoginAt = fromMS(pwChanged), fromMS(locked), fromMS(lastLogin)
+	u.PasswordChangedAt, u.LockedUntil, u.LastLoginAt, u.AddrLockedUntil = fromMS(pwChanged), fromMS(locked), fromMS(lastLogin), fromMS(addrLocked)
 	u.CreatedAt, u.UpdatedAt = fromMS(created), fromMS(updated)
 	return u, nil
 }
@@ -299,32 +303,38 @@ func (db *DB) DeleteUser(ctx context.Context, id string) (err error) {
 
 // RecordLoginFailure counts a failed login and locks the user until
 // lockUntil once failures reach maxFailures (then the count restarts).
-// It returns the new lock time (zero if not locked).
-func (db *DB) RecordLoginFailure(ctx context.Context, id string, maxFailures int, lockUntil time.Time) (locked time.Time, err error) {
+// fromLastAddr counts it apart, as one from the address of the user's last
+// full login (AddrFailedLogins, AddrLockedUntil). It returns the new lock
+// time (zero if not locked).
+func (db *DB) RecordLoginFailure(ctx context.Context, id string, fromLastAddr bool, maxFailures int, lockUntil time.Time) (locked time.Time, err error) {
 	defer db.track("login_failure", time.Now(), &err)
+	count, lock := "failed_logins", "locked_until"
+	if fromLastAddr {
+		count, lock = "addr_failed_logins", "addr_locked_until"
+	}
 	err = db.tx(ctx, func(tx *sql.Tx) error {
 		locked = time.Time{} // fn may run twice (see runTx)
 		var n int
-		if err := tx.QueryRowContext(ctx, `SELECT failed_logins FROM users WHERE id = ?`, id).Scan(&n); err != nil {
+		if err := tx.QueryRowContext(ctx, `SELECT `+count+` FROM users WHERE id = ?`, id).Scan(&n); err != nil {
 			return notFound(err, "user not found")
 		}
 		n++
 		if n >= maxFailures {
 			locked = lockUntil
-			_, err := tx.ExecContext(ctx, `UPDATE users SET failed_logins = 0, locked_until = ? WHERE id = ?`, ms(lockUntil), id)
+			_, err := tx.ExecContext(ctx, `UPDATE users SET `+count+` = 0, `+lock+` = ? WHERE id = ?`, ms(lockUntil), id)
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `UPDATE users SET failed_logins = ? WHERE id = ?`, n, id)
+		_, err := tx.ExecContext(ctx, `UPDATE users SET `+count+` = ? WHERE id = ?`, n, id)
 		return err
 	})
 	return locked, err
 }
 
-// UnlockUser clears a user's failed logins and lock (an administrator's
+// UnlockUser clears a user's failed logins and locks (an administrator's
 // unlock or password reset).
 func (db *DB) UnlockUser(ctx context.Context, id string) (err error) {
 	defer db.track("unlock_user", time.Now(), &err)
-	res, err := db.rw.ExecContext(ctx, `UPDATE users SET failed_logins = 0, locked_until = 0 WHERE id = ?`, id)
+	res, err := db.rw.ExecContext(ctx, `UPDATE users SET failed_logins = 0, locked_until = 0, addr_failed_logins = 0, addr_locked_until = 0 WHERE id = ?`, id)
 	if err != nil {
 		return err
 	}
@@ -334,12 +344,12 @@ func (db *DB) UnlockUser(ctx context.Context, id string) (err error) {
 	return nil
 }
 
-// RecordLoginSuccess clears the failure count and lock, and notes the
+// RecordLoginSuccess clears the failure counts and locks, and notes the
 // login's time and remote address.
 func (db *DB) RecordLoginSuccess(ctx context.Context, id string, at time.Time, addr string) (err error) {
 	defer db.track("login_success", time.Now(), &err)
-	_, err = db.rw.ExecContext(ctx, `UPDATE users SET failed_logins = 0, locked_until = 0, last_login_at = ?, last_login_addr = ? WHERE id = ?`,
-		ms(at), addr, id)
+	_, err = db.rw.ExecContext(ctx, `UPDATE users SET failed_logins = 0, locked_until = 0, addr_failed_logins = 0, addr_locked_until = 0,
+		last_login_at = ?, last_login_addr = ? WHERE id = ?`, ms(at), addr, id)
 	return err
 }
 

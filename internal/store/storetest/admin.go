@@ -857,13 +857,13 @@ func testLoginFailureLocking(t *testing.T, db *store.DB) {
 	newUser(t, db, "u1", "alice")
 	lock := T0.Add(15 * time.Minute)
 	for i := 1; i < 3; i++ {
-		locked, err := db.RecordLoginFailure(ctx, "u1", 3, lock)
+		locked, err := db.RecordLoginFailure(ctx, "u1", false, 3, lock)
 		must(t, err)
 		if u := user(t, db, "u1"); !locked.IsZero() || u.FailedLogins != i || !u.LockedUntil.IsZero() {
 			t.Fatalf("failure %d: locked %v, user failures %d, locked until %v", i, locked, u.FailedLogins, u.LockedUntil)
 		}
 	}
-	locked, err := db.RecordLoginFailure(ctx, "u1", 3, lock)
+	locked, err := db.RecordLoginFailure(ctx, "u1", false, 3, lock)
 	must(t, err)
 	if u := user(t, db, "u1"); !locked.Equal(lock) || !u.LockedUntil.Equal(lock) || u.FailedLogins != 0 {
 		t.Fatalf("failure 3 of 3: locked %v, user locked until %v, failures %d; want %v and a restarted count", locked, u.LockedUntil, u.FailedLogins, lock)
@@ -871,17 +871,17 @@ func testLoginFailureLocking(t *testing.T, db *store.DB) {
 	// The count restarts: the next lock takes maxFailures more.
 	lock2 := T0.Add(time.Hour)
 	for i := 1; i < 3; i++ {
-		locked, err := db.RecordLoginFailure(ctx, "u1", 3, lock2)
+		locked, err := db.RecordLoginFailure(ctx, "u1", false, 3, lock2)
 		must(t, err)
 		if !locked.IsZero() {
 			t.Fatalf("failure %d after the lock locked again", i)
 		}
 	}
-	if locked, _ := db.RecordLoginFailure(ctx, "u1", 3, lock2); !locked.Equal(lock2) {
+	if locked, _ := db.RecordLoginFailure(ctx, "u1", false, 3, lock2); !locked.Equal(lock2) {
 		t.Fatalf("third failure after the lock = %v, want %v", locked, lock2)
 	}
 
-	_, err = db.RecordLoginFailure(ctx, "u1", 3, lock2)
+	_, err = db.RecordLoginFailure(ctx, "u1", false, 3, lock2)
 	must(t, err)
 	if u := user(t, db, "u1"); u.FailedLogins != 1 || !u.LockedUntil.Equal(lock2) {
 		t.Fatalf("before success: failures %d, locked until %v", u.FailedLogins, u.LockedUntil)
@@ -898,10 +898,35 @@ func testLoginFailureLocking(t *testing.T, db *store.DB) {
 	if u, err := db.UserByName(ctx, "alice"); err != nil || u.LastLoginAddr != "192.0.2.9" {
 		t.Fatalf("second success: %+v, %v; want the last address 192.0.2.9", u, err)
 	}
-	if locked, err := db.RecordLoginFailure(ctx, "u1", 1, lock); err != nil || !locked.Equal(lock) {
+	// Failures from the last login's address count and lock apart.
+	for i := 1; i < 3; i++ {
+		if locked, err := db.RecordLoginFailure(ctx, "u1", true, 3, lock); err != nil || !locked.IsZero() {
+			t.Fatalf("failure %d from the last address: locked %v, %v", i, locked, err)
+		}
+	}
+	if u := user(t, db, "u1"); u.AddrFailedLogins != 2 || u.FailedLogins != 0 || !u.AddrLockedUntil.IsZero() || !u.LockedUntil.IsZero() {
+		t.Fatalf("two failures from the last address: %d and %d failures, locks %v and %v", u.AddrFailedLogins, u.FailedLogins, u.AddrLockedUntil, u.LockedUntil)
+	}
+	if locked, err := db.RecordLoginFailure(ctx, "u1", true, 3, lock); err != nil || !locked.Equal(lock) {
+		t.Fatalf("third failure from the last address: locked %v, %v", locked, err)
+	}
+	if u := user(t, db, "u1"); !u.AddrLockedUntil.Equal(lock) || !u.LockedUntil.IsZero() || u.AddrFailedLogins != 0 {
+		t.Fatalf("after the third: locked %v there, %v elsewhere, %d failures", u.AddrLockedUntil, u.LockedUntil, u.AddrFailedLogins)
+	}
+	must(t, db.UnlockUser(ctx, "u1"))
+	if u := user(t, db, "u1"); !u.AddrLockedUntil.IsZero() || u.AddrFailedLogins != 0 {
+		t.Fatalf("unlock left the last address locked until %v (%d failures)", u.AddrLockedUntil, u.AddrFailedLogins)
+	}
+	_, err = db.RecordLoginFailure(ctx, "u1", true, 3, lock)
+	must(t, err)
+	must(t, db.RecordLoginSuccess(ctx, "u1", at.Add(2*time.Minute), "192.0.2.9"))
+	if u := user(t, db, "u1"); u.AddrFailedLogins != 0 {
+		t.Fatalf("a success left %d failures from the last address", u.AddrFailedLogins)
+	}
+	if locked, err := db.RecordLoginFailure(ctx, "u1", false, 1, lock); err != nil || !locked.Equal(lock) {
 		t.Fatalf("maxFailures 1: locked %v, %v; want locked at the first failure", locked, err)
 	}
-	_, err = db.RecordLoginFailure(ctx, "nobody", 3, lock)
+	_, err = db.RecordLoginFailure(ctx, "nobody", false, 3, lock)
 	WantCode(t, err, errcode.NotFound)
 }
 
