@@ -14,7 +14,8 @@ admin_password() {
       MAMORI_ADMIN_PASSWORD=$(cat "$2/initial-admin-password")
     else
       MAMORI_ADMIN_PASSWORD=$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')
-      (umask 077 && mkdir -p "$(dirname "$1")" && printf '%s\n' "$MAMORI_ADMIN_PASSWORD" >"$1")
+      mkdir -p "$(dirname "$1")" # with the caller's umask: the directory may be shared (PostgreSQL's data under BENCH_DIR)
+      (umask 077 && printf '%s\n' "$MAMORI_ADMIN_PASSWORD" >"$1")
     fi
   fi
   export MAMORI_ADMIN_PASSWORD
