@@ -174,7 +174,7 @@ func TestPresence_KilledAgentGoesOfflineWithin5sAndComesBack(t *testing.T) {
 	}
 }
 
-func TestPresence_SilentNetworkDeathDetectedWithinAMinute(t *testing.T) {
+func TestPresence_SilentNetworkDeathDetectedByTheKeepalive(t *testing.T) {
 	t.Parallel()
 	// Default keepalive settings, the real configuration: a ping after 30 s
 	// without a frame, 20 s to answer it, then one presence flush (51 s).
@@ -182,7 +182,8 @@ func TestPresence_SilentNetworkDeathDetectedWithinAMinute(t *testing.T) {
 	a := s.agent(t, filepath.Join(t.TempDir(), "agent"), nil, append(s.enrollArgs(s.token()), "--instance", "frozen")...)
 	s.api.waitStatus(t, "frozen", "online", 20*time.Second)
 	a.signal(syscall.SIGSTOP) // the kernel keeps the socket alive; the agent stops answering
-	_, took := s.api.waitStatus(t, "frozen", "offline", 60*time.Second)
+	// 51 s at worst, and room for a loaded CI.
+	_, took := s.api.waitStatus(t, "frozen", "offline", 65*time.Second)
 	t.Logf("offline %s after SIGSTOP", took)
 	a.signal(syscall.SIGCONT)
 	_, back := s.api.waitStatus(t, "frozen", "online", 5*time.Second)
