@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,17 +32,10 @@ func runTokenCreate(ctx context.Context, args []string, stdout io.Writer) error 
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
-	if *data == "" {
-		return usageError{errors.New("--data is required")}
-	}
 	if *output != "text" && *output != "json" {
 		return usageError{errors.New("--output must be text or json")}
 	}
-	ca, err := pki.LoadCACert(*data)
-	if err != nil {
-		return noServerData(*data, err)
-	}
-	db, err := store.Open(ctx, *database, *data, store.Options{})
+	db, ca, err := openServerStore(ctx, *data, *database)
 	if err != nil {
 		return err
 	}
@@ -51,9 +45,8 @@ func runTokenCreate(ctx context.Context, args []string, stdout io.Writer) error 
 	if err != nil {
 		return err
 	}
-	if err := db.AppendAudit(ctx, &store.AuditEntry{At: time.Now().UTC(), Username: osUser(), Via: "cli", Domain: "enrollment_tokens",
-		Action: "create", ObjectID: nt.Token.ID, ObjectName: nt.Token.Description, Result: store.AuditSuccess,
-		Diff: fmt.Sprintf(`{"group":[null,%q],"uses_allowed":[null,%d]}`, nt.GroupPath, nt.Token.UsesAllowed)}); err != nil {
+	if err := auditCLI(ctx, db, "enrollment_tokens", "create", nt.Token.ID, nt.Token.Description,
+		fmt.Sprintf(`{"group":[null,%q],"uses_allowed":[null,%d]}`, nt.GroupPath, nt.Token.UsesAllowed)); err != nil {
 		return err
 	}
 	fp := pki.Fingerprint(ca.Raw)
@@ -79,22 +72,47 @@ func runCAFingerprint(args []string, stdout io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
-	if *data == "" {
-		return usageError{errors.New("--data is required")}
-	}
-	ca, err := pki.LoadCACert(*data)
+	ca, err := serverCA(*data)
 	if err != nil {
-		return noServerData(*data, err)
+		return err
 	}
 	fmt.Fprintln(stdout, pki.Fingerprint(ca.Raw))
 	return nil
 }
 
-func noServerData(dir string, err error) error {
-	if errors.Is(err, os.ErrNotExist) {
-		return errcode.New(errcode.NotFound, "%s holds no server CA; start the server once with: mamori server --data %s", dir, dir)
+// serverCA reads the CA certificate of the server whose data directory
+// (--data) is data.
+func serverCA(data string) (*x509.Certificate, error) {
+	if data == "" {
+		return nil, usageError{errors.New("--data is required")}
 	}
-	return err
+	ca, err := pki.LoadCACert(data)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, errcode.New(errcode.NotFound, "%s holds no server CA; start the server once with: mamori server --data %s", data, data)
+	}
+	return ca, err
+}
+
+// openServerStore opens the store of the server whose data directory is
+// data (its PostgreSQL database instead when database is set), once data
+// proves to be one; it also returns the server's CA certificate.
+func openServerStore(ctx context.Context, data, database string) (*store.DB, *x509.Certificate, error) {
+	ca, err := serverCA(data)
+	if err != nil {
+		return nil, nil, err
+	}
+	db, err := store.Open(ctx, database, data, store.Options{})
+	if err != nil {
+		return nil, nil, err
+	}
+	return db, ca, nil
+}
+
+// auditCLI records a change made by this command on the server's machine,
+// by the operating-system user who ran it.
+func auditCLI(ctx context.Context, db *store.DB, domain, action, id, name, diff string) error {
+	return db.AppendAudit(ctx, &store.AuditEntry{At: time.Now().UTC(), Username: osUser(), Via: "cli", Domain: domain,
+		Action: action, ObjectID: id, ObjectName: name, Result: store.AuditSuccess, Diff: diff})
 }
 
 func osUser() string {
@@ -116,13 +134,7 @@ func runRecover(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
-	if *data == "" {
-		return usageError{errors.New("--data is required")}
-	}
-	if _, err := pki.LoadCACert(*data); err != nil {
-		return noServerData(*data, err)
-	}
-	db, err := store.Open(ctx, *database, *data, store.Options{})
+	db, _, err := openServerStore(ctx, *data, *database)
 	if err != nil {
 		return err
 	}
@@ -133,8 +145,7 @@ func runRecover(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	diff := fmt.Sprintf(`{"password":["(old)","(recovered)"],"must_change_password":[null,true],"disabled":[null,false],"api_tokens":[null,"revoked"],"second_factor_removed":[null,%t]}`, *removeTOTP)
-	if err := db.AppendAudit(ctx, &store.AuditEntry{At: time.Now().UTC(), Username: osUser(), Via: "cli", Domain: "users",
-		Action: "recover", ObjectID: u.ID, ObjectName: u.Username, Result: store.AuditSuccess, Diff: diff}); err != nil {
+	if err := auditCLI(ctx, db, "users", "recover", u.ID, u.Username, diff); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "New password of %s (change it at the next login): %s\n", u.Username, pw)
