@@ -22,6 +22,35 @@ func (inv *invocation) computers(args []string) error {
 	})
 }
 
+// computerCmd is a command acting on one computer: its global flags, the
+// client, the computer and the command's arguments (the first names it).
+type computerCmd struct {
+	g    *globals
+	c    *apiclient.Client
+	x    *apiclient.Computer
+	args []string
+}
+
+// onComputer parses a command that takes ID_OR_NAME and n-1 more arguments
+// (and no flags of its own) and finds the computer.
+func (inv *invocation) onComputer(usage string, args []string, n int) (*computerCmd, error) {
+	fs := inv.flags(usage)
+	g := inv.globalFlags(fs, true)
+	pos, err := inv.parse(fs, args, n, n)
+	if err != nil {
+		return nil, err
+	}
+	c, err := inv.client(g)
+	if err != nil {
+		return nil, err
+	}
+	x, err := inv.findComputer(c, pos[0])
+	if err != nil {
+		return nil, err
+	}
+	return &computerCmd{g: g, c: c, x: x, args: pos}, nil
+}
+
 // findComputer resolves a computer id, else an exact computer name.
 func (inv *invocation) findComputer(c *apiclient.Client, idOrName string) (*apiclient.Computer, error) {
 	comp, err := c.GetComputer(inv.ctx, idOrName)
@@ -118,20 +147,11 @@ func computerStatus(x apiclient.Computer) string {
 }
 
 func (inv *invocation) computersShow(args []string) error {
-	fs := inv.flags("ID_OR_NAME")
-	g := inv.globalFlags(fs, true)
-	pos, err := inv.parse(fs, args, 1, 1)
+	cmd, err := inv.onComputer("ID_OR_NAME", args, 1)
 	if err != nil {
 		return err
 	}
-	c, err := inv.client(g)
-	if err != nil {
-		return err
-	}
-	x, err := inv.findComputer(c, pos[0])
-	if err != nil {
-		return err
-	}
+	g, x := cmd.g, cmd.x
 	return inv.emit(g, x.JSON(), func(w io.Writer) {
 		fmt.Fprintf(w, "name:\t%s\nid:\t%s\nhostname:\t%s\nstatus:\t%s\nlast seen:\t%s\ngroup:\t%s\n", x.Name, x.ID, orDash(x.Hostname), computerStatus(*x), ts(x.LastSeen), x.Group.Path)
 		fmt.Fprintf(w, "os:\t%s\nplatform:\t%s\nagent version:\t%s\nenrolled:\t%s\ntags:\t%s\nunresolved detections:\t%d\n",
@@ -152,21 +172,12 @@ func (inv *invocation) computersShow(args []string) error {
 }
 
 func (inv *invocation) computersMove(args []string) error {
-	fs := inv.flags("ID_OR_NAME GROUP")
-	g := inv.globalFlags(fs, true)
-	pos, err := inv.parse(fs, args, 2, 2)
+	cmd, err := inv.onComputer("ID_OR_NAME GROUP", args, 2)
 	if err != nil {
 		return err
 	}
-	c, err := inv.client(g)
-	if err != nil {
-		return err
-	}
-	x, err := inv.findComputer(c, pos[0])
-	if err != nil {
-		return err
-	}
-	moved, err := c.MoveComputer(inv.ctx, x.ID, pos[1], x.Version)
+	g := cmd.g
+	moved, err := cmd.c.MoveComputer(inv.ctx, cmd.x.ID, cmd.args[1], cmd.x.Version)
 	if err != nil {
 		return err
 	}
@@ -178,70 +189,40 @@ func (inv *invocation) computersMove(args []string) error {
 // computersRevoke revokes a computer's certificates (a lost or
 // decommissioned computer): its agent is cut off and refused.
 func (inv *invocation) computersRevoke(args []string) error {
-	fs := inv.flags("ID_OR_NAME\n\nRevokes the computer's certificates: its agent is disconnected and refused from then on.\n" +
-		"The computer stays listed with --status revoked; it cannot be managed again (enroll it anew).")
-	g := inv.globalFlags(fs, true)
-	pos, err := inv.parse(fs, args, 1, 1)
+	cmd, err := inv.onComputer("ID_OR_NAME\n\nRevokes the computer's certificates: its agent is disconnected and refused from then on.\n"+
+		"The computer stays listed with --status revoked; it cannot be managed again (enroll it anew).", args, 1)
 	if err != nil {
 		return err
 	}
-	c, err := inv.client(g)
-	if err != nil {
+	if err := cmd.c.RevokeComputer(inv.ctx, cmd.x.ID); err != nil {
 		return err
 	}
-	x, err := inv.findComputer(c, pos[0])
-	if err != nil {
-		return err
-	}
-	if err := c.RevokeComputer(inv.ctx, x.ID); err != nil {
-		return err
-	}
-	inv.done(g, "Computer %s revoked; its agent is cut off.", x.Name)
+	inv.done(cmd.g, "Computer %s revoked; its agent is cut off.", cmd.x.Name)
 	return nil
 }
 
 func (inv *invocation) computersTag(args []string) error {
-	fs := inv.flags("ID_OR_NAME TAG")
-	g := inv.globalFlags(fs, true)
-	pos, err := inv.parse(fs, args, 2, 2)
+	cmd, err := inv.onComputer("ID_OR_NAME TAG", args, 2)
 	if err != nil {
 		return err
 	}
-	c, err := inv.client(g)
+	tags, err := cmd.c.TagComputer(inv.ctx, cmd.x.ID, cmd.args[1])
 	if err != nil {
 		return err
 	}
-	x, err := inv.findComputer(c, pos[0])
-	if err != nil {
-		return err
-	}
-	tags, err := c.TagComputer(inv.ctx, x.ID, pos[1])
-	if err != nil {
-		return err
-	}
-	return inv.emit(g, tags.JSON(), func(w io.Writer) {
-		fmt.Fprintf(w, "Tags of %s: %s\n", x.Name, strings.Join(tags.Tags, ", "))
+	return inv.emit(cmd.g, tags.JSON(), func(w io.Writer) {
+		fmt.Fprintf(w, "Tags of %s: %s\n", cmd.x.Name, strings.Join(tags.Tags, ", "))
 	})
 }
 
 func (inv *invocation) computersUntag(args []string) error {
-	fs := inv.flags("ID_OR_NAME TAG")
-	g := inv.globalFlags(fs, true)
-	pos, err := inv.parse(fs, args, 2, 2)
+	cmd, err := inv.onComputer("ID_OR_NAME TAG", args, 2)
 	if err != nil {
 		return err
 	}
-	c, err := inv.client(g)
-	if err != nil {
+	if err := cmd.c.UntagComputer(inv.ctx, cmd.x.ID, cmd.args[1]); err != nil {
 		return err
 	}
-	x, err := inv.findComputer(c, pos[0])
-	if err != nil {
-		return err
-	}
-	if err := c.UntagComputer(inv.ctx, x.ID, pos[1]); err != nil {
-		return err
-	}
-	inv.done(g, "Tag %q removed from %s.", pos[1], x.Name)
+	inv.done(cmd.g, "Tag %q removed from %s.", cmd.args[1], cmd.x.Name)
 	return nil
 }
