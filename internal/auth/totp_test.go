@@ -51,6 +51,17 @@ func (f *fixture) withTOTP(t *testing.T, id string) {
 	f.update(t, id, func(u *store.User) { u.TOTPSecret, u.TOTPEnabled = f.sealer.Seal(fixedSecret), true })
 }
 
+// newTOTPLockoutFixture has alice with a second factor and a lockout after
+// 3 failures.
+func newTOTPLockoutFixture(t *testing.T) *fixture {
+	t.Helper()
+	f := newFixture(t)
+	f.setPolicy(t, auth.Policy{LockoutFailures: 3})
+	f.addUser(t, "alice", nil)
+	f.withTOTP(t, "id-alice")
+	return f
+}
+
 func (f *fixture) loginWith(t *testing.T, req auth.LoginRequest) (*auth.LoginResult, error) {
 	t.Helper()
 	req.Username, req.Password, req.Remote = "alice", goodPassword, remote
@@ -206,11 +217,8 @@ func TestCompleteSecondFactor_LiftsTheRestriction(t *testing.T) {
 
 func TestCompleteSecondFactor_LockoutEndsTheSession(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t)
+	f := newTOTPLockoutFixture(t)
 	ctx := t.Context()
-	f.setPolicy(t, auth.Policy{LockoutFailures: 3})
-	f.addUser(t, "alice", nil)
-	f.withTOTP(t, "id-alice")
 	res := f.login(t, "alice")
 	p := f.authenticate(t, res.Token)
 	bad := wrongCode(t, fixedSecret, f.now)
@@ -230,11 +238,8 @@ func TestCompleteSecondFactor_LockoutEndsTheSession(t *testing.T) {
 // logging in again before the lockout.
 func TestCompleteSecondFactor_PasswordAloneDoesNotClearFailures(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t)
+	f := newTOTPLockoutFixture(t)
 	ctx := t.Context()
-	f.setPolicy(t, auth.Policy{LockoutFailures: 3})
-	f.addUser(t, "alice", nil)
-	f.withTOTP(t, "id-alice")
 	bad := wrongCode(t, fixedSecret, f.now)
 	p := f.authenticate(t, f.login(t, "alice").Token)
 	for range 2 {
@@ -248,11 +253,8 @@ func TestCompleteSecondFactor_PasswordAloneDoesNotClearFailures(t *testing.T) {
 // of the last full login it counts and locks apart from elsewhere.
 func TestCompleteSecondFactor_TheLastLoginAddressCountsApart(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t)
+	f := newTOTPLockoutFixture(t)
 	ctx := t.Context()
-	f.setPolicy(t, auth.Policy{LockoutFailures: 3})
-	f.addUser(t, "alice", nil)
-	f.withTOTP(t, "id-alice")
 	p := f.authenticate(t, f.login(t, "alice").Token)
 	if err := f.svc.CompleteSecondFactor(ctx, p, code(t, fixedSecret, f.now), "", remote); err != nil {
 		t.Fatal(err)
