@@ -164,8 +164,9 @@ func (a *apiClient) relogin() error {
 }
 
 // metricsSource reads a Prometheus text endpoint; gcURL, when set, is a
-// pprof base URL used to make the process collect garbage first. With
-// api set, the endpoint is the server's API, which needs a login.
+// pprof base URL used to make the process collect garbage first. With api
+// set, the endpoint is the server's API, read with its logged-in client;
+// else c reads it (an endpoint without credentials).
 type metricsSource struct {
 	url   string
 	gcURL string
@@ -225,7 +226,7 @@ func (m *metricsSource) get() (*http.Response, error) {
 	if err := m.api.login(); err != nil {
 		return nil, err
 	}
-	resp, err := m.c.Get(m.url)
+	resp, err := m.api.c.Get(m.url)
 	if err != nil || resp.StatusCode != http.StatusUnauthorized {
 		return resp, err
 	}
@@ -233,5 +234,5 @@ func (m *metricsSource) get() (*http.Response, error) {
 	if err := m.api.relogin(); err != nil {
 		return nil, err
 	}
-	return m.c.Get(m.url)
+	return m.api.c.Get(m.url)
 }

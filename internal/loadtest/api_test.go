@@ -41,7 +41,7 @@ func newFakeAPI(t *testing.T, restriction string) (*fakeAPI, *metricsSource) {
 	srv := httptest.NewTLSServer(f)
 	t.Cleanup(srv.Close)
 	api := newAPI(srv.URL, srv.Certificate(), "the admin password")
-	return f, &metricsSource{url: srv.URL + "/metrics", c: api.c, api: api}
+	return f, &metricsSource{url: srv.URL + "/metrics", api: api}
 }
 
 func TestMetrics_LogInFirstAndAgainWhenTheSessionEnded(t *testing.T) {

@@ -473,7 +473,7 @@ func newEnv(ctx context.Context, cfg *Config) (*env, error) {
 			}
 		}
 		e.api = newAPI(cfg.API, e.ca, pw)
-		e.serverMet = &metricsSource{url: strings.TrimSuffix(cfg.API, "/") + "/metrics", gcURL: strings.TrimSuffix(cfg.PprofURL, "/"), c: e.api.c, api: e.api}
+		e.serverMet = &metricsSource{url: strings.TrimSuffix(cfg.API, "/") + "/metrics", gcURL: strings.TrimSuffix(cfg.PprofURL, "/"), api: e.api}
 	}
 	if cfg.EchoDebugURL != "" {
 		u := strings.TrimSuffix(cfg.EchoDebugURL, "/")
